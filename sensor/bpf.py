@@ -1,0 +1,146 @@
+"""Which packets the sensor looks at: the kernel filter and its user-space twin.
+
+Only traffic between the resolver and authoritative servers matters, and
+end users' queries to the resolver must never be recorded. The filter is
+therefore built from the resolver's own addresses (DNSQR_RES_ADDRS): what
+the resolver sends to port 53 and what comes back from port 53, plus IPv4
+fragments addressed to it (later fragments carry no ports) and ICMP errors
+addressed to it. With DNSQR_AUTH_ADDRS the sensor watches an authority
+instead, and everything is the mirror image.
+
+A BPF program cannot follow IPv6 extension headers, so for IPv6 any packet
+from or to the addresses passes the kernel and `Vantage` decides in user
+space; `Vantage` applies to IPv4 too, so a reassembled datagram and a
+replayed capture are judged exactly as live traffic is.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from .config import IPNetwork
+
+IPV4_FRAGMENT = "(ip[6:2] & 0x3fff != 0)"
+QR_QUERY = "(udp[10] & 0x80 = 0)"
+QR_RESPONSE = "(udp[10] & 0x80 != 0)"
+
+
+def _side(direction: str, nets: Iterable[IPNetwork]) -> str:
+    terms = []
+    for net in nets:
+        if net.prefixlen == net.max_prefixlen:
+            terms.append(f"{direction} host {net.network_address}")
+        else:
+            terms.append(f"{direction} net {net}")
+    return "(" + " or ".join(terms) + ")"
+
+
+def _v4_expression(client: str, server: str, capture_qr: int | None, responses_to: str) -> str:
+    """client: the side that sends queries; responses_to: where fragments go."""
+    queries = f"({client} and udp dst port 53 and {QR_QUERY})"
+    responses = f"({server} and udp src port 53 and {QR_RESPONSE})"
+    fragments = f"({responses_to} and {IPV4_FRAGMENT})"
+    if capture_qr == 0:
+        return queries
+    if capture_qr == 1:
+        return f"({responses} or {fragments})"
+    return (
+        f"(({client} and (udp or tcp) and dst port 53) or "
+        f"({server} and (udp or tcp) and src port 53) or "
+        f"{fragments} or ({responses_to} and icmp))"
+    )
+
+
+def build_filter(
+    res_addrs: Iterable[IPNetwork],
+    auth_addrs: Iterable[IPNetwork] = (),
+    capture_qr: int | None = None,
+) -> str:
+    """The pcap filter expression for these addresses (empty: capture all)."""
+    parts = []
+    for addrs, mode in ((res_addrs, "res"), (auth_addrs, "auth")):
+        v4 = [n for n in addrs if n.version == 4]
+        v6 = [n for n in addrs if n.version == 6]
+        if v4:
+            src, dst = _side("src", v4), _side("dst", v4)
+            if mode == "res":
+                # the resolver is the client: it sends queries, receives answers
+                parts.append(_v4_expression(src, dst, capture_qr, dst))
+            else:
+                # the authority is the server: queries come to it
+                parts.append(_v4_expression(dst, src, capture_qr, src))
+        if v6:
+            parts.append(f"({_side('src', v6)} or {_side('dst', v6)})")
+    return " or ".join(parts)
+
+
+class _AddressSet:
+    """Fast membership of packed addresses in a list of prefixes."""
+
+    def __init__(self, nets: Iterable[IPNetwork]) -> None:
+        nets = list(nets)
+        self.exact = frozenset(
+            n.network_address.packed for n in nets if n.prefixlen == n.max_prefixlen
+        )
+        self.prefixes = [
+            (len(n.network_address.packed), int(n.network_address), int(n.netmask))
+            for n in nets
+            if n.prefixlen != n.max_prefixlen
+        ]
+        self.empty = not nets
+
+    def __contains__(self, packed: bytes) -> bool:
+        if packed in self.exact:
+            return True
+        if self.prefixes:
+            value = int.from_bytes(packed, "big")
+            size = len(packed)
+            for length, network, mask in self.prefixes:
+                if length == size and value & mask == network:
+                    return True
+        return False
+
+
+class Vantage:
+    """Where the sensor stands: whose traffic it may record.
+
+    With no addresses at all it accepts everything (unit tests, and
+    `read`-side tools); the capture itself refuses to start that way.
+    """
+
+    def __init__(self, res_addrs: Iterable[IPNetwork] = (), auth_addrs: Iterable[IPNetwork] = ()) -> None:
+        self.res = _AddressSet(res_addrs)
+        self.auth = _AddressSet(auth_addrs)
+        self.open = self.res.empty and self.auth.empty
+
+    def wants_query(self, client: bytes, server: bytes) -> bool:
+        """A DNS query from client to server."""
+        return self.open or client in self.res or server in self.auth
+
+    def wants_response(self, server: bytes, client: bytes) -> bool:
+        """A DNS response from server to client."""
+        return self.open or client in self.res or server in self.auth
+
+    def wants_tcp(self, src: bytes, dst: bytes, sport: int, dport: int) -> bool:
+        """A TCP segment on port 53, in either direction."""
+        if self.open:
+            return True
+        if dport == 53 and self.wants_query(src, dst):
+            return True
+        return sport == 53 and self.wants_response(src, dst)
+
+    def wants_icmp(self, target: bytes, quoted_src: bytes, quoted_dst: bytes, quoted_sport: int, quoted_dport: int) -> bool:
+        """An ICMP error sent to `target` about a datagram it had sent."""
+        if self.open:
+            return True
+        if target in self.res:
+            return quoted_src == target and quoted_dport == 53
+        if target in self.auth:
+            return quoted_src == target and quoted_sport == 53
+        return False
+
+
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated addresses/prefixes (for tests and tools)."""
+    return tuple(ipaddress.ip_network(p.strip()) for p in text.split(",") if p.strip())

@@ -1,0 +1,126 @@
+"""`sie-dns-sensor`: run, read, check-config."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+
+import click
+
+from . import config as configuration
+from . import logs, render
+from .bpf import build_filter
+from .capture import Capture, CaptureError
+from .constants import DEFAULT_CONFIG_PATH
+from .linklayer import UnsupportedLinkType
+from .matcher import Matcher, Settings
+from .pipeline import Sensor
+from .spool import SpoolError, read_spool
+from .writer import SpoolBusy, SpoolWriter
+
+log = logging.getLogger("sensor")
+
+config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help=f"configuration file (default {DEFAULT_CONFIG_PATH})",
+)
+
+
+def _load(config_path: str | None) -> configuration.Config:
+    try:
+        return configuration.load(config_path)
+    except configuration.ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+
+
+@click.group()
+def main() -> None:
+    """Passive DNS sensor: pairs a resolver's queries to authoritative
+    servers with their responses and spools them for upload."""
+
+
+@main.command()
+@config_option
+@click.option("--pcap", "pcap_path", type=click.Path(exists=True, dir_okay=False),
+              help="replay this capture file instead of capturing live")
+@click.option("--interface", help="capture on this interface (overrides `interface`)")
+@click.option("--spooldir", type=click.Path(file_okay=False), help="overrides `spooldir`")
+def run(config_path: str | None, pcap_path: str | None, interface: str | None, spooldir: str | None) -> None:
+    """Capture (or replay) until stopped, writing spool files."""
+    cfg = _load(config_path)
+    changes = {}
+    if interface:
+        changes["interface"] = interface
+    if spooldir:
+        changes["spooldir"] = spooldir
+    cfg = cfg.with_overrides(**changes)
+    logs.setup(cfg.syslog_priority, foreground=sys.stderr.isatty() or pcap_path is not None)
+    try:
+        cfg.require_capture_addresses()
+    except configuration.ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+    bpf = build_filter(cfg.res_addrs, cfg.auth_addrs, cfg.capture_qr)
+    try:
+        if pcap_path:
+            capture = Capture.open_file(pcap_path, bpf)
+        else:
+            capture = Capture.open_live(cfg.device, cfg.promiscuous, bpf)
+        writer = SpoolWriter(
+            cfg.spooldir, cfg.channel, socket.gethostname(), cfg.interval, cfg.archive, cfg.upload
+        )
+    except (CaptureError, UnsupportedLinkType, SpoolBusy, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    sensor = Sensor(capture, Matcher(Settings.from_config(cfg)), writer)
+    signal.signal(signal.SIGTERM, lambda *_: sensor.stop())
+    signal.signal(signal.SIGINT, lambda *_: sensor.stop())
+    signal.signal(signal.SIGHUP, lambda *_: sensor.rotate())
+    log.info("capturing from %s with filter: %s", capture.description, bpf)
+    sensor.run()
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["json", "text"]), default="json",
+              show_default=True)
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+def read(fmt: str, files: tuple[str, ...]) -> None:
+    """Print the records of spool files, one per line."""
+    show = render.to_json if fmt == "json" else render.to_text
+    failed = False
+    for path in files:
+        try:
+            _, records = read_spool(path)
+            for record in records:
+                click.echo(show(record))
+        except SpoolError as exc:
+            click.echo(f"sie-dns-sensor: {exc}", err=True)
+            failed = True
+    if failed:
+        sys.exit(1)
+
+
+@main.command("check-config")
+@config_option
+def check_config(config_path: str | None) -> None:
+    """Validate the configuration and print the effective settings."""
+    cfg = _load(config_path)
+    for line in cfg.as_text_lines():
+        click.echo(line)
+    problems = []
+    for check in (cfg.require_capture_addresses, cfg.require_upload_settings):
+        try:
+            if check is cfg.require_upload_settings and not cfg.upload:
+                continue
+            check()
+        except configuration.ConfigError as exc:
+            problems.append(str(exc))
+    click.echo(f"# capture filter: {build_filter(cfg.res_addrs, cfg.auth_addrs, cfg.capture_qr)}")
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    if problems:
+        sys.exit(1)

@@ -1,0 +1,340 @@
+"""Reading /etc/default/sie-dns-sensor without executing it.
+
+The file is shell-style `NAME="value"` lines because operators and the init
+scripts already treat it that way; here it is parsed, never run. Every
+variable has one declared kind and default below; a value that does not
+fit its kind stops the start with the variable's name and where it came
+from (file and line, or the environment, which overrides the file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import os
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .constants import DEFAULT_CONFIG_PATH, UPLOAD_PORT
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(ValueError):
+    """A configuration value that the sensor cannot start with."""
+
+
+# ------------------------------------------------------------ value kinds
+def _positive_int(text: str) -> int:
+    if not re.fullmatch(r"\d+", text):
+        raise ValueError(f"{text!r} is not a whole number")
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _boolean(text: str) -> bool:
+    low = text.lower()
+    if low in ("yes", "true", "1", "on"):
+        return True
+    if low in ("no", "false", "0", "off", ""):
+        return False
+    raise ValueError(f"{text!r} is not yes/no, true/false or 1/0")
+
+
+def _optional_bit(text: str) -> int | None:
+    if text == "":
+        return None
+    if text in ("0", "1"):
+        return int(text)
+    raise ValueError(f"{text!r} must be 0, 1 or empty")
+
+
+def _addresses(text: str) -> tuple[IPNetwork, ...]:
+    nets = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(item, strict=True))
+        except ValueError as exc:
+            raise ValueError(f"{item!r} is not an address or prefix ({exc})") from None
+    return tuple(nets)
+
+
+_LABEL = re.compile(rb"[^.]{1,63}")
+
+
+def _qnames(text: str) -> tuple[bytes, ...]:
+    """Colon-separated names, kept as lower-case wire format for matching."""
+    from .dns import text_to_wire  # local: dns.py is the hot path's module
+
+    names = []
+    for item in (part.strip() for part in text.split(":")):
+        if not item:
+            continue
+        try:
+            names.append(text_to_wire(item).lower())
+        except ValueError as exc:
+            raise ValueError(f"{item!r} is not a domain name ({exc})") from None
+    return tuple(names)
+
+
+def _name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
+        raise ValueError(f"{text!r} must be letters, digits, '.', '_' or '-'")
+    return text
+
+
+def _interface(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.:@-]+\+?", text):
+        raise ValueError(f"{text!r} is not an interface name")
+    return text
+
+
+def _path(text: str) -> str:
+    if not text.startswith("/"):
+        raise ValueError(f"{text!r} must be an absolute path")
+    return text
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _server(text: str) -> tuple[str, int] | None:
+    """`host`, `host:port`, `[v6]:port` or a bare IPv6 address."""
+    if text == "":
+        return None
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?", text)
+    if match:
+        host, port = match.group(1), match.group(2)
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, None
+    if not host or not re.fullmatch(r"[A-Za-z0-9_.:-]+", host):
+        raise ValueError(f"{text!r} is not host or host:port")
+    number = UPLOAD_PORT if port is None else int(port) if port.isdigit() else -1
+    if not 0 < number < 65536:
+        raise ValueError(f"{text!r} has a bad port")
+    return host, number
+
+
+SYSLOG_FACILITIES = (
+    "auth authpriv cron daemon ftp kern lpr mail news syslog user uucp "
+    "local0 local1 local2 local3 local4 local5 local6 local7"
+).split()
+SYSLOG_LEVELS = "emerg alert crit err warning notice info debug".split()
+
+
+def _syslog_priority(text: str) -> str:
+    facility, _, level = text.partition(".")
+    if facility not in SYSLOG_FACILITIES or level not in SYSLOG_LEVELS:
+        raise ValueError(f"{text!r} is not facility.level (e.g. local5.info)")
+    return text
+
+
+@dataclasses.dataclass(frozen=True)
+class Variable:
+    """One configuration variable: its attribute, kind and default text."""
+
+    attr: str
+    parse: Callable[[str], Any]
+    default: str
+
+
+VARIABLES: dict[str, Variable] = {
+    "spooldir": Variable("spooldir", _path, "/var/spool/sie"),
+    "uploadkey": Variable("uploadkey", _path, "/var/spool/sie/keys/upload"),
+    "knownhosts": Variable("knownhosts", _path, "/var/spool/sie/keys/known_hosts"),
+    "login": Variable("login", _text, ""),
+    "submitserver": Variable("submitserver", _server, ""),
+    "interval": Variable("interval", _positive_int, "60"),
+    "maxper": Variable("maxper", _positive_int, "16"),
+    "channel": Variable("channel", _name, "ch202"),
+    "interface": Variable("interface", _interface, "eth0"),
+    "DNSQR_RES_ADDRS": Variable("res_addrs", _addresses, ""),
+    "DNSQR_AUTH_ADDRS": Variable("auth_addrs", _addresses, ""),
+    "DNSQR_ZERO_RESOLVER_ADDRESS": Variable("zero_resolver_address", _boolean, "0"),
+    "DNSQR_STATE_TABLE_MAX": Variable("state_table_max", _positive_int, "131072"),
+    "DNSQR_QUERY_TIMEOUT": Variable("query_timeout", _positive_int, "60"),
+    "DNSQR_CAPTURE_RD": Variable("capture_rd", _optional_bit, ""),
+    "DNSQR_CAPTURE_QR": Variable("capture_qr", _optional_bit, ""),
+    "DNSQR_FILTER_QNAMES_INCLUDE": Variable("qnames_include", _qnames, ""),
+    "DNSQR_FILTER_QNAMES_EXCLUDE": Variable("qnames_exclude", _qnames, ""),
+    "archive": Variable("archive", _boolean, "no"),
+    "upload": Variable("upload", _boolean, "yes"),
+    "syslog_priority": Variable("syslog_priority", _syslog_priority, "local5.info"),
+    "max_spool_size_kbytes": Variable("max_spool_size_kbytes", _positive_int, "524288"),
+    "memory_ulimit_kbytes": Variable("memory_ulimit_kbytes", _positive_int, "524288"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The effective settings: defaults, then the file, then the environment."""
+
+    spooldir: str
+    uploadkey: str
+    knownhosts: str
+    login: str
+    submitserver: tuple[str, int] | None
+    interval: int
+    maxper: int
+    channel: str
+    interface: str
+    res_addrs: tuple[IPNetwork, ...]
+    auth_addrs: tuple[IPNetwork, ...]
+    zero_resolver_address: bool
+    state_table_max: int
+    query_timeout: int
+    capture_rd: int | None
+    capture_qr: int | None
+    qnames_include: tuple[bytes, ...]
+    qnames_exclude: tuple[bytes, ...]
+    archive: bool
+    upload: bool
+    syslog_priority: str
+    max_spool_size_kbytes: int
+    memory_ulimit_kbytes: int
+    # variable name -> where its value came from ("file:line", "environment")
+    origins: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
+
+    @property
+    def promiscuous(self) -> bool:
+        """A trailing '+' on the interface asks for promiscuous mode."""
+        return self.interface.endswith("+")
+
+    @property
+    def device(self) -> str:
+        return self.interface.rstrip("+")
+
+    def require_capture_addresses(self) -> None:
+        """The capture filter is built from these; without them it would
+        record end users' queries, which the sensor must never do."""
+        if not self.res_addrs and not self.auth_addrs:
+            raise ConfigError(
+                "DNSQR_RES_ADDRS or DNSQR_AUTH_ADDRS must be set "
+                "(the resolver's or the authority's addresses)"
+            )
+
+    def require_upload_settings(self) -> None:
+        """The uploader cannot reach the collector without these."""
+        for name, value in (("login", self.login), ("submitserver", self.submitserver)):
+            if not value:
+                raise ConfigError(f"{name} must be set when upload is enabled")
+
+    def with_overrides(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    def as_text_lines(self) -> list[str]:
+        """Effective settings as `NAME="value"` lines, in declaration order."""
+        lines = []
+        for name, var in VARIABLES.items():
+            value = getattr(self, var.attr)
+            lines.append(f'{name}="{_render(value)}"  # {self.origins.get(name, "default")}')
+        return lines
+
+
+def _render(value: Any) -> str:
+    from .dns import wire_to_text
+
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return ""
+    if isinstance(value, tuple) and value and isinstance(value[0], bytes):
+        return ":".join(wire_to_text(v) for v in value)
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+        host, port = value
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+_ASSIGNMENT = re.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)")
+
+
+def parse_lines(text: str, source: str) -> dict[str, tuple[str, str]]:
+    """Assignments in a shell-style file: name -> (value, "source:line").
+
+    Quotes are removed as the shell would for a plain word; nothing is
+    expanded or executed. Unknown names close to a known one are errors
+    (a typo would otherwise silently keep the default).
+    """
+    found: dict[str, tuple[str, str]] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        where = f"{source}:{number}"
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _ASSIGNMENT.fullmatch(line)
+        if not match:
+            raise ConfigError(f"{where}: cannot read {raw!r} (expected NAME=\"value\")")
+        name, rest = match.groups()
+        try:
+            words = shlex.split(rest, comments=True, posix=True)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {name}: {exc}") from None
+        if len(words) > 1:
+            raise ConfigError(f"{where}: {name}: value has unquoted spaces")
+        if name not in VARIABLES:
+            _reject_near_miss(name, where)
+            continue
+        found[name] = (words[0] if words else "", where)
+    return found
+
+
+def _reject_near_miss(name: str, where: str) -> None:
+    by_lower = {known.lower(): known for known in VARIABLES}
+    close = difflib.get_close_matches(name.lower(), by_lower, n=1, cutoff=0.8)
+    if close:
+        raise ConfigError(
+            f"{where}: unknown variable {name} (did you mean {by_lower[close[0]]}?)"
+        )
+
+
+def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Defaults, overridden by the file at `path`, overridden by `environ`.
+
+    A missing file at the default path is not an error (every variable has
+    a default); a missing file that was named explicitly is.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, tuple[str, str]] = {}
+    file_path = path or DEFAULT_CONFIG_PATH
+    try:
+        with open(file_path, encoding="utf-8") as handle:
+            values.update(parse_lines(handle.read(), file_path))
+    except FileNotFoundError:
+        if path is not None:
+            raise ConfigError(f"{file_path}: no such file") from None
+    for name in VARIABLES:
+        if name in environ:
+            values[name] = (environ[name], "environment")
+    return build(values)
+
+
+def build(values: Mapping[str, tuple[str, str]]) -> Config:
+    """Parse each variable's text into its kind, naming it on failure."""
+    settings: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for name, var in VARIABLES.items():
+        text, where = values.get(name, (var.default, "default"))
+        try:
+            settings[var.attr] = var.parse(text)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {name}: {exc}") from None
+        origins[name] = where
+    return Config(origins=origins, **settings)
+
+
+def defaults() -> Config:
+    """Every variable at its default: the base for tests and replay."""
+    return build({})

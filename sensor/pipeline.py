@@ -1,0 +1,138 @@
+"""capture -> matcher -> writer: the loop that `sie-dns-sensor run` drives.
+
+Data flows one way. The loop owns the clock decisions: packet time for
+everything that came from a packet, wall time only when a live capture is
+quiet (so queries still time out and files still rotate at night).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from .capture import Capture
+from .matcher import Matcher
+from .writer import INFINITY, SpoolWriter
+
+log = logging.getLogger(__name__)
+
+STATS_SECONDS = 300
+
+
+@dataclasses.dataclass
+class Summary:
+    """What one run did, for the log and for benchmarks."""
+
+    packets: int = 0
+    records: int = 0
+    files: int = 0
+    bytes_written: int = 0
+    not_ip: int = 0
+    counters: dict = dataclasses.field(default_factory=dict)
+    kernel: tuple = (0, 0, 0)
+
+    def line(self) -> str:
+        problems = ", ".join(f"{k}={v}" for k, v in sorted(self.counters.items())) or "none"
+        received, dropped, ifdropped = self.kernel
+        return (
+            f"packets={self.packets} records={self.records} files={self.files} "
+            f"bytes={self.bytes_written} not_ip={self.not_ip} "
+            f"kernel_received={received} kernel_dropped={dropped} if_dropped={ifdropped} "
+            f"skipped: {problems}"
+        )
+
+
+class Sensor:
+    """Runs until the capture ends (a file) or `stop()` is called (a signal)."""
+
+    def __init__(self, capture: Capture, matcher: Matcher, writer: SpoolWriter) -> None:
+        self.capture = capture
+        self.matcher = matcher
+        self.writer = writer
+        self.summary = Summary()
+        self._stopping = False
+        self._rotate_now = False
+
+    def stop(self) -> None:
+        """Safe from a signal handler: the loop notices within one batch."""
+        self._stopping = True
+
+    def rotate(self) -> None:
+        """Finish the open file at the next batch (SIGHUP)."""
+        self._rotate_now = True
+
+    def run(self) -> Summary:
+        recovered = self.writer.recover()
+        if recovered:
+            log.warning("finished %d spool file(s) left by an earlier crash", len(recovered))
+        next_stats = time.monotonic() + STATS_SECONDS
+        while not self._stopping:
+            batch = self.capture.read_batch()
+            if batch is None:
+                break
+            if batch:
+                self._process(batch)
+            else:
+                self._quiet()
+            if self._rotate_now:
+                self._rotate_now = False
+                self.writer.finish()
+            if time.monotonic() >= next_stats:
+                next_stats += STATS_SECONDS
+                log.info("%s", self._snapshot().line())
+        self._shutdown()
+        return self.summary
+
+    def _process(self, batch: list) -> None:
+        """Feed one batch, writing records into the file of their interval."""
+        feed = self.matcher.feed
+        writer = self.writer
+        records: list = []
+        first_sec = first_nsec = 0
+        deadline = writer.deadline
+        for packet, sec, nsec in batch:
+            if sec >= deadline:
+                if records:
+                    writer.write(records, first_sec, first_nsec)
+                    records = []
+                writer.advance(sec)
+                deadline = writer.deadline
+            made = feed(packet, sec, nsec)
+            if made:
+                if not records:
+                    first_sec, first_nsec = sec, nsec
+                    if deadline == INFINITY:
+                        deadline = writer.boundary_after(sec)
+                records += made
+        if records:
+            writer.write(records, first_sec, first_nsec)
+        self.summary.packets += len(batch)
+
+    def _quiet(self) -> None:
+        """No packets for a while: let wall time expire queries and rotate."""
+        now = time.time()
+        sec, nsec = int(now), int((now % 1) * 1e9)
+        records = self.matcher.tick(sec, nsec)
+        self.writer.write(records, sec, nsec)
+        self.writer.advance(sec)
+
+    def _shutdown(self) -> None:
+        """Every outstanding query leaves as unanswered; the file is finished."""
+        matcher = self.matcher
+        self.writer.write(matcher.flush(), matcher.now_sec, matcher.now_nsec)
+        self.writer.close()
+        summary = self._snapshot()
+        self.capture.close()
+        log.info("stopped: %s", summary.line())
+
+    def _snapshot(self) -> Summary:
+        summary = self.summary
+        summary.records = self.writer.records_written
+        summary.files = self.writer.files_done
+        summary.bytes_written = self.writer.bytes_written
+        summary.not_ip = self.capture.not_ip
+        summary.counters = dict(self.matcher.counters)
+        if self.capture.live:
+            summary.kernel = self.capture.kernel_stats()
+        return summary

@@ -1,0 +1,252 @@
+"""The spool file format: a gzip stream of CBOR items.
+
+The first item is a header map (format name, version, host, channel, start
+time); each following item is one record, a map keyed by the field numbers
+in `constants.Field`. gzip because every operator's machine can open it
+(`zcat`) and because a stream cut short by a crash still inflates up to
+where it stops, so a reader recovers every record before the cut.
+
+Encoding: cbor2 handles any record, but its encoder costs about 5 µs per
+record, most of the sensor's budget per packet. The dominant shape (a UDP
+query and its response, one datagram each) is therefore written by
+`_encode_pair` with struct: the same CBOR data model, with fixed-width
+integer heads (valid CBOR that every decoder reads; only "preferred
+serialization" would pick shorter heads). Decoding always uses cbor2.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from collections.abc import Iterator
+
+import cbor2
+
+from .constants import (
+    HEADER_CHANNEL,
+    HEADER_FORMAT,
+    HEADER_HOST,
+    HEADER_START,
+    HEADER_VERSION,
+    SPOOL_FORMAT,
+    SPOOL_VERSION,
+    Field,
+    RecordType,
+)
+
+GZIP_WBITS = 31  # zlib's value for a gzip wrapper
+COMPRESSION_LEVEL = 6
+READ_CHUNK = 1 << 20
+
+
+class SpoolError(ValueError):
+    """A spool file that is not in this format."""
+
+
+def encode_header(host: str, channel: str, start_sec: int, start_usec: int) -> bytes:
+    return cbor2.dumps(
+        {
+            HEADER_FORMAT: SPOOL_FORMAT,
+            HEADER_VERSION: SPOOL_VERSION,
+            HEADER_HOST: host,
+            HEADER_CHANNEL: channel,
+            HEADER_START: [start_sec, start_usec],
+        }
+    )
+
+
+# The 18 fields of a UDP_QUERY_RESPONSE record with one datagram each way,
+# the shape of nearly every record a resolver produces.
+_PAIR_FIELDS = frozenset(
+    (
+        Field.TYPE, Field.QUERY_IP, Field.RESPONSE_IP, Field.PROTO, Field.QUERY_PORT,
+        Field.RESPONSE_PORT, Field.ID, Field.QNAME, Field.QTYPE, Field.QCLASS, Field.RCODE,
+        Field.QUERY_PACKET, Field.QUERY_TIME_SEC, Field.QUERY_TIME_NSEC, Field.RESPONSE_PACKET,
+        Field.RESPONSE_TIME_SEC, Field.RESPONSE_TIME_NSEC, Field.UDP_CHECKSUM,
+    )
+)
+_MAP_18 = 0xA0 + len(_PAIR_FIELDS)
+_BYTES_4 = 0x44
+_BYTES_16 = 0x50
+_BYTES_U8 = 0x58
+_BYTES_U16 = 0x59
+_UINT_U16 = 0x19
+_UINT_U32 = 0x1A
+_ARRAY_1 = 0x81
+
+_PAIR_HEAD = {
+    size: struct.Struct(f">BBB BB{size}s BB{size}s BB BBH BBH BBH BBB".replace(" ", ""))
+    for size in (4, 16)
+}
+_PAIR_MIDDLE = struct.Struct(">BBH BBH BB BBBH".replace(" ", ""))
+_PAIR_AFTER_QUERY = struct.Struct(">BBBI BBBI BBBH".replace(" ", ""))
+_PAIR_TAIL = struct.Struct(">BBBI BBBI BB".replace(" ", ""))
+
+
+def _encode_pair(r: dict) -> bytes | None:
+    """Fixed-layout CBOR for the common pair; None when r is another shape."""
+    qname = r[Field.QNAME]
+    query_ip = r[Field.QUERY_IP]
+    (query,) = r[Field.QUERY_PACKET]
+    (response,) = r[Field.RESPONSE_PACKET]
+    size = len(query_ip)
+    if size != len(r[Field.RESPONSE_IP]) or size not in _PAIR_HEAD:
+        return None
+    if len(qname) > 255 or len(query) > 0xFFFF or len(response) > 0xFFFF:
+        return None
+    bytes_tag = _BYTES_4 if size == 4 else _BYTES_16
+    return b"".join(
+        (
+            _PAIR_HEAD[size].pack(
+                _MAP_18,
+                Field.TYPE, r[Field.TYPE],
+                Field.QUERY_IP, bytes_tag, query_ip,
+                Field.RESPONSE_IP, bytes_tag, r[Field.RESPONSE_IP],
+                Field.PROTO, r[Field.PROTO],
+                Field.QUERY_PORT, _UINT_U16, r[Field.QUERY_PORT],
+                Field.RESPONSE_PORT, _UINT_U16, r[Field.RESPONSE_PORT],
+                Field.ID, _UINT_U16, r[Field.ID],
+                Field.QNAME, _BYTES_U8, len(qname),
+            ),
+            qname,
+            _PAIR_MIDDLE.pack(
+                Field.QTYPE, _UINT_U16, r[Field.QTYPE],
+                Field.QCLASS, _UINT_U16, r[Field.QCLASS],
+                Field.RCODE, r[Field.RCODE],
+                Field.QUERY_PACKET, _ARRAY_1, _BYTES_U16, len(query),
+            ),
+            query,
+            _PAIR_AFTER_QUERY.pack(
+                Field.QUERY_TIME_SEC, _ARRAY_1, _UINT_U32, r[Field.QUERY_TIME_SEC][0],
+                Field.QUERY_TIME_NSEC, _ARRAY_1, _UINT_U32, r[Field.QUERY_TIME_NSEC][0],
+                Field.RESPONSE_PACKET, _ARRAY_1, _BYTES_U16, len(response),
+            ),
+            response,
+            _PAIR_TAIL.pack(
+                Field.RESPONSE_TIME_SEC, _ARRAY_1, _UINT_U32, r[Field.RESPONSE_TIME_SEC][0],
+                Field.RESPONSE_TIME_NSEC, _ARRAY_1, _UINT_U32, r[Field.RESPONSE_TIME_NSEC][0],
+                Field.UDP_CHECKSUM, r[Field.UDP_CHECKSUM],
+            ),
+        )
+    )
+
+
+def _is_plain_pair(r: dict) -> bool:
+    return (
+        len(r) == len(_PAIR_FIELDS)
+        and r[Field.TYPE] == RecordType.UDP_QUERY_RESPONSE
+        and Field.QNAME in r
+        and len(r[Field.QUERY_PACKET]) == 1
+        and len(r[Field.RESPONSE_PACKET]) == 1
+        and Field.RCODE in r
+    )
+
+
+def encode_record(record: dict) -> bytes:
+    """One record as a CBOR map."""
+    if _is_plain_pair(record):
+        encoded = _encode_pair(record)
+        if encoded is not None:
+            return encoded
+    return cbor2.dumps({int(k): _plain(v) for k, v in record.items()})
+
+
+def _plain(value):
+    """IntEnum values become plain ints so the CBOR is the same either way."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return value
+    return int(value)
+
+
+def read_items(stream: io.BufferedIOBase) -> Iterator[object]:
+    """Every complete CBOR item in a gzip stream, stopping quietly at a cut.
+
+    A file cut short (crash, power loss) yields everything up to its last
+    complete item; corruption in the middle raises SpoolError.
+    """
+    inflater = zlib.decompressobj(GZIP_WBITS)
+    pending = b""
+    while True:
+        chunk = stream.read(READ_CHUNK)
+        try:
+            data = inflater.decompress(chunk) if chunk else inflater.flush()
+        except zlib.error as exc:
+            if not chunk or _only_cut(exc):
+                data = b""
+            else:
+                raise SpoolError(f"compressed data is damaged ({exc})") from None
+        pending += data
+        pending, items = _complete_items(pending)
+        yield from items
+        if not chunk or inflater.eof:
+            return
+
+
+def _only_cut(exc: zlib.error) -> bool:
+    return "incomplete" in str(exc) or "truncated" in str(exc)
+
+
+def _complete_items(buffer: bytes) -> tuple[bytes, list[object]]:
+    """Decode whole items from the front of buffer; return the remainder."""
+    items = []
+    view = io.BytesIO(buffer)
+    decoder = cbor2.CBORDecoder(view)
+    consumed = 0
+    while consumed < len(buffer):
+        try:
+            items.append(decoder.decode())
+        except (cbor2.CBORDecodeEOF, EOFError):
+            break
+        except cbor2.CBORDecodeError as exc:
+            raise SpoolError(f"undecodable record at byte {consumed} ({exc})") from None
+        consumed = view.tell()
+    return buffer[consumed:], items
+
+
+def read_spool(path: str) -> tuple[dict, Iterator[dict]]:
+    """The header and an iterator over the records of one spool file."""
+    stream = open(path, "rb")  # noqa: SIM115 - closed by the generator below
+    items = read_items(stream)
+    try:
+        header = next(items)
+    except StopIteration:
+        stream.close()
+        raise SpoolError(f"{path}: no header (empty or not a spool file)") from None
+    except (SpoolError, zlib.error) as exc:
+        stream.close()
+        raise SpoolError(f"{path}: {exc}") from None
+    if not isinstance(header, dict) or header.get(HEADER_FORMAT) != SPOOL_FORMAT:
+        stream.close()
+        raise SpoolError(f"{path}: not a {SPOOL_FORMAT} spool file")
+
+    def records() -> Iterator[dict]:
+        with stream:
+            for item in items:
+                if not isinstance(item, dict):
+                    raise SpoolError(f"{path}: a record is not a map")
+                yield item
+
+    return header, records()
+
+
+class Compressor:
+    """A gzip stream writer that can be flushed to a readable point."""
+
+    def __init__(self, sink: io.RawIOBase | io.BufferedIOBase, level: int = COMPRESSION_LEVEL) -> None:
+        self.sink = sink
+        self.deflater = zlib.compressobj(level, zlib.DEFLATED, GZIP_WBITS)
+        self.raw_bytes = 0
+
+    def write(self, data: bytes) -> None:
+        self.raw_bytes += len(data)
+        out = self.deflater.compress(data)
+        if out:
+            self.sink.write(out)
+
+    def sync(self) -> None:
+        """Everything written so far becomes readable from the file."""
+        self.sink.write(self.deflater.flush(zlib.Z_SYNC_FLUSH))
+
+    def finish(self) -> None:
+        self.sink.write(self.deflater.flush(zlib.Z_FINISH))
