@@ -125,11 +125,8 @@ def _server(text: str) -> tuple[str, int] | None:
     return host, number
 
 
-SYSLOG_FACILITIES = (
-    "auth authpriv cron daemon ftp kern lpr mail news syslog user uucp "
-    "local0 local1 local2 local3 local4 local5 local6 local7"
-).split()
-SYSLOG_LEVELS = "emerg alert crit err warning notice info debug".split()
+SYSLOG_FACILITIES = ["auth", "authpriv", "cron", "daemon", "ftp", "kern", "lpr", "mail", "news", "syslog", "user", "uucp", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"]
+SYSLOG_LEVELS = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"]
 
 
 def _syslog_priority(text: str) -> str:

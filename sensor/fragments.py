@@ -23,7 +23,7 @@ MAX_DATAGRAM = 65535
 
 
 class _Pending:
-    __slots__ = ("pieces", "packets", "total", "born", "size")
+    __slots__ = ("born", "packets", "pieces", "size", "total")
 
     def __init__(self, born: int) -> None:
         self.pieces: list[tuple[int, bytes]] = []

@@ -18,6 +18,7 @@ from .writer import INFINITY, SpoolWriter
 log = logging.getLogger(__name__)
 
 STATS_SECONDS = 300
+FLUSH_CHUNK = 1024  # records made at a time at shutdown (bounds memory)
 
 
 @dataclasses.dataclass
@@ -120,7 +121,8 @@ class Sensor:
     def _shutdown(self) -> None:
         """Every outstanding query leaves as unanswered; the file is finished."""
         matcher = self.matcher
-        self.writer.write(matcher.flush(), matcher.now_sec, matcher.now_nsec)
+        while matcher.table:
+            self.writer.write(matcher.flush(FLUSH_CHUNK), matcher.now_sec, matcher.now_nsec)
         self.writer.close()
         summary = self._snapshot()
         self.capture.close()

@@ -129,7 +129,7 @@ def _key(field: int) -> str:
 
 
 def _timestamp(sec: int, nsec: int) -> str:
-    moment = datetime.datetime.fromtimestamp(sec, tz=datetime.timezone.utc)
+    moment = datetime.datetime.fromtimestamp(sec, tz=datetime.UTC)
     return f"{moment:%Y-%m-%d %H:%M:%S}.{nsec:09d}"
 
 

@@ -17,7 +17,9 @@ serialization" would pick shorter heads). Decoding always uses cbor2.
 from __future__ import annotations
 
 import io
+import queue
 import struct
+import threading
 import zlib
 from collections.abc import Iterator
 
@@ -36,7 +38,7 @@ from .constants import (
 )
 
 GZIP_WBITS = 31  # zlib's value for a gzip wrapper
-COMPRESSION_LEVEL = 6
+COMPRESSION_LEVEL = 4
 READ_CHUNK = 1 << 20
 
 
@@ -66,7 +68,8 @@ _PAIR_FIELDS = frozenset(
         Field.RESPONSE_TIME_SEC, Field.RESPONSE_TIME_NSEC, Field.UDP_CHECKSUM,
     )
 )
-_MAP_18 = 0xA0 + len(_PAIR_FIELDS)
+_PAIR_SIZE = len(_PAIR_FIELDS)
+_MAP_18 = 0xA0 + _PAIR_SIZE
 _BYTES_4 = 0x44
 _BYTES_16 = 0x50
 _BYTES_U8 = 0x58
@@ -86,10 +89,13 @@ _PAIR_TAIL = struct.Struct(">BBBI BBBI BB".replace(" ", ""))
 
 def _encode_pair(r: dict) -> bytes | None:
     """Fixed-layout CBOR for the common pair; None when r is another shape."""
-    qname = r[Field.QNAME]
+    try:
+        qname = r[Field.QNAME]
+        (query,) = r[Field.QUERY_PACKET]
+        (response,) = r[Field.RESPONSE_PACKET]
+    except (KeyError, ValueError):
+        return None  # no question, or fragments: the general encoder
     query_ip = r[Field.QUERY_IP]
-    (query,) = r[Field.QUERY_PACKET]
-    (response,) = r[Field.RESPONSE_PACKET]
     size = len(query_ip)
     if size != len(r[Field.RESPONSE_IP]) or size not in _PAIR_HEAD:
         return None
@@ -132,20 +138,9 @@ def _encode_pair(r: dict) -> bytes | None:
     )
 
 
-def _is_plain_pair(r: dict) -> bool:
-    return (
-        len(r) == len(_PAIR_FIELDS)
-        and r[Field.TYPE] == RecordType.UDP_QUERY_RESPONSE
-        and Field.QNAME in r
-        and len(r[Field.QUERY_PACKET]) == 1
-        and len(r[Field.RESPONSE_PACKET]) == 1
-        and Field.RCODE in r
-    )
-
-
 def encode_record(record: dict) -> bytes:
     """One record as a CBOR map."""
-    if _is_plain_pair(record):
+    if len(record) == _PAIR_SIZE and record[Field.TYPE] == RecordType.UDP_QUERY_RESPONSE:
         encoded = _encode_pair(record)
         if encoded is not None:
             return encoded
@@ -250,3 +245,64 @@ class Compressor:
 
     def finish(self) -> None:
         self.sink.write(self.deflater.flush(zlib.Z_FINISH))
+
+
+class BackgroundCompressor:
+    """A Compressor whose deflate and writes run on a second thread.
+
+    zlib and file writes release the GIL, so on a two-core resolver the
+    compression (a third of the work per packet) overlaps with decoding
+    and matching instead of adding to it. Order is kept (one queue, one
+    thread); an error there (a full disk) is raised at the next call here.
+    """
+
+    _SYNC = object()
+    _FINISH = object()
+
+    def __init__(self, sink: io.RawIOBase | io.BufferedIOBase, level: int = COMPRESSION_LEVEL) -> None:
+        self._inner = Compressor(sink, level)
+        self._queue: queue.Queue = queue.Queue(maxsize=16)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="spool-compressor", daemon=True)
+        self._thread.start()
+
+    @property
+    def raw_bytes(self) -> int:
+        return self._inner.raw_bytes
+
+    def _work(self) -> None:
+        inner = self._inner
+        while True:
+            item = self._queue.get()
+            if item is self._FINISH:
+                return
+            if self._error is not None:
+                continue  # drain after a failure; the caller will hear of it
+            try:
+                if item is self._SYNC:
+                    inner.sync()
+                    inner.sink.flush()
+                else:
+                    inner.write(item)
+            except BaseException as exc:  # handed to the caller
+                self._error = exc
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def write(self, data: bytes) -> None:
+        self._raise_pending()
+        self._queue.put(data)
+
+    def sync(self) -> None:
+        self._raise_pending()
+        self._queue.put(self._SYNC)
+
+    def finish(self) -> None:
+        """Wait for every queued write, then end the gzip stream."""
+        self._queue.put(self._FINISH)
+        self._thread.join()
+        self._raise_pending()
+        self._inner.finish()

@@ -17,7 +17,7 @@ import os
 import time
 
 from .constants import SPOOL_EXT
-from .spool import Compressor, SpoolError, encode_header, encode_record, read_spool
+from .spool import BackgroundCompressor, Compressor, SpoolError, encode_header, encode_record, read_spool
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class SpoolWriter:
         self._lock = self._take_lock(os.path.join(locks, f"sensor-{channel}.lock"))
         self.deadline = INFINITY
         self._file = None
-        self._compressor: Compressor | None = None
+        self._compressor: BackgroundCompressor | None = None
         self._name = ""
         self._last_sync = 0.0
         self.files_done = 0
@@ -97,7 +97,6 @@ class SpoolWriter:
         now = time.monotonic()
         if now - self._last_sync >= SYNC_SECONDS:
             compressor.sync()
-            self._file.flush()
             self._last_sync = now
 
     def boundary_after(self, sec: int) -> int:
@@ -117,7 +116,7 @@ class SpoolWriter:
             usec += 1
         self._name = name
         self._file = open(os.path.join(self.dirs["new"], name), "xb")  # noqa: SIM115
-        self._compressor = Compressor(self._file)
+        self._compressor = BackgroundCompressor(self._file)
         self._compressor.write(encode_header(self.host, self.channel, sec, usec))
         self.deadline = self.boundary_after(sec)
         self._last_sync = time.monotonic()
