@@ -75,6 +75,18 @@ def build_filter(
     return " or ".join(parts)
 
 
+def with_vlans(expression: str) -> str:
+    """The expression, also for frames with one or two 802.1Q/802.1ad tags.
+
+    libpcap's `vlan` shifts every offset after it for the rest of the
+    expression, so the tagged cases must nest rather than sit side by side.
+    Only meaningful on Ethernet; other link types reject `vlan`.
+    """
+    if not expression:
+        return expression
+    return f"({expression}) or (vlan and (({expression}) or (vlan and ({expression}))))"
+
+
 class _AddressSet:
     """Fast membership of packed addresses in a list of prefixes."""
 

@@ -14,7 +14,8 @@ import struct
 
 import pcapy
 
-from .linklayer import finder_for
+from .bpf import with_vlans
+from .linklayer import DLT_EN10MB, finder_for
 
 SNAPLEN = 65535
 BATCH = 1024
@@ -28,6 +29,12 @@ Datagram = tuple[bytes, int, int]
 
 class CaptureError(RuntimeError):
     """The interface or file could not be opened or filtered."""
+
+
+def _set_filter(handle, bpf: str) -> None:
+    """Apply the sensor's filter, widened for VLAN tags on Ethernet."""
+    if bpf:
+        handle.setfilter(with_vlans(bpf) if handle.datalink() == DLT_EN10MB else bpf)
 
 
 class Capture:
@@ -49,8 +56,7 @@ class Capture:
             handle.set_timeout(LIVE_TIMEOUT_MS)
             handle.set_buffer_size(LIVE_BUFFER_BYTES)
             handle.activate()
-            if bpf:
-                handle.setfilter(bpf)
+            _set_filter(handle, bpf)
         except pcapy.PcapError as exc:
             raise CaptureError(f"cannot capture on {device}: {exc}") from None
         return cls(handle, f"interface {device}", live=True)
@@ -59,8 +65,7 @@ class Capture:
     def open_file(cls, path: str, bpf: str) -> Capture:
         try:
             handle = pcapy.open_offline(path)
-            if bpf:
-                handle.setfilter(bpf)
+            _set_filter(handle, bpf)
         except pcapy.PcapError as exc:
             raise CaptureError(f"cannot read {path}: {exc}") from None
         return cls(handle, f"file {path}", live=False)

@@ -66,7 +66,6 @@ def _addresses(text: str) -> tuple[IPNetwork, ...]:
     return tuple(nets)
 
 
-_LABEL = re.compile(rb"[^.]{1,63}")
 
 
 def _qnames(text: str) -> tuple[bytes, ...]:

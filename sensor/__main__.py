@@ -1,0 +1,5 @@
+"""`python -m sensor` is `sie-dns-sensor`."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,107 @@
+"""Offline capture through libpcap: every supported link type, same records."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from sensor.bpf import build_filter, parse_networks
+from sensor.capture import Capture
+from sensor.constants import Field, RecordType
+from sensor.linklayer import UnsupportedLinkType
+from sensor.matcher import Matcher
+from tests import packets as P
+
+T0 = 1_700_000_000.25
+FILTER = build_filter(parse_networks(f"{P.RESOLVER},{P.RESOLVER6}"))
+
+
+def _sll(datagram: bytes) -> bytes:
+    proto = 0x86DD if datagram[0] >> 4 == 6 else 0x0800
+    return struct.pack("!HHH8sH", 0, 1, 6, b"\x02\x00\x00\x00\x00\x01\x00\x00", proto) + datagram
+
+
+def _sll2(datagram: bytes) -> bytes:
+    proto = 0x86DD if datagram[0] >> 4 == 6 else 0x0800
+    return struct.pack("!HHIHBB8s", proto, 0, 2, 1, 0, 6, b"\x02\x00\x00\x00\x00\x01\x00\x00") + datagram
+
+
+def _null(datagram: bytes) -> bytes:
+    family = 24 if datagram[0] >> 4 == 6 else 2
+    return struct.pack("<I", family) + datagram
+
+
+def _loop(datagram: bytes) -> bytes:
+    family = 24 if datagram[0] >> 4 == 6 else 2
+    return struct.pack("!I", family) + datagram
+
+
+LINKS = {
+    "ethernet": (1, P.ethernet),
+    "vlan": (1, lambda d: P.ethernet(d, vlan=42)),
+    "qinq": (1, lambda d: P.ethernet(d, vlan=7)[:12] + b"\x88\xa8\x00\x07" + P.ethernet(d, vlan=42)[12:]),
+    "linux_sll": (113, _sll),
+    "linux_sll2": (276, _sll2),
+    "raw": (101, lambda d: d),
+    "null": (0, _null),
+    "loop": (108, _loop),
+}
+
+
+def _replay(path: str) -> tuple[list, Capture]:
+    capture = Capture.open_file(path, FILTER)
+    matcher = Matcher()
+    records = []
+    while (batch := capture.read_batch()) is not None:
+        for packet, sec, nsec in batch:
+            records += matcher.feed(packet, sec, nsec)
+    records += matcher.flush()
+    return records, capture
+
+
+@pytest.mark.parametrize("link", sorted(LINKS))
+@pytest.mark.parametrize("version", [4, 6])
+def test_each_link_type_gives_the_same_pair(tmp_path, link, version):
+    linktype, wrap = LINKS[link]
+    if version == 4:
+        q, r = P.query(), P.response()
+    else:
+        q = P.query(src=P.RESOLVER6, dst=P.AUTHORITY6)
+        r = P.response(src=P.AUTHORITY6, dst=P.RESOLVER6)
+    path = str(tmp_path / "c.pcap")
+    P.write_pcap(path, [(wrap(q), T0), (wrap(r), T0 + 0.002)], linktype=linktype)
+    (rec,), _ = _replay(path)
+    assert rec[Field.TYPE] == RecordType.UDP_QUERY_RESPONSE
+    assert rec[Field.QUERY_PACKET] == [q] and rec[Field.RESPONSE_PACKET] == [r]
+    assert rec[Field.QUERY_TIME_SEC] == [1_700_000_000]
+    assert rec[Field.QUERY_TIME_NSEC] == [250_000_000]
+    assert rec[Field.RESPONSE_TIME_NSEC] == [252_000_000]
+
+
+def test_filter_applies_to_files_and_non_ip_frames_are_counted(tmp_path):
+    arp = b"\xff" * 6 + b"\x02" + b"\x00" * 5 + b"\x08\x06" + b"\x00" * 28
+    user = P.ethernet(P.query(src="203.0.113.9", dst=P.RESOLVER))
+    path = str(tmp_path / "c.pcap")
+    P.write_pcap(path, [(arp, T0), (user, T0), (P.ethernet(P.query()), T0)])
+    records, capture = _replay(path)
+    assert [r[Field.TYPE] for r in records] == [RecordType.UDP_UNANSWERED_QUERY]
+    unfiltered = Capture.open_file(path, "")
+    batch = unfiltered.read_batch()
+    assert len(batch) == 2 and unfiltered.not_ip == 1
+
+
+def test_truncated_pcap_file_ends_quietly(tmp_path):
+    path = tmp_path / "c.pcap"
+    P.write_pcap(str(path), [(P.ethernet(P.query(ident=i, sport=1000 + i)), T0 + i) for i in range(50)])
+    data = path.read_bytes()
+    path.write_bytes(data[:-30])
+    records, _ = _replay(str(path))
+    assert len(records) < 50
+
+
+def test_unsupported_link_type_is_a_clear_error(tmp_path):
+    path = str(tmp_path / "c.pcap")
+    P.write_pcap(path, [(b"\x00" * 40, T0)], linktype=105)  # 802.11
+    with pytest.raises(UnsupportedLinkType, match="link type"):
+        Capture.open_file(path, "")

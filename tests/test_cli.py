@@ -1,0 +1,100 @@
+"""The command line: check-config, run --pcap, read."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from sensor.cli import main
+from tests import packets as P
+
+T0 = 1_700_000_000
+
+
+@pytest.fixture
+def runner(monkeypatch):
+    for name in ("DNSQR_RES_ADDRS", "DNSQR_AUTH_ADDRS", "DNSQR_CAPTURE_RD", "interval", "archive"):
+        monkeypatch.delenv(name, raising=False)
+    return CliRunner()
+
+
+def write_config(tmp_path, text: str) -> str:
+    path = tmp_path / "sie-dns-sensor"
+    path.write_text(f'spooldir="{tmp_path / "spool"}"\n' + text)
+    return str(path)
+
+
+def test_check_config_prints_effective_settings_and_filter(runner, tmp_path):
+    path = write_config(tmp_path, 'DNSQR_RES_ADDRS="192.0.2.53"\nlogin="sensor1"\nsubmitserver="c.example"\n')
+    result = runner.invoke(main, ["check-config", "-c", path])
+    assert result.exit_code == 0, result.output
+    assert 'DNSQR_RES_ADDRS="192.0.2.53/32"' in result.output
+    assert 'submitserver="c.example:49222"' in result.output
+    assert "src host 192.0.2.53" in result.output
+
+
+def test_check_config_names_a_bad_variable_and_line(runner, tmp_path):
+    path = write_config(tmp_path, 'interval="1m"\n')
+    result = runner.invoke(main, ["check-config", "-c", path])
+    assert result.exit_code != 0
+    assert f"{path}:2: interval" in result.output
+
+
+def test_check_config_reports_missing_addresses(runner, tmp_path):
+    path = write_config(tmp_path, 'upload="no"\n')
+    result = runner.invoke(main, ["check-config", "-c", path])
+    assert result.exit_code == 1
+    assert "DNSQR_RES_ADDRS or DNSQR_AUTH_ADDRS" in result.output
+
+
+def test_run_refuses_to_start_on_a_bad_value(runner, tmp_path):
+    path = write_config(tmp_path, 'DNSQR_RES_ADDRS="192.0.2.999"\n')
+    pcap = str(tmp_path / "c.pcap")
+    P.write_pcap(pcap, [(P.ethernet(P.query()), T0)])
+    result = runner.invoke(main, ["run", "-c", path, "--pcap", pcap])
+    assert result.exit_code != 0
+    assert "DNSQR_RES_ADDRS" in result.output and ":2:" in result.output
+    assert not os.path.exists(tmp_path / "spool")
+
+
+def test_run_refuses_without_addresses(runner, tmp_path):
+    pcap = str(tmp_path / "c.pcap")
+    P.write_pcap(pcap, [(P.ethernet(P.query()), T0)])
+    result = runner.invoke(main, ["run", "-c", write_config(tmp_path, ""), "--pcap", pcap])
+    assert result.exit_code != 0 and "DNSQR_RES_ADDRS" in result.output
+
+
+def test_replay_rotates_archives_and_reads_back(runner, tmp_path):
+    path = write_config(tmp_path, 'DNSQR_RES_ADDRS="192.0.2.53"\ninterval="10"\narchive="yes"\n')
+    frames = []
+    for i in range(30):  # one exchange a second for 30 seconds: three intervals
+        frames.append((P.ethernet(P.query(ident=i, sport=20000 + i)), T0 + i))
+        frames.append((P.ethernet(P.response(ident=i, dport=20000 + i)), T0 + i + 0.01))
+    frames.append((P.ethernet(P.query(ident=99, sport=30000)), T0 + 30))  # never answered
+    pcap = str(tmp_path / "c.pcap")
+    P.write_pcap(pcap, frames)
+    result = runner.invoke(main, ["run", "-c", path, "--pcap", pcap])
+    assert result.exit_code == 0, result.output
+    waiting = sorted(glob.glob(str(tmp_path / "spool/waiting/ch202/*")))
+    archived = sorted(glob.glob(str(tmp_path / "spool/archive/ch202/*")))
+    assert len(waiting) == 4 and [os.path.basename(f) for f in waiting] == [os.path.basename(f) for f in archived]
+    assert not glob.glob(str(tmp_path / "spool/new/ch202/*"))
+    result = runner.invoke(main, ["read", *waiting])
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    types = [line["message"]["type"] for line in lines]
+    assert types.count("UDP_QUERY_RESPONSE") == 30 and types[-1] == "UDP_UNANSWERED_QUERY"
+    assert lines[0]["vname"] == "base" and lines[0]["mname"] == "dnsqr"
+    text = runner.invoke(main, ["read", "--format", "text", waiting[0]]).output.splitlines()
+    assert "192.0.2.53#20000 -> 198.51.100.1#53 UDP id=0 www.example.com. IN A NOERROR" in text[0]
+
+
+def test_read_reports_a_bad_file_and_fails(runner, tmp_path):
+    bad = tmp_path / "bad.cbor.gz"
+    bad.write_bytes(b"not gzip")
+    result = runner.invoke(main, ["read", str(bad)])
+    assert result.exit_code == 1
+    assert "bad.cbor.gz" in result.output

@@ -1,0 +1,145 @@
+"""Configuration: the shell-style file, defaults, environment, clear errors."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+import pytest
+
+from sensor import config
+from sensor.config import ConfigError
+from sensor.constants import UPLOAD_PORT
+from sensor.dns import text_to_wire
+
+SHIPPED = os.path.join(os.path.dirname(__file__), "..", "etc", "sie-dns-sensor")
+
+
+def load_text(tmp_path, text: str, environ: dict | None = None) -> config.Config:
+    path = tmp_path / "sie-dns-sensor"
+    path.write_text(text)
+    return config.load(str(path), environ or {})
+
+
+def test_shipped_file_parses_and_matches_the_documented_defaults():
+    cfg = config.load(SHIPPED, {})
+    assert cfg.spooldir == "/var/spool/sie"
+    assert cfg.interval == 60 and cfg.maxper == 16 and cfg.channel == "ch202"
+    assert cfg.interface == "eth0" and not cfg.promiscuous
+    assert cfg.capture_rd == 0  # as shipped
+    assert cfg.capture_qr is None
+    assert cfg.state_table_max == 131072 and cfg.query_timeout == 60
+    assert cfg.archive is False and cfg.upload is True
+    assert cfg.syslog_priority == "local5.info"
+    assert cfg.max_spool_size_kbytes == 524288 == cfg.memory_ulimit_kbytes
+    # every variable the sensor knows is in the shipped file (some commented)
+    text = open(SHIPPED).read()
+    for name in config.VARIABLES:
+        assert name + "=" in text, name
+
+
+def test_defaults_without_a_file_leave_rd_unset():
+    cfg = config.defaults()
+    assert cfg.capture_rd is None and cfg.res_addrs == ()
+
+
+def test_values_quotes_comments_and_export(tmp_path):
+    cfg = load_text(
+        tmp_path,
+        '# comment\n\nexport interval=30\nchannel=\'ch204\'  # trailing\n'
+        'interface="eth1+"\nDNSQR_RES_ADDRS="192.0.2.1, 2001:db8::/64,198.51.100.0/24"\n'
+        'archive="YES"\nupload="False"\nsubmitserver="[2001:db8::9]:2222"\n'
+        'DNSQR_FILTER_QNAMES_EXCLUDE="example.com:Example.NET."\n',
+    )
+    assert cfg.interval == 30 and cfg.channel == "ch204"
+    assert cfg.promiscuous and cfg.device == "eth1"
+    assert cfg.res_addrs == (
+        ipaddress.ip_network("192.0.2.1/32"),
+        ipaddress.ip_network("2001:db8::/64"),
+        ipaddress.ip_network("198.51.100.0/24"),
+    )
+    assert cfg.archive is True and cfg.upload is False
+    assert cfg.submitserver == ("2001:db8::9", 2222)
+    assert cfg.qnames_exclude == (text_to_wire("example.com"), text_to_wire("example.net"))
+    assert cfg.origins["interval"].endswith(":3")
+
+
+def test_submitserver_port_defaults_to_49222(tmp_path):
+    assert load_text(tmp_path, 'submitserver="collector.example"\n').submitserver == (
+        "collector.example",
+        UPLOAD_PORT,
+    )
+
+
+def test_environment_overrides_the_file(tmp_path):
+    cfg = load_text(tmp_path, 'interval="30"\n', {"interval": "15", "DNSQR_RES_ADDRS": "192.0.2.7"})
+    assert cfg.interval == 15
+    assert cfg.origins["interval"] == "environment"
+    assert cfg.res_addrs == (ipaddress.ip_network("192.0.2.7/32"),)
+
+
+def test_file_is_never_executed(tmp_path):
+    marker = tmp_path / "ran"
+    cfg = load_text(tmp_path, f'login="$(touch {marker})"\n')
+    assert not marker.exists()
+    assert cfg.login == f"$(touch {marker})"
+
+
+@pytest.mark.parametrize(
+    "line, variable",
+    [
+        ('interval="sixty"', "interval"),
+        ('interval="0"', "interval"),
+        ('DNSQR_STATE_TABLE_MAX="-5"', "DNSQR_STATE_TABLE_MAX"),
+        ('DNSQR_RES_ADDRS="192.0.2.300"', "DNSQR_RES_ADDRS"),
+        ('DNSQR_RES_ADDRS="192.0.2.1/24"', "DNSQR_RES_ADDRS"),  # host bits set
+        ('DNSQR_CAPTURE_RD="2"', "DNSQR_CAPTURE_RD"),
+        ('archive="maybe"', "archive"),
+        ('syslog_priority="local9.info"', "syslog_priority"),
+        ('submitserver="host:99999"', "submitserver"),
+        ('spooldir="relative/path"', "spooldir"),
+        ('DNSQR_FILTER_QNAMES_INCLUDE="' + "a" * 64 + '.com"', "DNSQR_FILTER_QNAMES_INCLUDE"),
+        ('DNSQR_RES_ADRS="192.0.2.1"', "DNSQR_RES_ADRS"),  # a typo of a known name
+        ('Interval="60"', "Interval"),
+    ],
+)
+def test_bad_value_names_the_variable_and_the_line(tmp_path, line, variable):
+    with pytest.raises(ConfigError) as error:
+        load_text(tmp_path, "# first line\n" + line + "\n")
+    message = str(error.value)
+    assert variable in message
+    assert "sie-dns-sensor:2" in message
+
+
+def test_bad_environment_value_says_so(tmp_path):
+    with pytest.raises(ConfigError, match="environment: maxper"):
+        load_text(tmp_path, "", {"maxper": "many"})
+
+
+def test_unreadable_line_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match=":1: cannot read"):
+        load_text(tmp_path, "this is not an assignment\n")
+
+
+def test_unrelated_unknown_variables_are_ignored(tmp_path):
+    assert load_text(tmp_path, 'SOME_OTHER_TOOL="x"\n').interval == 60
+
+
+def test_missing_named_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        config.load(str(tmp_path / "absent"), {})
+
+
+def test_capture_needs_addresses_and_upload_needs_a_collector():
+    cfg = config.defaults()
+    with pytest.raises(ConfigError, match="DNSQR_RES_ADDRS or DNSQR_AUTH_ADDRS"):
+        cfg.require_capture_addresses()
+    with pytest.raises(ConfigError, match="login"):
+        cfg.require_upload_settings()
+
+
+def test_effective_settings_render_back_to_parseable_lines(tmp_path):
+    cfg = load_text(tmp_path, 'DNSQR_RES_ADDRS="192.0.2.1,2001:db8::1"\nsubmitserver="c.example"\n')
+    rendered = "\n".join(line.split("  #")[0] for line in cfg.as_text_lines())
+    again = load_text(tmp_path, rendered)
+    assert again == cfg

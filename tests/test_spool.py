@@ -1,0 +1,192 @@
+"""Spool codec and writer: round trips, rotation, archive, crash recovery."""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import cbor2
+import pytest
+
+from sensor.constants import Field, RecordType, UdpChecksum
+from sensor.matcher import Matcher
+from sensor.spool import Compressor, SpoolError, encode_header, encode_record, read_spool
+from sensor.writer import SpoolBusy, SpoolWriter
+from tests import packets as P
+
+T0 = 1_700_000_000
+
+
+def sample_records() -> list[dict]:
+    """One of each shape the matcher makes, from real datagrams."""
+    m = Matcher()
+    out = []
+    out += m.feed(P.query(), T0, 1)
+    out += m.feed(P.response(), T0, 2)  # plain pair (fast encoder)
+    out += m.feed(P.query(src=P.RESOLVER6, dst=P.AUTHORITY6), T0, 3)
+    out += m.feed(P.response(src=P.AUTHORITY6, dst=P.RESOLVER6), T0, 4)  # IPv6 pair
+    out += m.feed(P.query(ident=7, qtype=16), T0, 5)
+    for i, frag in enumerate(P.fragment_ipv4(P.big_response(3000, ident=7), 1200)):
+        out += m.feed(frag, T0, 6 + i)  # fragmented pair (general encoder)
+    out += m.feed(P.response(ident=9), T0, 20)  # unsolicited
+    out += m.feed(P.query(ident=10, sport=1000), T0, 21)
+    out += m.flush()  # unanswered, with a float timeout
+    assert [r[Field.TYPE] for r in out] == [
+        RecordType.UDP_QUERY_RESPONSE,
+        RecordType.UDP_QUERY_RESPONSE,
+        RecordType.UDP_QUERY_RESPONSE,
+        RecordType.UDP_UNSOLICITED_RESPONSE,
+        RecordType.UDP_UNANSWERED_QUERY,
+    ]
+    return out
+
+
+def write_file(path, records, cut: int | None = None) -> None:
+    with open(path, "wb") as handle:
+        compressor = Compressor(handle)
+        compressor.write(encode_header("h", "ch", T0, 0))
+        for record in records:
+            compressor.write(encode_record(record))
+        compressor.finish()
+    if cut is not None:
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[:cut])
+
+
+def test_every_record_shape_round_trips(tmp_path):
+    records = sample_records()
+    path = tmp_path / "f.cbor.gz"
+    write_file(path, records)
+    header, read = read_spool(str(path))
+    assert header["format"] == "sie-dnsqr" and header["channel"] == "ch"
+    assert list(read) == records
+
+
+def test_fast_pair_encoding_decodes_like_cbor2():
+    pair = sample_records()[0]
+    assert cbor2.loads(encode_record(pair)) == pair
+    assert cbor2.loads(encode_record(pair)) == cbor2.loads(cbor2.dumps({int(k): int(v) if isinstance(v, int)
+                                                                        else v for k, v in pair.items()}))
+
+
+def test_file_is_plain_gzip_of_cbor_items(tmp_path):
+    path = tmp_path / "f.cbor.gz"
+    write_file(path, sample_records())
+    data = gzip.decompress(path.read_bytes())
+    assert cbor2.loads(data)["format"] == "sie-dnsqr"
+
+
+def test_file_cut_short_yields_every_complete_record(tmp_path):
+    records = sample_records() * 200
+    full = tmp_path / "full.cbor.gz"
+    write_file(full, records)
+    size = full.stat().st_size
+    seen = []
+    for cut in (size // 4, size // 2, size - 10):
+        path = tmp_path / f"cut{cut}.cbor.gz"
+        write_file(path, records, cut=cut)
+        _, read = read_spool(str(path))
+        got = list(read)
+        assert got == records[: len(got)]  # a prefix, nothing damaged
+        seen.append(len(got))
+    assert 0 < seen[0] < seen[1] < seen[2] < len(records)
+
+
+def test_not_a_spool_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "x"
+    path.write_bytes(b"hello")
+    with pytest.raises(SpoolError):
+        read_spool(str(path))
+    path.write_bytes(gzip.compress(cbor2.dumps({"format": "other"})))
+    with pytest.raises(SpoolError, match="not a sie-dnsqr"):
+        read_spool(str(path))
+
+
+# ------------------------------------------------------------------ writer
+def writer(tmp_path, **kw) -> SpoolWriter:
+    options = {"interval": 60, "archive": False, "upload": True} | kw
+    return SpoolWriter(str(tmp_path), "ch1", "host", **options)
+
+
+def files(tmp_path, where: str) -> list[str]:
+    return sorted(os.listdir(tmp_path / where / "ch1"))
+
+
+def test_rotation_on_interval_boundaries_of_packet_time(tmp_path):
+    w = writer(tmp_path)
+    rec = sample_records()[0]
+    w.write([rec], 1_700_000_010, 0)
+    assert files(tmp_path, "new") and not files(tmp_path, "waiting")
+    w.advance(1_700_000_039)  # 1_700_000_040 is a multiple of 60
+    assert not files(tmp_path, "waiting")
+    w.advance(1_700_000_040)
+    assert files(tmp_path, "waiting") == ["host.1700000010.000000.cbor.gz"]
+    w.write([rec, rec], 1_700_000_041, 5000)
+    w.close()
+    assert files(tmp_path, "waiting") == ["host.1700000010.000000.cbor.gz", "host.1700000041.000005.cbor.gz"]
+    assert not files(tmp_path, "new") and not files(tmp_path, "archive")
+    _, read = read_spool(str(tmp_path / "waiting/ch1/host.1700000041.000005.cbor.gz"))
+    assert len(list(read)) == 2
+
+
+def test_no_records_no_file(tmp_path):
+    w = writer(tmp_path)
+    w.write([], T0, 0)
+    w.advance(T0 + 1000)
+    w.close()
+    assert not files(tmp_path, "waiting") and not files(tmp_path, "new")
+
+
+def test_archive_keeps_a_hard_link(tmp_path):
+    w = writer(tmp_path, archive=True)
+    w.write(sample_records(), T0, 0)
+    w.close()
+    (name,) = files(tmp_path, "waiting")
+    assert files(tmp_path, "archive") == [name]
+    assert os.stat(tmp_path / "archive/ch1" / name).st_nlink == 2
+
+
+@pytest.mark.parametrize("archive", [True, False])
+def test_upload_no_never_fills_waiting(tmp_path, archive):
+    w = writer(tmp_path, archive=archive, upload=False)
+    w.write(sample_records(), T0, 0)
+    w.close()
+    assert not files(tmp_path, "waiting") and not files(tmp_path, "new")
+    assert len(files(tmp_path, "archive")) == (1 if archive else 0)
+
+
+def test_two_writers_on_one_channel_are_refused(tmp_path):
+    w = writer(tmp_path)
+    with pytest.raises(SpoolBusy):
+        writer(tmp_path)
+    w.close()
+    writer(tmp_path).close()
+
+
+def test_crash_leftovers_are_finished_at_start(tmp_path):
+    records = sample_records() * 50
+    os.makedirs(tmp_path / "new/ch1")
+    cut = tmp_path / "new/ch1/host.1700000000.000000.cbor.gz"
+    write_file(cut, records, cut=1500)
+    empty = tmp_path / "new/ch1/host.1700000001.000000.cbor.gz"
+    empty.write_bytes(b"")
+    (tmp_path / "new/ch1/host.1700000002.000000.cbor.gz.recovering").write_bytes(b"junk")
+    w = writer(tmp_path)
+    assert w.recover() == [cut.name]
+    w.close()
+    assert files(tmp_path, "new") == []
+    (name,) = files(tmp_path, "waiting")
+    _, read = read_spool(str(tmp_path / "waiting/ch1" / name))
+    got = list(read)
+    assert 0 < len(got) < len(records) and got == records[: len(got)]
+    # the recovered file is now complete: gzip reads it to the end
+    gzip.decompress((tmp_path / "waiting/ch1" / name).read_bytes())
+
+
+def test_records_survive_with_checksum_names(tmp_path):
+    w = writer(tmp_path)
+    w.write(sample_records(), T0, 0)
+    w.close()
+    (name,) = files(tmp_path, "waiting")
+    _, read = read_spool(str(tmp_path / "waiting/ch1" / name))
+    assert next(iter(read))[Field.UDP_CHECKSUM] == UdpChecksum.CORRECT
