@@ -22,10 +22,60 @@ import dpkt
 RESOLVER4 = "192.0.2.53"
 RESOLVER6 = "2001:db8::53"
 TLDS = ["com", "net", "org", "example", "test", "io", "de", "uk", "info", "arpa"]
-WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey", "xray", "yankee", "zulu", "mail", "www", "api", "cdn", "static", "img", "shop", "blog", "news", "login", "portal", "cloud", "edge", "ns1", "ns2", "mx", "smtp", "imap"]
+WORDS = [
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+    "november",
+    "oscar",
+    "papa",
+    "quebec",
+    "romeo",
+    "sierra",
+    "tango",
+    "uniform",
+    "victor",
+    "whiskey",
+    "xray",
+    "yankee",
+    "zulu",
+    "mail",
+    "www",
+    "api",
+    "cdn",
+    "static",
+    "img",
+    "shop",
+    "blog",
+    "news",
+    "login",
+    "portal",
+    "cloud",
+    "edge",
+    "ns1",
+    "ns2",
+    "mx",
+    "smtp",
+    "imap",
+]
 
-QTYPES = [(dpkt.dns.DNS_A, 50), (dpkt.dns.DNS_AAAA, 25), (dpkt.dns.DNS_NS, 10),
-          (dpkt.dns.DNS_MX, 8), (dpkt.dns.DNS_TXT, 7)]
+QTYPES = [
+    (dpkt.dns.DNS_A, 50),
+    (dpkt.dns.DNS_AAAA, 25),
+    (dpkt.dns.DNS_NS, 10),
+    (dpkt.dns.DNS_MX, 8),
+    (dpkt.dns.DNS_TXT, 7),
+]
 
 ETH_V4 = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00"
 ETH_V6 = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x86\xdd"
@@ -92,7 +142,9 @@ class _Messages:
                 if qtype == dpkt.dns.DNS_A:
                     rr.ip = bytes([203, 0, 113, rng.randrange(256)])
                 elif qtype == dpkt.dns.DNS_AAAA:
-                    rr.ip6 = socket.inet_pton(socket.AF_INET6, f"2001:db8:{rng.randrange(65536):x}::{rng.randrange(65536):x}")
+                    rr.ip6 = socket.inet_pton(
+                        socket.AF_INET6, f"2001:db8:{rng.randrange(65536):x}::{rng.randrange(65536):x}"
+                    )
                 elif qtype == dpkt.dns.DNS_MX:
                     rr.preference, rr.mxname = rng.choice([10, 20, 30]), f"mx{rng.randrange(9)}.{zone}"
                 elif qtype == dpkt.dns.DNS_TXT:
@@ -184,7 +236,7 @@ def write(path: str, count: int, seed: int = 1) -> None:
         handle.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
         for ts, frame in packets(count, seed):
             sec = int(ts)
-            usec = int(round((ts - sec) * 1e6))
+            usec = round((ts - sec) * 1e6)
             if usec == 1_000_000:
                 sec, usec = sec + 1, 0
             handle.write(struct.pack("<IIII", sec, usec, len(frame), len(frame)))

@@ -142,7 +142,9 @@ class Vantage:
             return True
         return sport == 53 and self.wants_response(src, dst)
 
-    def wants_icmp(self, target: bytes, quoted_src: bytes, quoted_dst: bytes, quoted_sport: int, quoted_dport: int) -> bool:
+    def wants_icmp(
+        self, target: bytes, quoted_src: bytes, quoted_dst: bytes, quoted_sport: int, quoted_dport: int
+    ) -> bool:
         """An ICMP error sent to `target` about a datagram it had sent."""
         if self.open:
             return True

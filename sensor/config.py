@@ -66,8 +66,6 @@ def _addresses(text: str) -> tuple[IPNetwork, ...]:
     return tuple(nets)
 
 
-
-
 def _qnames(text: str) -> tuple[bytes, ...]:
     """Colon-separated names, kept as lower-case wire format for matching."""
     from .dns import text_to_wire  # local: dns.py is the hot path's module
@@ -124,7 +122,28 @@ def _server(text: str) -> tuple[str, int] | None:
     return host, number
 
 
-SYSLOG_FACILITIES = ["auth", "authpriv", "cron", "daemon", "ftp", "kern", "lpr", "mail", "news", "syslog", "user", "uucp", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"]
+SYSLOG_FACILITIES = [
+    "auth",
+    "authpriv",
+    "cron",
+    "daemon",
+    "ftp",
+    "kern",
+    "lpr",
+    "mail",
+    "news",
+    "syslog",
+    "user",
+    "uucp",
+    "local0",
+    "local1",
+    "local2",
+    "local3",
+    "local4",
+    "local5",
+    "local6",
+    "local7",
+]
 SYSLOG_LEVELS = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"]
 
 
@@ -215,8 +234,7 @@ class Config:
         record end users' queries, which the sensor must never do."""
         if not self.res_addrs and not self.auth_addrs:
             raise ConfigError(
-                "DNSQR_RES_ADDRS or DNSQR_AUTH_ADDRS must be set "
-                "(the resolver's or the authority's addresses)"
+                "DNSQR_RES_ADDRS or DNSQR_AUTH_ADDRS must be set (the resolver's or the authority's addresses)"
             )
 
     def require_upload_settings(self) -> None:
@@ -272,7 +290,7 @@ def parse_lines(text: str, source: str) -> dict[str, tuple[str, str]]:
             continue
         match = _ASSIGNMENT.fullmatch(line)
         if not match:
-            raise ConfigError(f"{where}: cannot read {raw!r} (expected NAME=\"value\")")
+            raise ConfigError(f'{where}: cannot read {raw!r} (expected NAME="value")')
         name, rest = match.groups()
         try:
             words = shlex.split(rest, comments=True, posix=True)
@@ -291,9 +309,7 @@ def _reject_near_miss(name: str, where: str) -> None:
     by_lower = {known.lower(): known for known in VARIABLES}
     close = difflib.get_close_matches(name.lower(), by_lower, n=1, cutoff=0.8)
     if close:
-        raise ConfigError(
-            f"{where}: unknown variable {name} (did you mean {by_lower[close[0]]}?)"
-        )
+        raise ConfigError(f"{where}: unknown variable {name} (did you mean {by_lower[close[0]]}?)")
 
 
 def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:

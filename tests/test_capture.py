@@ -84,7 +84,7 @@ def test_filter_applies_to_files_and_non_ip_frames_are_counted(tmp_path):
     user = P.ethernet(P.query(src="203.0.113.9", dst=P.RESOLVER))
     path = str(tmp_path / "c.pcap")
     P.write_pcap(path, [(arp, T0), (user, T0), (P.ethernet(P.query()), T0)])
-    records, capture = _replay(path)
+    records, _ = _replay(path)
     assert [r[Field.TYPE] for r in records] == [RecordType.UDP_UNANSWERED_QUERY]
     unfiltered = Capture.open_file(path, "")
     batch = unfiltered.read_batch()

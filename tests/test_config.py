@@ -33,7 +33,8 @@ def test_shipped_file_parses_and_matches_the_documented_defaults():
     assert cfg.syslog_priority == "local5.info"
     assert cfg.max_spool_size_kbytes == 524288 == cfg.memory_ulimit_kbytes
     # every variable the sensor knows is in the shipped file (some commented)
-    text = open(SHIPPED).read()
+    with open(SHIPPED) as handle:
+        text = handle.read()
     for name in config.VARIABLES:
         assert name + "=" in text, name
 
@@ -46,7 +47,7 @@ def test_defaults_without_a_file_leave_rd_unset():
 def test_values_quotes_comments_and_export(tmp_path):
     cfg = load_text(
         tmp_path,
-        '# comment\n\nexport interval=30\nchannel=\'ch204\'  # trailing\n'
+        "# comment\n\nexport interval=30\nchannel='ch204'  # trailing\n"
         'interface="eth1+"\nDNSQR_RES_ADDRS="192.0.2.1, 2001:db8::/64,198.51.100.0/24"\n'
         'archive="YES"\nupload="False"\nsubmitserver="[2001:db8::9]:2222"\n'
         'DNSQR_FILTER_QNAMES_EXCLUDE="example.com:Example.NET."\n',

@@ -320,8 +320,14 @@ def test_rd_filter_keeps_only_matching_queries_for_pairs_and_leftovers():
 
 @pytest.mark.parametrize(
     "name, kept",
-    [("example.com", True), ("www.Example.COM", True), ("a.b.example.com", True),
-     ("badexample.com", False), ("com", False), ("example.org", False)],
+    [
+        ("example.com", True),
+        ("www.Example.COM", True),
+        ("a.b.example.com", True),
+        ("badexample.com", False),
+        ("com", False),
+        ("example.org", False),
+    ],
 )
 def test_include_filter_keeps_names_at_and_below(name, kept):
     m = matcher(qnames_include=frozenset({text_to_wire("example.com")}))
@@ -456,8 +462,12 @@ def test_udp_length_that_lies_is_counted():
 def test_random_bytes_and_mutations_never_raise():
     rng = random.Random(2026)
     m = matcher()
-    seeds = [P.query(), P.response(), *P.fragment_ipv4(P.big_response(3000), 1200),
-             P.query(src=P.RESOLVER6, dst=P.AUTHORITY6)]
+    seeds = [
+        P.query(),
+        P.response(),
+        *P.fragment_ipv4(P.big_response(3000), 1200),
+        P.query(src=P.RESOLVER6, dst=P.AUTHORITY6),
+    ]
     for _ in range(5000):
         base = bytearray(rng.choice(seeds))
         for _ in range(rng.randint(1, 8)):

@@ -49,8 +49,10 @@ def write_file(path, records, cut: int | None = None) -> None:
             compressor.write(encode_record(record))
         compressor.finish()
     if cut is not None:
-        data = open(path, "rb").read()
-        open(path, "wb").write(data[:cut])
+        with open(path, "rb") as handle:
+            data = handle.read()
+        with open(path, "wb") as handle:
+            handle.write(data[:cut])
 
 
 def test_every_record_shape_round_trips(tmp_path):
@@ -65,8 +67,9 @@ def test_every_record_shape_round_trips(tmp_path):
 def test_fast_pair_encoding_decodes_like_cbor2():
     pair = sample_records()[0]
     assert cbor2.loads(encode_record(pair)) == pair
-    assert cbor2.loads(encode_record(pair)) == cbor2.loads(cbor2.dumps({int(k): int(v) if isinstance(v, int)
-                                                                        else v for k, v in pair.items()}))
+    assert cbor2.loads(encode_record(pair)) == cbor2.loads(
+        cbor2.dumps({int(k): int(v) if isinstance(v, int) else v for k, v in pair.items()})
+    )
 
 
 def test_file_is_plain_gzip_of_cbor_items(tmp_path):
