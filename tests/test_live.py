@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+from sensor import render
 from sensor.spool import read_spool
 from tests import netns
 
@@ -126,8 +127,6 @@ def test_live_capture_on_veth_pairs_everything_and_stops_cleanly(tmp_path):
     assert len(files) == 1, err
     _, records = read_spool(files[0])
     records = list(records)
-    from sensor import render
-
     messages = [render.message(r) for r in records]
     kinds = sorted((m["type"], m["query_ip"]) for m in messages)
     for address in ("192.0.2.53", "2001:db8::53"):
