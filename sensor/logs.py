@@ -26,6 +26,8 @@ def setup(priority: str, foreground: bool) -> None:
     elif level_name in ("err", "crit", "alert", "emerg"):
         level = logging.ERROR
     root.setLevel(level)
+    # paramiko narrates every connection at INFO; the uploader logs its own lines
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
     if os.path.exists(SYSLOG_SOCKET):
         facility = logging.handlers.SysLogHandler.facility_names[facility_name]
         handler = logging.handlers.SysLogHandler(address=SYSLOG_SOCKET, facility=facility)

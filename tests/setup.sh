@@ -3,7 +3,7 @@
 # Debian packages, then a virtualenv (.venv) with the sensor installed.
 set -eu
 cd "$(dirname "$0")/.."
-packages="python3 python3-venv libpcap-dev iproute2 ethtool"
+packages="python3 python3-venv libpcap-dev iproute2 ethtool openssh-server openssh-client passwd procps"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -11,7 +11,15 @@ done
 if [ -n "$missing" ]; then
     if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
     $sudo apt-get update -qq
+    # install services without starting them (openssh-server would listen on :22)
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+        $sudo chmod +x /usr/sbin/policy-rc.d
+        policy=yes
+    fi
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
+    [ -z "$policy" ] || $sudo rm -f /usr/sbin/policy-rc.d
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip >/dev/null

@@ -1,0 +1,115 @@
+"""A real OpenSSH sshd on loopback, as the collector, for tests and benchmarks.
+
+It gets its own config, host key, port and an sftp-only system user whose
+home is a temporary folder; `close()` stops it and removes the user.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+
+SSHD = "/usr/sbin/sshd"
+
+
+def available() -> str | None:
+    """None when a private sshd can be run here, else why not."""
+    if os.geteuid() != 0:
+        return "needs root to run sshd and add its user"
+    for tool in (SSHD, shutil.which("ssh-keygen"), shutil.which("useradd")):
+        if not tool or not os.path.exists(tool):
+            return "needs openssh-server, openssh-client and useradd"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Sshd:
+    """One sshd process serving one sftp-only user on 127.0.0.1."""
+
+    def __init__(self, authorized_key: str) -> None:
+        # Its own folder under /tmp, readable on the way down: sshd reads
+        # authorized_keys and the session writes the home as the user.
+        workdir = tempfile.mkdtemp(prefix="sie-sshd-", dir="/tmp")
+        os.chmod(workdir, 0o755)
+        self.workdir = workdir
+        self.user = f"sieup{uuid.uuid4().hex[:6]}"
+        self.home = os.path.join(workdir, "home")
+        self.port = free_port()
+        self.config = os.path.join(workdir, "sshd_config")
+        self.log = os.path.join(workdir, "sshd.log")
+        self.process: subprocess.Popen | None = None
+        os.makedirs(self.home)
+        os.makedirs("/run/sshd", exist_ok=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--home-dir", self.home, "--shell", "/usr/sbin/nologin",
+             self.user],
+            check=True, capture_output=True,
+        )
+        subprocess.run(["usermod", "-p", "*", self.user], check=True, capture_output=True)  # no password, not locked
+        entry = pwd.getpwnam(self.user)
+        os.chown(self.home, entry.pw_uid, entry.pw_gid)
+        self.host_key = os.path.join(workdir, "host_key")
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", self.host_key], check=True)
+        self.authorized_keys = os.path.join(workdir, "authorized_keys")
+        with open(self.authorized_keys, "w") as handle:
+            handle.write(authorized_key)
+        with open(self.config, "w") as handle:
+            handle.write(
+                f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\n"
+                f"PidFile {workdir}/sshd.pid\nAuthorizedKeysFile {self.authorized_keys}\n"
+                "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
+                "UsePAM no\nStrictModes no\nPermitRootLogin no\n"
+                f"AllowUsers {self.user}\nSubsystem sftp internal-sftp\nForceCommand internal-sftp\n"
+                "LogLevel VERBOSE\nMaxStartups 100\n"
+            )
+
+    def known_hosts_line(self) -> str:
+        with open(self.host_key + ".pub") as handle:
+            kind, blob = handle.read().split()[:2]
+        return f"[127.0.0.1]:{self.port} {kind} {blob}\n"
+
+    def start(self) -> None:
+        log = open(self.log, "a")  # noqa: SIM115 - owned by the process
+        self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", self.config], stderr=log)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        with open(self.log) as handle:
+            raise RuntimeError(f"sshd did not start: {handle.read()}")
+
+    def kill(self) -> None:
+        """Stop the listener and every session at once, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+        subprocess.run(["pkill", "-KILL", "-u", self.user], capture_output=True)
+        self.process = None
+
+    def accepted_sessions(self) -> int:
+        with open(self.log) as handle:
+            return handle.read().count("Accepted publickey")
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.home, *parts)
+
+    def close(self) -> None:
+        self.kill()
+        time.sleep(0.1)
+        subprocess.run(["userdel", self.user], capture_output=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)

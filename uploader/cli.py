@@ -1,0 +1,76 @@
+"""`sie-upload` and `sie-gen-key`."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import click
+
+from sensor import config as configuration
+from sensor import logs
+from sensor.constants import DEFAULT_CONFIG_PATH
+
+from . import keys
+from .upload import Uploader, UploaderBusy, channel_lock
+
+config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help=f"configuration file (default {DEFAULT_CONFIG_PATH})",
+)
+
+
+def _load(config_path: str | None) -> configuration.Config:
+    try:
+        return configuration.load(config_path)
+    except configuration.ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+
+
+@click.command()
+@config_option
+@click.option("--once", is_flag=True, help="one round over waiting/, then exit (status 1 if anything failed)")
+def upload_main(config_path: str | None, once: bool) -> None:
+    """Ship finished spool files to the collector over SFTP."""
+    cfg = _load(config_path)
+    if not cfg.upload:
+        click.echo('upload="no" in the configuration: nothing to do', err=True)
+        return
+    logs.setup(cfg.syslog_priority, foreground=sys.stderr.isatty() or once)
+    try:
+        uploader = Uploader(cfg)
+    except configuration.ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    try:
+        with channel_lock(cfg):
+            ok = uploader.run(once, should_stop=lambda: bool(stopping))
+    except UploaderBusy as exc:
+        raise click.ClickException(str(exc)) from None
+    if once and not ok:
+        sys.exit(1)
+
+
+@click.command()
+@config_option
+@click.option("--type", "kind", type=click.Choice(keys.KEY_TYPES), default="ed25519", show_default=True)
+@click.option("--bits", type=int, default=keys.DEFAULT_RSA_BITS, show_default=True, help="RSA key size")
+def gen_key_main(config_path: str | None, kind: str, bits: int) -> None:
+    """Make the upload key pair at `uploadkey` and show the public half."""
+    cfg = _load(config_path)
+    try:
+        line = keys.generate(cfg.uploadkey, kind, bits)
+    except (keys.KeyExists, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Wrote the private key to {cfg.uploadkey} (mode 0600) and the public key to {cfg.uploadkey}.pub:")
+    click.echo("")
+    click.echo(line.rstrip("\n"))
+    click.echo("")
+    click.echo("Send this public key line to SIE with your sensor's login name; once it is registered,")
+    click.echo(f"put the collector's host key in {cfg.knownhosts} and start the uploader.")

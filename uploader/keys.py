@@ -1,0 +1,51 @@
+"""The upload key pair that `sie-gen-key` makes.
+
+Keys are written in OpenSSH's own format (what ssh-keygen writes) so an
+operator can inspect them with OpenSSH tools and paste the public half
+into the collector's registration. `cryptography` (which paramiko already
+depends on) makes them: paramiko itself cannot generate Ed25519 keys.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+KEY_TYPES = ("ed25519", "rsa")
+DEFAULT_RSA_BITS = 4096
+
+
+class KeyExists(FileExistsError):
+    """An upload key is already there; it is never overwritten."""
+
+
+def generate(path: str, kind: str = "ed25519", bits: int = DEFAULT_RSA_BITS, comment: str | None = None) -> str:
+    """Write `path` (mode 0600) and `path.pub`; return the public key line."""
+    public_path = path + ".pub"
+    for existing in (path, public_path):
+        if os.path.exists(existing):
+            raise KeyExists(f"{existing} already exists; remove it first to make a new key")
+    if kind == "ed25519":
+        key = ed25519.Ed25519PrivateKey.generate()
+    elif kind == "rsa":
+        if bits < 2048:
+            raise ValueError("RSA keys must have at least 2048 bits")
+        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    else:
+        raise ValueError(f"unknown key type {kind!r} (one of {', '.join(KEY_TYPES)})")
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    line = f"{public.decode('ascii')} {comment or socket.getfqdn()}\n"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(private)
+    fd = os.open(public_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(line)
+    return line
