@@ -69,14 +69,16 @@ def main(total_mb: int, file_mb: int) -> None:
                 "login": (server.user, "bench"),
                 "submitserver": (f"127.0.0.1:{server.port}", "bench"),
                 "maxper": ("16", "bench"),
+                "max_spool_size_kbytes": (str(4 * total_mb * 1024), "bench"),
             }
         )
         waiting = os.path.join(spool, "waiting", CHANNEL)
         paths = make_files(waiting, total_mb, file_mb)
         size = sum(os.path.getsize(p) for p in paths)
         started = time.perf_counter()
-        if not Uploader(cfg).round():
-            raise click.ClickException("upload failed")
+        uploader = Uploader(cfg)
+        if not uploader.round() or uploader.uploaded != len(paths):
+            raise click.ClickException(f"upload failed: {uploader.uploaded} of {len(paths)} files sent")
         ours = time.perf_counter() - started
         shutil.rmtree(server.path("up"))
 

@@ -109,12 +109,13 @@ class Collector:
         self.close()
 
     def close(self) -> None:
-        if self.sftp is not None:
-            self.sftp.close()
-            self.sftp = None
-        if self.transport is not None:
-            self.transport.close()
-            self.transport = None
+        """Tear down; a dead connection may fail to close, which changes nothing."""
+        sftp, transport = self.sftp, self.transport
+        self.sftp = self.transport = None
+        for closeable in (sftp, transport):
+            if closeable is not None:
+                with contextlib.suppress(Exception):
+                    closeable.close()
 
     # --------------------------------------------------------------- files
     def ensure_directory(self, path: str) -> None:

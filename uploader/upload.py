@@ -19,6 +19,8 @@ import re
 import time
 from collections.abc import Callable, Iterator
 
+import paramiko
+
 from sensor.config import Config
 
 from .sftp import Collector, UploadError
@@ -143,9 +145,10 @@ class Uploader:
                     seconds = time.monotonic() - started
                     log.info("uploaded %s (%d bytes, %.1f s) to %s:%d/%s",
                              os.path.basename(path), size, seconds, host, port, self.remote_dir)
-        except UploadError as exc:
+        except (UploadError, OSError, EOFError, paramiko.SSHException) as exc:
+            # anything else from a dying connection is a failed round too
             self.failures += 1
-            log.error("upload failed: %s", exc)
+            log.error("upload failed: %s", exc or type(exc).__name__)
             return False
         return True
 
