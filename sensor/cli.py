@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import sys
@@ -10,7 +11,7 @@ import sys
 import click
 
 from . import config as configuration
-from . import logs, render
+from . import daemon, logs, render
 from .bpf import build_filter
 from .capture import Capture, CaptureError
 from .constants import DEFAULT_CONFIG_PATH
@@ -51,37 +52,103 @@ def main() -> None:
               help="replay this capture file instead of capturing live")
 @click.option("--interface", help="capture on this interface (overrides `interface`)")
 @click.option("--spooldir", type=click.Path(file_okay=False), help="overrides `spooldir`")
-def run(config_path: str | None, pcap_path: str | None, interface: str | None, spooldir: str | None) -> None:
+@click.option("--daemon", "daemon_mode", is_flag=True, help="detach into the background (init scripts)")
+@click.option("--pidfile", type=click.Path(dir_okay=False), help="write the process id here")
+@click.option("--user", default=daemon.SERVICE_USER, show_default=True,
+              help="as root: after opening the capture, run as this user (if it exists)")
+def run(
+    config_path: str | None,
+    pcap_path: str | None,
+    interface: str | None,
+    spooldir: str | None,
+    daemon_mode: bool,
+    pidfile: str | None,
+    user: str,
+) -> None:
     """Capture (or replay) until stopped, writing spool files."""
-    cfg = _load(config_path)
-    changes = {}
-    if interface:
-        changes["interface"] = interface
-    if spooldir:
-        changes["spooldir"] = spooldir
-    cfg = cfg.with_overrides(**changes)
-    logs.setup(cfg.syslog_priority, foreground=sys.stderr.isatty() or pcap_path is not None)
-    try:
-        cfg.require_capture_addresses()
-    except configuration.ConfigError as exc:
-        raise click.ClickException(f"configuration: {exc}") from None
+    cfg = _configured(config_path, interface, spooldir)
+    _refuse_incomplete(cfg, live=pcap_path is None)
+    logs.setup(cfg.syslog_priority, foreground=not daemon_mode and (daemon.foreground() or pcap_path is not None))
     bpf = build_filter(cfg.res_addrs, cfg.auth_addrs, cfg.capture_qr)
     try:
         if pcap_path:
             capture = Capture.open_file(pcap_path, bpf)
         else:
             capture = Capture.open_live(cfg.device, cfg.promiscuous, bpf)
+    except (CaptureError, UnsupportedLinkType) as exc:
+        raise click.ClickException(str(exc)) from None
+    if daemon_mode:
+        daemon.detach()
+    claimed = daemon.PidFile(pidfile) if pidfile else None
+    try:
+        if claimed:
+            claimed.claim()
+        daemon.limit_memory(cfg.memory_ulimit_kbytes)
+        daemon.drop_privileges(user)  # before the first packet is read
         writer = SpoolWriter(
             cfg.spooldir, cfg.channel, socket.gethostname(), cfg.interval, cfg.archive, cfg.upload
         )
-    except (CaptureError, UnsupportedLinkType, SpoolBusy, OSError) as exc:
+    except (daemon.DaemonError, SpoolBusy, OSError) as exc:
+        log.error("cannot start: %s", exc)
         raise click.ClickException(str(exc)) from None
-    sensor = Sensor(capture, Matcher(Settings.from_config(cfg)), writer)
+    sensor = Sensor(capture, Matcher(Settings.from_config(cfg)), writer, reload=_reloader(config_path, cfg))
     signal.signal(signal.SIGTERM, lambda *_: sensor.stop())
     signal.signal(signal.SIGINT, lambda *_: sensor.stop())
-    signal.signal(signal.SIGHUP, lambda *_: sensor.rotate())
-    log.info("capturing from %s with filter: %s", capture.description, bpf)
-    sensor.run()
+    signal.signal(signal.SIGHUP, lambda *_: sensor.hangup())
+    log.info("capturing from %s as uid %d with filter: %s", capture.description, os.getuid(), bpf)
+    try:
+        sensor.run()
+    finally:
+        if claimed:
+            claimed.release()
+
+
+def _configured(config_path: str | None, interface: str | None, spooldir: str | None) -> configuration.Config:
+    cfg = _load(config_path)
+    changes = {}
+    if interface:
+        changes["interface"] = interface
+    if spooldir:
+        changes["spooldir"] = spooldir
+    return cfg.with_overrides(**changes)
+
+
+def _refuse_incomplete(cfg: configuration.Config, live: bool) -> None:
+    """Say now, in words, what would otherwise fail later or silently."""
+    try:
+        cfg.require_capture_addresses()
+    except configuration.ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+    if live and cfg.upload and not os.path.exists(cfg.uploadkey):
+        raise click.ClickException(
+            f'upload key {cfg.uploadkey} is missing: run sie-gen-key first (or set upload="no")'
+        )
+
+
+# Settings that a SIGHUP can change; the rest need a restart.
+RESTART_ONLY = ("interface", "res_addrs", "auth_addrs", "capture_qr", "spooldir", "channel")
+
+
+def _reloader(config_path: str | None, started: configuration.Config):
+    """What SIGHUP does after the open file is finished: re-read the file."""
+    current = [started]
+
+    def reload(sensor: Sensor) -> None:
+        try:
+            cfg = configuration.load(config_path)
+        except configuration.ConfigError as exc:
+            log.error("SIGHUP: configuration not reloaded: %s", exc)
+            return
+        for name in RESTART_ONLY:
+            if getattr(cfg, name) != getattr(current[0], name):
+                log.warning("SIGHUP: %s changed; it takes effect at the next restart", name)
+                cfg = cfg.with_overrides(**{name: getattr(current[0], name)})
+        sensor.matcher.apply(Settings.from_config(cfg))
+        sensor.writer.interval, sensor.writer.archive, sensor.writer.upload = cfg.interval, cfg.archive, cfg.upload
+        current[0] = cfg
+        log.info("SIGHUP: spool file finished, configuration re-read")
+
+    return reload
 
 
 @main.command()

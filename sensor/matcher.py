@@ -104,8 +104,7 @@ class Matcher:
     """Pairs queries with responses. Feed datagrams in capture order."""
 
     def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings = settings or Settings()
-        self.vantage = settings.vantage
+        settings = settings or Settings()
         # key: packed 6-tuple (query ip, response ip, query port, response
         # port, id), with the question appended for a second query that
         # shares the 6-tuple of an outstanding one.
@@ -116,6 +115,12 @@ class Matcher:
         )
         self.now_sec = 0
         self.now_nsec = 0
+        self.apply(settings)
+
+    def apply(self, settings: Settings) -> None:
+        """Take new settings (a re-read configuration); the table is kept."""
+        self.settings = settings
+        self.vantage = settings.vantage
         self._filtering = (
             settings.capture_rd is not None
             or bool(settings.qnames_include)

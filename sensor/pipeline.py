@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 
 from .capture import Capture
 from .matcher import Matcher
@@ -47,21 +48,29 @@ class Summary:
 class Sensor:
     """Runs until the capture ends (a file) or `stop()` is called (a signal)."""
 
-    def __init__(self, capture: Capture, matcher: Matcher, writer: SpoolWriter) -> None:
+    def __init__(
+        self,
+        capture: Capture,
+        matcher: Matcher,
+        writer: SpoolWriter,
+        reload: Callable[[Sensor], None] | None = None,
+    ) -> None:
         self.capture = capture
         self.matcher = matcher
         self.writer = writer
+        self.reload = reload
         self.summary = Summary()
         self._stopping = False
-        self._rotate_now = False
+        self._hangup = False
 
     def stop(self) -> None:
         """Safe from a signal handler: the loop notices within one batch."""
         self._stopping = True
 
-    def rotate(self) -> None:
-        """Finish the open file at the next batch (SIGHUP)."""
-        self._rotate_now = True
+    def hangup(self) -> None:
+        """SIGHUP: at the next batch, finish the open file and re-read the
+        configuration (safe from a signal handler)."""
+        self._hangup = True
 
     def run(self) -> Summary:
         recovered = self.writer.recover()
@@ -76,9 +85,11 @@ class Sensor:
                 self._process(batch)
             else:
                 self._quiet()
-            if self._rotate_now:
-                self._rotate_now = False
+            if self._hangup:
+                self._hangup = False
                 self.writer.finish()
+                if self.reload is not None:
+                    self.reload(self)
             if time.monotonic() >= next_stats:
                 next_stats += STATS_SECONDS
                 log.info("%s", self._snapshot().line())

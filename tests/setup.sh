@@ -18,6 +18,7 @@ if [ -n "$missing" ]; then
         $sudo chmod +x /usr/sbin/policy-rc.d
         policy=yes
     fi
+    # shellcheck disable=SC2086 # $missing is a list of package names
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
     [ -z "$policy" ] || $sudo rm -f /usr/sbin/policy-rc.d
 fi

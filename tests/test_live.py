@@ -23,6 +23,7 @@ import pytest
 from sensor import render
 from sensor.spool import read_spool
 from tests import netns
+from uploader import keys
 
 REASON = netns.available()
 pytestmark = [pytest.mark.network, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
@@ -92,9 +93,10 @@ USER = textwrap.dedent(
 def test_live_capture_on_veth_pairs_everything_and_stops_cleanly(tmp_path):
     spool = tmp_path / "spool"
     config = tmp_path / "sie-dns-sensor"
+    keys.generate(str(tmp_path / "upload"))  # a live sensor with upload="yes" needs its key
     config.write_text(
         f'spooldir="{spool}"\nDNSQR_RES_ADDRS="192.0.2.53,2001:db8::53"\nDNSQR_CAPTURE_RD="0"\n'
-        'interval="3600"\nupload="yes"\n'
+        f'interval="3600"\nupload="yes"\nuploadkey="{tmp_path / "upload"}"\n'
     )
     env = dict(os.environ, PYTHONPATH=REPO)
     with netns.Lab(["192.0.2.53/24", "2001:db8::53/64"], ["198.51.100.1/24", "2001:db8:1::1/64"]) as lab:

@@ -8,7 +8,7 @@ import sys
 import click
 
 from sensor import config as configuration
-from sensor import logs
+from sensor import daemon, logs
 from sensor.constants import DEFAULT_CONFIG_PATH
 
 from . import keys
@@ -34,25 +34,38 @@ def _load(config_path: str | None) -> configuration.Config:
 @click.command()
 @config_option
 @click.option("--once", is_flag=True, help="one round over waiting/, then exit (status 1 if anything failed)")
-def upload_main(config_path: str | None, once: bool) -> None:
+@click.option("--daemon", "daemon_mode", is_flag=True, help="detach into the background (init scripts)")
+@click.option("--pidfile", type=click.Path(dir_okay=False), help="write the process id here")
+@click.option("--user", default=daemon.SERVICE_USER, show_default=True,
+              help="as root: run as this user (if it exists)")
+def upload_main(config_path: str | None, once: bool, daemon_mode: bool, pidfile: str | None, user: str) -> None:
     """Ship finished spool files to the collector over SFTP."""
     cfg = _load(config_path)
     if not cfg.upload:
         click.echo('upload="no" in the configuration: nothing to do', err=True)
         return
-    logs.setup(cfg.syslog_priority, foreground=sys.stderr.isatty() or once)
     try:
         uploader = Uploader(cfg)
     except configuration.ConfigError as exc:
         raise click.ClickException(f"configuration: {exc}") from None
+    logs.setup(cfg.syslog_priority, foreground=not daemon_mode and (daemon.foreground() or once))
+    if daemon_mode:
+        daemon.detach()
+    claimed = daemon.PidFile(pidfile) if pidfile else None
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     try:
+        if claimed:
+            claimed.claim()
+        daemon.drop_privileges(user)
         with channel_lock(cfg):
             ok = uploader.run(once, should_stop=lambda: bool(stopping))
-    except UploaderBusy as exc:
+    except (UploaderBusy, daemon.DaemonError) as exc:
         raise click.ClickException(str(exc)) from None
+    finally:
+        if claimed:
+            claimed.release()
     if once and not ok:
         sys.exit(1)
 
@@ -68,6 +81,9 @@ def gen_key_main(config_path: str | None, kind: str, bits: int) -> None:
         line = keys.generate(cfg.uploadkey, kind, bits)
     except (keys.KeyExists, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
+    # the uploader runs as the service user and must be able to read it
+    daemon.chown_to_service_user(cfg.uploadkey)
+    daemon.chown_to_service_user(cfg.uploadkey + ".pub")
     click.echo(f"Wrote the private key to {cfg.uploadkey} (mode 0600) and the public key to {cfg.uploadkey}.pub:")
     click.echo("")
     click.echo(line.rstrip("\n"))
