@@ -10,6 +10,7 @@ look at the same packets.
 
 from __future__ import annotations
 
+import select
 import struct
 
 import pcapy
@@ -46,6 +47,10 @@ class Capture:
         self.live = live
         self.find_ip = finder_for(handle.datalink())
         self.not_ip = 0  # frames that carried no IP (ARP, LLDP, ...)
+        self.fd = -1
+        if live:
+            handle.setnonblock(1)
+            self.fd = handle.getfd()
 
     @classmethod
     def open_live(cls, device: str, promiscuous: bool, bpf: str) -> Capture:
@@ -72,6 +77,8 @@ class Capture:
 
     def read_batch(self) -> list[Datagram] | None:
         """The next datagrams; [] when a live capture timed out, None at EOF."""
+        if self.live and not self._readable():
+            return []
         try:
             buf, meta = self.handle.next_batch(BATCH)
         except pcapy.PcapError as exc:
@@ -91,6 +98,16 @@ class Capture:
                 continue
             append((buf[start:end], sec, usec * 1000))
         return batch
+
+    def _readable(self) -> bool:
+        """Wait at most LIVE_TIMEOUT_MS for packets.
+
+        libpcap's own wait (TPACKET_V3) does not come back on an idle link,
+        and a signal does not end it, so a quiet sensor could not be stopped;
+        the handle is non-blocking and this select() does the waiting.
+        """
+        ready, _, _ = select.select([self.fd], [], [], LIVE_TIMEOUT_MS / 1000)
+        return bool(ready)
 
     def kernel_stats(self) -> tuple[int, int, int]:
         """(received, dropped by the kernel, dropped by the interface)."""

@@ -3,7 +3,9 @@
 # Debian packages, then a virtualenv (.venv) with the sensor installed.
 set -eu
 cd "$(dirname "$0")/.."
-packages="python3 python3-venv libpcap-dev iproute2 ethtool openssh-server openssh-client passwd procps"
+# the sensor, its live and upload tests, then packaging (deb, rpm, checks)
+packages="python3 python3-venv python3-dev libpcap-dev iproute2 ethtool openssh-server openssh-client passwd procps
+ build-essential debhelper dpkg-dev fakeroot lintian shellcheck rpm systemd git"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

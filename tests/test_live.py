@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -23,72 +22,13 @@ import pytest
 from sensor import render
 from sensor.spool import read_spool
 from tests import netns
+from tests.dnstraffic import ASKER, RESPONDER, USER
 from uploader import keys
 
 REASON = netns.available()
 pytestmark = [pytest.mark.network, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-RESPONDER = textwrap.dedent(
-    """
-    import socket, sys, dpkt
-    socks = []
-    for family, addr in ((socket.AF_INET, "198.51.100.1"), (socket.AF_INET6, "2001:db8:1::1")):
-        s = socket.socket(family, socket.SOCK_DGRAM)
-        s.bind((addr, 53))
-        socks.append(s)
-    print("ready", flush=True)
-    import select
-    while True:
-        ready, _, _ = select.select(socks, [], [])
-        for s in ready:
-            data, peer = s.recvfrom(4096)
-            msg = dpkt.dns.DNS(data)
-            if msg.qd[0].name.endswith("drop.example"):
-                continue
-            msg.qr = dpkt.dns.DNS_R
-            rr = dpkt.dns.DNS.RR(name=msg.qd[0].name, type=dpkt.dns.DNS_A, ttl=60)
-            rr.ip = bytes([203, 0, 113, 7])
-            msg.an = [rr]
-            s.sendto(bytes(msg), peer)
-    """
-)
-
-ASKER = textwrap.dedent(
-    """
-    import socket, sys, dpkt
-    count = int(sys.argv[1])
-    for family, src, dst in ((socket.AF_INET, "192.0.2.53", "198.51.100.1"),
-                             (socket.AF_INET6, "2001:db8::53", "2001:db8:1::1")):
-        s = socket.socket(family, socket.SOCK_DGRAM)
-        s.bind((src, 0))
-        s.settimeout(0.3)
-        for i in range(count):
-            name = f"q{i}.drop.example" if i % 10 == 9 else f"q{i}.example"
-            q = dpkt.dns.DNS(id=i, qd=[dpkt.dns.DNS.Q(name=name, type=dpkt.dns.DNS_A)], an=[], ns=[], ar=[])
-            q.op = 0  # iterative, as a resolver asks (RD clear); a query with RD set goes too
-            if i == 5:
-                q.op = dpkt.dns.DNS_RD
-            s.sendto(bytes(q), (dst, 53))
-            try:
-                s.recvfrom(4096)
-            except socket.timeout:
-                pass
-    """
-)
-
-# a user's query to the resolver: must never be recorded
-USER = textwrap.dedent(
-    """
-    import socket
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("198.51.100.1", 0))
-    s.sendto(b"\\x00\\x01\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x04user\\x00\\x00\\x01\\x00\\x01",
-             ("192.0.2.53", 53))
-    """
-)
-
 
 def test_live_capture_on_veth_pairs_everything_and_stops_cleanly(tmp_path):
     spool = tmp_path / "spool"
@@ -151,3 +91,26 @@ def _wait_for(process: subprocess.Popen, text: str, seconds: float = 20) -> None
         if not line and process.poll() is not None:
             raise AssertionError(f"sensor exited: {process.stderr.read()}")
     raise AssertionError(f"no {text!r} from the sensor in {seconds} s")
+
+
+def test_idle_live_capture_stops_promptly_on_sigterm(tmp_path):
+    """No packet at all on the link: SIGTERM must still end the sensor."""
+    config = tmp_path / "sie-dns-sensor"
+    config.write_text(f'spooldir="{tmp_path / "spool"}"\nDNSQR_RES_ADDRS="192.0.2.53"\nupload="no"\n')
+    env = dict(os.environ, PYTHONPATH=REPO)
+    with netns.Lab(["192.0.2.53/24"], ["198.51.100.1/24"]) as lab:
+        # no IPv6 addresses: nothing at all crosses this link
+        netns._ip("-n", lab.a, "link", "set", lab.a_if, "arp", "off")
+        sensor = lab.popen(
+            lab.a,
+            [sys.executable, "-m", "sensor", "run", "-c", str(config), "--interface", lab.a_if],
+            stderr=subprocess.PIPE, env=env, text=True,
+        )
+        _wait_for(sensor, "capturing from")
+        time.sleep(1)
+        started = time.monotonic()
+        sensor.send_signal(signal.SIGTERM)
+        _, err = sensor.communicate(timeout=30)
+        assert sensor.returncode == 0, err
+        assert time.monotonic() - started < 5
+        assert "packets=0" in err
