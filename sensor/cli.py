@@ -83,7 +83,9 @@ def run(
     try:
         if claimed:
             claimed.claim()
-        daemon.limit_memory(cfg.memory_ulimit_kbytes)
+        if not pcap_path:
+            # the service's cap; a replay is a tool run (often in-process in tests)
+            daemon.limit_memory(cfg.memory_ulimit_kbytes)
         daemon.drop_privileges(user)  # before the first packet is read
         writer = SpoolWriter(
             cfg.spooldir, cfg.channel, socket.gethostname(), cfg.interval, cfg.archive, cfg.upload
