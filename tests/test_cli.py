@@ -98,3 +98,11 @@ def test_read_reports_a_bad_file_and_fails(runner, tmp_path):
     result = runner.invoke(main, ["read", str(bad)])
     assert result.exit_code == 1
     assert "bad.cbor.gz" in result.output
+
+
+def test_live_start_refuses_without_the_upload_key(runner, tmp_path):
+    path = write_config(tmp_path, f'DNSQR_RES_ADDRS="192.0.2.53"\nuploadkey="{tmp_path}/keys/none"\n')
+    result = runner.invoke(main, ["run", "-c", path, "--interface", "lo"])
+    assert result.exit_code != 0
+    assert "upload key" in result.output and "sie-gen-key" in result.output
+    assert not os.path.exists(tmp_path / "spool")
