@@ -31,6 +31,7 @@ class Summary:
     files: int = 0
     bytes_written: int = 0
     not_ip: int = 0
+    unwritten: int = 0
     counters: dict = dataclasses.field(default_factory=dict)
     kernel: tuple = (0, 0, 0)
 
@@ -39,7 +40,7 @@ class Summary:
         received, dropped, ifdropped = self.kernel
         return (
             f"packets={self.packets} records={self.records} files={self.files} "
-            f"bytes={self.bytes_written} not_ip={self.not_ip} "
+            f"bytes={self.bytes_written} unwritten={self.unwritten} not_ip={self.not_ip} "
             f"kernel_received={received} kernel_dropped={dropped} if_dropped={ifdropped} "
             f"skipped: {problems}"
         )
@@ -144,6 +145,7 @@ class Sensor:
         summary.records = self.writer.records_written
         summary.files = self.writer.files_done
         summary.bytes_written = self.writer.bytes_written
+        summary.unwritten = self.writer.unwritten
         summary.not_ip = self.capture.not_ip
         summary.counters = dict(self.matcher.counters)
         if self.capture.live:

@@ -263,6 +263,7 @@ class BackgroundCompressor:
         self._inner = Compressor(sink, level)
         self._queue: queue.Queue = queue.Queue(maxsize=16)
         self._error: BaseException | None = None
+        self.lost_records = 0  # records in chunks that could not be written
         self._thread = threading.Thread(target=self._work, name="spool-compressor", daemon=True)
         self._thread.start()
 
@@ -276,8 +277,12 @@ class BackgroundCompressor:
             item = self._queue.get()
             if item is self._FINISH:
                 return
+            records = 0
+            if isinstance(item, tuple):
+                item, records = item
             if self._error is not None:
-                continue  # drain after a failure; the caller will hear of it
+                self.lost_records += records  # drain after a failure; the caller hears of it
+                continue
             try:
                 if item is self._SYNC:
                     inner.sync()
@@ -286,15 +291,17 @@ class BackgroundCompressor:
                     inner.write(item)
             except BaseException as exc:  # handed to the caller
                 self._error = exc
+                self.lost_records += records
 
     def _raise_pending(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, records: int = 0) -> None:
+        """Queue `data` (holding `records` records, for the loss count)."""
         self._raise_pending()
-        self._queue.put(data)
+        self._queue.put((data, records))
 
     def sync(self) -> None:
         self._raise_pending()
@@ -302,7 +309,12 @@ class BackgroundCompressor:
 
     def finish(self) -> None:
         """Wait for every queued write, then end the gzip stream."""
-        self._queue.put(self._FINISH)
-        self._thread.join()
+        self.stop()
         self._raise_pending()
         self._inner.finish()
+
+    def stop(self) -> None:
+        """End the thread once the queue is drained (writes or not)."""
+        if self._thread.is_alive():
+            self._queue.put(self._FINISH)
+            self._thread.join()

@@ -7,10 +7,18 @@ waiting/<channel>/, where the uploader takes it; rename is atomic, so the
 uploader never sees half a file. With archive="yes" a hard link is made in
 archive/<channel>/ first. A file left in new/ by a crash is finished at
 the next start from whatever records it holds.
+
+When the spool cannot be written (a full disk, a failing one), the sensor
+does not stop: records are counted in `unwritten` and dropped, and every
+RETRY_SECONDS a write is tried again. One log line opens the episode and
+one closes it, when a whole file has been written and handed on again
+(failures while retrying belong to the same episode). The file that was open when it started is kept in new/ and finished,
+from every record it holds, once writing works again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -22,6 +30,7 @@ from .spool import BackgroundCompressor, Compressor, SpoolError, encode_header, 
 log = logging.getLogger(__name__)
 
 SYNC_SECONDS = 1.0  # how much a crash may cost of the open file, at most
+RETRY_SECONDS = 2.0  # while the spool cannot be written, how often to try again
 INFINITY = float("inf")
 RECOVERING = ".recovering"
 
@@ -71,6 +80,10 @@ class SpoolWriter:
         self.files_done = 0
         self.records_written = 0
         self.bytes_written = 0
+        self.unwritten = 0  # records lost because the spool could not be written
+        self._trouble_since: float | None = None
+        self._retry_at = 0.0
+        self._broken: list[str] = []  # files in new/ abandoned in a failed write
 
     @staticmethod
     def _take_lock(path: str) -> int:
@@ -87,17 +100,75 @@ class SpoolWriter:
         """Append records that were made at packet time (sec, nsec)."""
         if not records:
             return
-        if sec >= self.deadline:
-            self.finish()
-        if self._file is None:
-            self._open(sec, nsec // 1000)
-        compressor = self._compressor
-        compressor.write(b"".join([encode_record(r) for r in records]))
-        self.records_written += len(records)
         now = time.monotonic()
-        if now - self._last_sync >= SYNC_SECONDS:
-            compressor.sync()
-            self._last_sync = now
+        if self._trouble_since is not None and now < self._retry_at:
+            self.unwritten += len(records)
+            return
+        try:
+            if sec >= self.deadline:
+                self._finish_file()
+            if self._file is None:
+                self._open(sec, nsec // 1000)
+            compressor = self._compressor
+            compressor.write(b"".join([encode_record(r) for r in records]), len(records))
+            if now - self._last_sync >= SYNC_SECONDS:
+                compressor.sync()
+                self._last_sync = now
+        except OSError as exc:
+            self._fail(exc, len(records))
+            return
+        self.records_written += len(records)
+
+    def _fail(self, exc: OSError, records: int) -> None:
+        """Writing failed: drop and count, keep what the file holds, retry later."""
+        self.unwritten += records + self._abandon()
+        now = time.monotonic()
+        if self._trouble_since is None:
+            self._trouble_since = now
+            log.error("cannot write the spool (%s): dropping records until it can be written", exc)
+        self._retry_at = now + RETRY_SECONDS
+
+    def _abandon(self) -> int:
+        """Let go of the open file after a failure; return records lost in it."""
+        lost = 0
+        if self._compressor is not None:
+            self._compressor.stop()
+            lost = self._compressor.lost_records
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            path = os.path.join(self.dirs["new"], self._name)
+            try:
+                if os.path.getsize(path) == 0:
+                    os.unlink(path)  # nothing reached the disk: nothing to keep
+                else:
+                    self._broken.append(self._name)
+            except OSError:
+                self._broken.append(self._name)
+        self._file = None
+        self._compressor = None
+        self.deadline = INFINITY
+        return lost
+
+    def _writable_again(self) -> None:
+        """A whole file went through: the episode is over; finish the rest."""
+        seconds = time.monotonic() - self._trouble_since
+        self._trouble_since = None
+        log.warning("the spool can be written again after %.0f s; %d records could not be written",
+                    seconds, self.unwritten)
+        broken, self._broken = self._broken, []
+        for name in broken:
+            try:
+                count = self._rewrite(os.path.join(self.dirs["new"], name))
+                self._hand_on(name)
+                log.warning("spool file %s finished after the write failure: %d records", name, count)
+            except SpoolError as exc:
+                log.warning("spool file %s lost after the write failure (%s)", name, exc)
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.dirs["new"], name))
+            except OSError as exc:
+                self._broken.append(name)
+                self._fail(exc, 0)
 
     def boundary_after(self, sec: int) -> int:
         """When a file opened at `sec` would be finished."""
@@ -107,6 +178,24 @@ class SpoolWriter:
         """The clock moved on: finish the open file if its interval is over."""
         if sec >= self.deadline:
             self.finish()
+        elif self._trouble_since is not None and self._broken and time.monotonic() >= self._retry_at:
+            self._retry_broken()
+
+    def _retry_broken(self) -> None:
+        """No traffic, but files wait to be finished: try the disk again."""
+        probe = os.path.join(self.dirs["new"], ".probe")
+        try:
+            with open(probe, "wb") as handle:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError:
+            self._retry_at = time.monotonic() + RETRY_SECONDS
+            return
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(probe)
+        self._writable_again()
 
     def _open(self, sec: int, usec: int) -> None:
         while True:
@@ -123,6 +212,12 @@ class SpoolWriter:
 
     def finish(self) -> None:
         """Close the open file durably and hand it on (waiting/, archive/)."""
+        try:
+            self._finish_file()
+        except OSError as exc:
+            self._fail(exc, 0)
+
+    def _finish_file(self) -> None:
         if self._file is None:
             return
         self._compressor.finish()
@@ -133,12 +228,19 @@ class SpoolWriter:
         self._file = None
         self._compressor = None
         self.deadline = INFINITY
-        self._hand_on(self._name)
+        try:
+            self._hand_on(self._name)
+        except OSError:
+            self._broken.append(self._name)  # complete, but still in new/
+            raise
+        if self._trouble_since is not None:
+            self._writable_again()
 
     def _hand_on(self, name: str) -> None:
         source = os.path.join(self.dirs["new"], name)
         if self.archive:
-            os.link(source, os.path.join(self.dirs["archive"], name))
+            with contextlib.suppress(FileExistsError):  # a retry after a failure
+                os.link(source, os.path.join(self.dirs["archive"], name))
             _fsync_dir(self.dirs["archive"])
         if self.upload:
             os.rename(source, os.path.join(self.dirs["waiting"], name))
@@ -151,6 +253,8 @@ class SpoolWriter:
 
     def close(self) -> None:
         self.finish()
+        if self._broken:
+            self._retry_broken()  # one last try; else the next start finishes them
         os.close(self._lock)
 
     # -------------------------------------------------------------- recovery
@@ -166,9 +270,14 @@ class SpoolWriter:
                 continue
             try:
                 count = self._rewrite(path)
-            except (SpoolError, OSError) as exc:
+            except SpoolError as exc:
                 log.warning("spool file %s could not be recovered (%s); removed", name, exc)
                 os.unlink(path)
+                continue
+            except OSError as exc:
+                log.error("spool file %s not recovered now (%s); kept for later", name, exc)
+                self._broken.append(name)
+                self._fail(exc, 0)
                 continue
             self._hand_on(name)
             log.warning("spool file %s recovered after a crash: %d records", name, count)
