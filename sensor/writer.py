@@ -12,8 +12,9 @@ When the spool cannot be written (a full disk, a failing one), the sensor
 does not stop: records are counted in `unwritten` and dropped, and every
 RETRY_SECONDS a write is tried again. One log line opens the episode and
 one closes it, when a whole file has been written and handed on again
-(failures while retrying belong to the same episode). The file that was open when it started is kept in new/ and finished,
-from every record it holds, once writing works again.
+(failures while retrying belong to the same episode). The file that was
+open when it started is kept in new/ and finished, from every record it
+holds, once writing works again.
 """
 
 from __future__ import annotations
