@@ -5,55 +5,15 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
 import time
 
 import pytest
 
 from sensor import config as configuration
 from tests import sshd as sshd_helper
+from tests.uploadkit import CHANNEL, contents, needs_sshd, run_tool, same, spool_files, start_tool, write_config
 from uploader import keys
 from uploader.upload import pending, trim
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHANNEL = "ch202"
-
-
-def run_tool(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    module = {"upload": "upload_main", "gen-key": "gen_key_main"}[tool]
-    code = f"import sys; from uploader.cli import {module}; sys.argv[0] = 'sie-{tool}'; {module}()"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        capture_output=True, text=True, timeout=timeout, env=dict(os.environ, PYTHONPATH=REPO),
-    )
-
-
-def start_tool(tool: str, *args: str) -> subprocess.Popen:
-    module = {"upload": "upload_main"}[tool]
-    code = f"from uploader.cli import {module}; {module}()"
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=REPO),
-    )
-
-
-def write_config(path, spool, **settings) -> str:
-    lines = [f'spooldir="{spool}"', f'uploadkey="{spool}/keys/upload"', f'knownhosts="{spool}/keys/known_hosts"']
-    lines += [f'{name}="{value}"' for name, value in settings.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
-
-
-def spool_files(spool, sizes: list[int], start: int = 1_790_000_000) -> list[str]:
-    waiting = os.path.join(spool, "waiting", CHANNEL)
-    os.makedirs(waiting, exist_ok=True)
-    paths = []
-    for i, size in enumerate(sizes):
-        path = os.path.join(waiting, f"sensor1.{start + 60 * i}.000000.cbor.gz")
-        with open(path, "wb") as handle:
-            handle.write(os.urandom(size))
-        paths.append(path)
-    return paths
 
 
 # ------------------------------------------------------- without a collector
@@ -120,46 +80,6 @@ def test_over_cap_spool_is_trimmed_even_while_the_collector_is_down(tmp_path):
 
 
 # ---------------------------------------------------------- with an sshd
-REASON = sshd_helper.available()
-needs_sshd = pytest.mark.skipif(REASON is not None, reason=REASON or "")
-
-
-@pytest.fixture
-def collector(tmp_path):
-    """(sshd, config path, spool): key made by sie-gen-key, host key known."""
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    keys.generate(str(spool / "keys" / "upload"), comment="sensor1.example")
-    server = sshd_helper.Sshd((spool / "keys" / "upload.pub").read_text())
-    (spool / "keys" / "known_hosts").write_text(server.known_hosts_line())
-    config = write_config(
-        tmp_path / "conf", spool, login=server.user, submitserver=f"127.0.0.1:{server.port}", maxper="2",
-    )
-    try:
-        yield server, config, spool
-    finally:
-        server.close()
-
-
-def _same(local_bytes: dict, server) -> bool:
-    for name, data in local_bytes.items():
-        path = server.path("up", CHANNEL, name)
-        if not os.path.exists(path):
-            return False
-        with open(path, "rb") as handle:
-            if handle.read() != data:
-                return False
-    return True
-
-
-def _contents(paths) -> dict:
-    out = {}
-    for path in paths:
-        with open(path, "rb") as handle:
-            out[os.path.basename(path)] = handle.read()
-    return out
-
-
 @needs_sshd
 def test_files_arrive_whole_local_copies_go_archive_stays(collector):
     server, config, spool = collector
@@ -169,10 +89,10 @@ def test_files_arrive_whole_local_copies_go_archive_stays(collector):
     archive.mkdir(parents=True)
     for path in paths:
         os.link(path, archive / os.path.basename(path))
-    expected = _contents(paths)
+    expected = contents(paths)
     result = run_tool("upload", "-c", config, "--once")
     assert result.returncode == 0, result.stderr
-    assert _same(expected, server)
+    assert same(expected, server)
     assert sorted(os.listdir(server.path("up", CHANNEL))) == sorted(expected)  # no temporaries left
     assert pending(str(spool / "waiting" / CHANNEL)) == []
     assert sorted(os.listdir(archive)) == sorted(expected)
@@ -184,27 +104,27 @@ def test_files_arrive_whole_local_copies_go_archive_stays(collector):
 def test_collector_down_files_stay_and_arrive_once_it_starts(collector):
     server, config, spool = collector
     paths = spool_files(spool, [5000, 7000])
-    expected = _contents(paths)
+    expected = contents(paths)
     uploader = start_tool("upload", "-c", config)
     try:
         time.sleep(3)
         assert pending(str(spool / "waiting" / CHANNEL)) == paths
         server.start()
         deadline = time.monotonic() + 40
-        while time.monotonic() < deadline and not _same(expected, server):
+        while time.monotonic() < deadline and not same(expected, server):
             time.sleep(0.2)
-        assert _same(expected, server)
+        assert same(expected, server)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and pending(str(spool / "waiting" / CHANNEL)):
             time.sleep(0.1)
         assert pending(str(spool / "waiting" / CHANNEL)) == []
         # new files are picked up within a few seconds while it keeps watching
         more = spool_files(spool, [300], start=1_790_100_000)
-        expected_more = _contents(more)
+        expected_more = contents(more)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not _same(expected_more, server):
+        while time.monotonic() < deadline and not same(expected_more, server):
             time.sleep(0.1)
-        assert _same(expected_more, server)
+        assert same(expected_more, server)
     finally:
         uploader.terminate()
         _, err = uploader.communicate(timeout=20)
@@ -218,7 +138,7 @@ def test_sshd_killed_mid_file_leaves_no_final_name_and_the_file_arrives_next_tim
     server.start()
     (path,) = spool_files(spool, [300_000_000])
     name = os.path.basename(path)
-    expected = _contents([path])
+    expected = contents([path])
     uploader = start_tool("upload", "-c", config, "--once")
     temporary = server.path("up", CHANNEL, f".{name}.part")
     deadline = time.monotonic() + 60
@@ -236,7 +156,7 @@ def test_sshd_killed_mid_file_leaves_no_final_name_and_the_file_arrives_next_tim
     server.start()
     result = run_tool("upload", "-c", config, "--once", timeout=300)
     assert result.returncode == 0, result.stderr
-    assert _same(expected, server)
+    assert same(expected, server)
     assert os.listdir(server.path("up", CHANNEL)) == [name]
 
 
@@ -281,11 +201,11 @@ def test_two_uploaders_at_once_upload_each_file_once(collector):
     server, config, spool = collector
     server.start()
     paths = spool_files(spool, [100_000] * 12)
-    expected = _contents(paths)
+    expected = contents(paths)
     first = start_tool("upload", "-c", config, "--once")
     second = start_tool("upload", "-c", config, "--once")
     outputs = [p.communicate(timeout=120)[1] for p in (first, second)]
-    assert _same(expected, server)
+    assert same(expected, server)
     assert sorted(os.listdir(server.path("up", CHANNEL))) == sorted(expected)
     assert sum(o.count("uploaded sensor1.") for o in outputs) == 12
     assert pending(str(spool / "waiting" / CHANNEL)) == []
