@@ -115,6 +115,7 @@ class Matcher:
         )
         self.now_sec = 0
         self.now_nsec = 0
+        self.paired = 0  # UDP_QUERY_RESPONSE records made (for the stats line)
         self.apply(settings)
 
     def apply(self, settings: Settings) -> None:
@@ -411,6 +412,7 @@ class Matcher:
             record[8] = qname  # QNAME
             record[9] = qtype  # QTYPE
             record[10] = qclass  # QCLASS
+        self.paired += 1
         if self._plain:
             out.append(record)
         else:

@@ -28,6 +28,7 @@ class Summary:
 
     packets: int = 0
     records: int = 0
+    pairs: int = 0
     files: int = 0
     bytes_written: int = 0
     not_ip: int = 0
@@ -39,7 +40,7 @@ class Summary:
         problems = ", ".join(f"{k}={v}" for k, v in sorted(self.counters.items())) or "none"
         received, dropped, ifdropped = self.kernel
         return (
-            f"packets={self.packets} records={self.records} files={self.files} "
+            f"packets={self.packets} records={self.records} pairs={self.pairs} files={self.files} "
             f"bytes={self.bytes_written} unwritten={self.unwritten} not_ip={self.not_ip} "
             f"kernel_received={received} kernel_dropped={dropped} if_dropped={ifdropped} "
             f"skipped: {problems}"
@@ -143,6 +144,7 @@ class Sensor:
     def _snapshot(self) -> Summary:
         summary = self.summary
         summary.records = self.writer.records_written
+        summary.pairs = self.matcher.paired
         summary.files = self.writer.files_done
         summary.bytes_written = self.writer.bytes_written
         summary.unwritten = self.writer.unwritten
