@@ -71,16 +71,7 @@ def report() -> None:
 
 
 def seed_corpus(directory: str) -> None:
-    seeds = [
-        P.query(),
-        P.response(),
-        P.query(src=P.RESOLVER6, dst=P.AUTHORITY6),
-        P.response(src=P.AUTHORITY6, dst=P.RESOLVER6),
-        *P.fragment_ipv4(P.big_response(2000), 600),
-        *P.fragment_ipv6(P.big_response(2000, src=P.AUTHORITY6, dst=P.RESOLVER6), 600),
-        P.tcp(P.RESOLVER, P.AUTHORITY, 40000, 53, b"\x00\x10" + b"x" * 16),
-        P.icmp_unreachable(P.AUTHORITY, P.RESOLVER, P.query()),
-    ]
+    seeds = P.seed_datagrams()
     for i, seed in enumerate(seeds):
         # FuzzedDataProvider reads from the end for integers; a plain seed still gives a datagram
         with open(os.path.join(directory, f"seed{i}"), "wb") as handle:

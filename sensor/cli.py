@@ -14,30 +14,14 @@ from . import config as configuration
 from . import daemon, logs, render
 from .bpf import build_filter
 from .capture import Capture, CaptureError
-from .constants import DEFAULT_CONFIG_PATH
 from .linklayer import UnsupportedLinkType
 from .matcher import Matcher, Settings
+from .options import config_option, load_config
 from .pipeline import Sensor
 from .spool import SpoolError, read_spool
 from .writer import SpoolBusy, SpoolWriter
 
 log = logging.getLogger("sensor")
-
-config_option = click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help=f"configuration file (default {DEFAULT_CONFIG_PATH})",
-)
-
-
-def _load(config_path: str | None) -> configuration.Config:
-    try:
-        return configuration.load(config_path)
-    except configuration.ConfigError as exc:
-        raise click.ClickException(f"configuration: {exc}") from None
 
 
 @click.group()
@@ -106,7 +90,7 @@ def run(
 
 
 def _configured(config_path: str | None, interface: str | None, spooldir: str | None) -> configuration.Config:
-    cfg = _load(config_path)
+    cfg = load_config(config_path)
     changes = {}
     if interface:
         changes["interface"] = interface
@@ -177,7 +161,7 @@ def read(fmt: str, files: tuple[str, ...]) -> None:
 @config_option
 def check_config(config_path: str | None) -> None:
     """Validate the configuration and print the effective settings."""
-    cfg = _load(config_path)
+    cfg = load_config(config_path)
     for line in cfg.as_text_lines():
         click.echo(line)
     problems = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 import uuid
 
 
@@ -25,6 +26,18 @@ def available() -> str | None:
         return f"ip netns does not work here: {result.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", probe], capture_output=True)
     return None
+
+
+def wait_for_line(process: subprocess.Popen, text: str, seconds: float = 30) -> None:
+    """Read the process's stderr until a line holds `text` (it is ready)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if text in line:
+            return
+        if not line and process.poll() is not None:
+            raise AssertionError(f"exited before saying {text!r}: {process.stderr.read()}")
+    raise AssertionError(f"no {text!r} in {seconds} s")
 
 
 def _ip(*args: str) -> None:

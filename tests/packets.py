@@ -165,6 +165,20 @@ def icmp_unreachable(src: str, dst: str, quoted: bytes) -> bytes:
     return bytes(ip)
 
 
+def seed_datagrams() -> list[bytes]:
+    """One datagram of each kind the sensor handles: seeds for fuzzing."""
+    return [
+        query(),
+        response(),
+        query(src=RESOLVER6, dst=AUTHORITY6),
+        response(src=AUTHORITY6, dst=RESOLVER6),
+        *fragment_ipv4(big_response(2000), 600),
+        *fragment_ipv6(big_response(2000, src=AUTHORITY6, dst=RESOLVER6), 600),
+        tcp(RESOLVER, AUTHORITY, 40000, 53, b"\x00\x10" + b"x" * 16),
+        icmp_unreachable(AUTHORITY, RESOLVER, query()),
+    ]
+
+
 def ethernet(datagram: bytes, vlan: int | None = None) -> bytes:
     ethertype = 0x86DD if datagram[0] >> 4 == 6 else 0x0800
     head = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01"

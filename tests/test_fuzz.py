@@ -20,16 +20,7 @@ from sensor.spool import encode_record
 from tests import packets as P
 
 T0 = 1_700_000_000
-SEEDS = [
-    P.query(),
-    P.response(),
-    P.query(src=P.RESOLVER6, dst=P.AUTHORITY6),
-    P.response(src=P.AUTHORITY6, dst=P.RESOLVER6),
-    *P.fragment_ipv4(P.big_response(2000), 600),
-    *P.fragment_ipv6(P.big_response(2000, src=P.AUTHORITY6, dst=P.RESOLVER6), 600),
-    P.tcp(P.RESOLVER, P.AUTHORITY, 40000, 53, b"\x00\x10" + b"x" * 16),
-    P.icmp_unreachable(P.AUTHORITY, P.RESOLVER, P.query()),
-]
+SEEDS = P.seed_datagrams()
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

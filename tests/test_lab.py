@@ -25,6 +25,7 @@ from sensor.constants import Field, RecordType
 from sensor.dns import wire_to_text
 from sensor.spool import read_spool
 from tests import lab as lab_module
+from tests import netns
 
 REASON = lab_module.available() or (None if os.path.exists("/usr/bin/tshark") else "needs tshark")
 pytestmark = [pytest.mark.network, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
@@ -58,17 +59,6 @@ FIELDS = [
     "ip.fragment.count",
     "ipv6.fragment.count",
 ]
-
-
-def _wait_for(process: subprocess.Popen, text: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        if text in line:
-            return
-        if not line and process.poll() is not None:
-            raise AssertionError(f"exited before {text!r}")
-    raise AssertionError(f"no {text!r} in {seconds} s")
 
 
 def _sensor_config(path: str, spool: str) -> str:
@@ -213,8 +203,8 @@ def test_every_exchange_tshark_sees_is_one_record_and_replay_equals_live(tmp_pat
             env=env,
         )
         try:
-            _wait_for(witness, "Capturing on")
-            _wait_for(sensor, "capturing from")
+            netns.wait_for_line(witness, "Capturing on")
+            netns.wait_for_line(sensor, "capturing from")
             time.sleep(1)
             for name, qtype in QUESTIONS:
                 lab.ask(name, qtype, timeout=3 if "dead" in name else 10)

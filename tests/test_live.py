@@ -55,7 +55,7 @@ def test_live_capture_on_veth_pairs_everything_and_stops_cleanly(tmp_path):
             env=env,
             text=True,
         )
-        _wait_for(sensor, "capturing from")
+        netns.wait_for_line(sensor, "capturing from")
         time.sleep(0.5)
         lab.run(lab.a, [sys.executable, "-c", ASKER, "40"], check=True, env=env, timeout=120)
         lab.run(lab.b, [sys.executable, "-c", USER], check=True, env=env, timeout=30)
@@ -82,17 +82,6 @@ def test_live_capture_on_veth_pairs_everything_and_stops_cleanly(tmp_path):
     json.dumps(messages)
 
 
-def _wait_for(process: subprocess.Popen, text: str, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        if text in line:
-            return
-        if not line and process.poll() is not None:
-            raise AssertionError(f"sensor exited: {process.stderr.read()}")
-    raise AssertionError(f"no {text!r} from the sensor in {seconds} s")
-
-
 def test_idle_live_capture_stops_promptly_on_sigterm(tmp_path):
     """No packet at all on the link: SIGTERM must still end the sensor."""
     config = tmp_path / "sie-dns-sensor"
@@ -106,7 +95,7 @@ def test_idle_live_capture_stops_promptly_on_sigterm(tmp_path):
             [sys.executable, "-m", "sensor", "run", "-c", str(config), "--interface", lab.a_if],
             stderr=subprocess.PIPE, env=env, text=True,
         )
-        _wait_for(sensor, "capturing from")
+        netns.wait_for_line(sensor, "capturing from")
         time.sleep(1)
         started = time.monotonic()
         sensor.send_signal(signal.SIGTERM)

@@ -9,26 +9,10 @@ import click
 
 from sensor import config as configuration
 from sensor import daemon, logs
-from sensor.constants import DEFAULT_CONFIG_PATH
+from sensor.options import config_option, load_config
 
 from . import keys
 from .upload import Uploader, UploaderBusy, channel_lock
-
-config_option = click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help=f"configuration file (default {DEFAULT_CONFIG_PATH})",
-)
-
-
-def _load(config_path: str | None) -> configuration.Config:
-    try:
-        return configuration.load(config_path)
-    except configuration.ConfigError as exc:
-        raise click.ClickException(f"configuration: {exc}") from None
 
 
 @click.command()
@@ -40,7 +24,7 @@ def _load(config_path: str | None) -> configuration.Config:
               help="as root: run as this user (if it exists)")
 def upload_main(config_path: str | None, once: bool, daemon_mode: bool, pidfile: str | None, user: str) -> None:
     """Ship finished spool files to the collector over SFTP."""
-    cfg = _load(config_path)
+    cfg = load_config(config_path)
     if not cfg.upload:
         click.echo('upload="no" in the configuration: nothing to do', err=True)
         return
@@ -76,7 +60,7 @@ def upload_main(config_path: str | None, once: bool, daemon_mode: bool, pidfile:
 @click.option("--bits", type=int, default=keys.DEFAULT_RSA_BITS, show_default=True, help="RSA key size")
 def gen_key_main(config_path: str | None, kind: str, bits: int) -> None:
     """Make the upload key pair at `uploadkey` and show the public half."""
-    cfg = _load(config_path)
+    cfg = load_config(config_path)
     try:
         line = keys.generate(cfg.uploadkey, kind, bits)
     except (keys.KeyExists, ValueError, OSError) as exc:
