@@ -67,7 +67,7 @@ def replay_capped(pcap: str, spool: str, table_max: int, cap_kbytes: int) -> tup
     argv = [sys.executable, "-c", CAPPED, str(cap_kbytes), "run", "-c", config, "--pcap", pcap, "--spooldir", spool]
     started = time.perf_counter()
     process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=REPO))
-    _, status, usage = os.wait4(process.pid, 0)
+    _, status, _ = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
     log = process.stderr.read()
     if os.waitstatus_to_exitcode(status) != 0:
@@ -76,7 +76,7 @@ def replay_capped(pcap: str, spool: str, table_max: int, cap_kbytes: int) -> tup
     counters = {
         k: int(v) for k, v in (p.split("=", 1) for p in summary.split() if "=" in p and p.split("=")[1].isdigit())
     }
-    return counters, usage.ru_maxrss / 1024, seconds
+    return counters, counters["max_rss_kb"] / 1024, seconds
 
 
 def bytes_per_query(count: int = 131072) -> float:

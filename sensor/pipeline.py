@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import resource
 import time
 from collections.abc import Callable
 
@@ -33,6 +34,7 @@ class Summary:
     bytes_written: int = 0
     not_ip: int = 0
     unwritten: int = 0
+    max_rss_kb: int = 0
     counters: dict = dataclasses.field(default_factory=dict)
     kernel: tuple = (0, 0, 0)
 
@@ -41,10 +43,28 @@ class Summary:
         received, dropped, ifdropped = self.kernel
         return (
             f"packets={self.packets} records={self.records} pairs={self.pairs} files={self.files} "
-            f"bytes={self.bytes_written} unwritten={self.unwritten} not_ip={self.not_ip} "
+            f"bytes={self.bytes_written} unwritten={self.unwritten} max_rss_kb={self.max_rss_kb} "
+            f"not_ip={self.not_ip} "
             f"kernel_received={received} kernel_dropped={dropped} if_dropped={ifdropped} "
             f"skipped: {problems}"
         )
+
+
+def peak_rss_kb() -> int:
+    """This process's peak resident set since it started its program.
+
+    VmHWM, not getrusage: Linux carries the parent's peak across fork and
+    exec into ru_maxrss, so a sensor started by a large process would
+    report that process's memory.
+    """
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 class Sensor:
@@ -148,6 +168,7 @@ class Sensor:
         summary.files = self.writer.files_done
         summary.bytes_written = self.writer.bytes_written
         summary.unwritten = self.writer.unwritten
+        summary.max_rss_kb = peak_rss_kb()
         summary.not_ip = self.capture.not_ip
         summary.counters = dict(self.matcher.counters)
         if self.capture.live:
