@@ -20,6 +20,7 @@ import ipaddress
 from collections.abc import Iterable
 
 from .config import IPNetwork
+from .constants import DNS_PORT, DNS_PORTS, TCP_DNS_PORT
 
 IPV4_FRAGMENT = "(ip[6:2] & 0x3fff != 0)"
 QR_QUERY = "(udp[10] & 0x80 = 0)"
@@ -38,16 +39,16 @@ def _side(direction: str, nets: Iterable[IPNetwork]) -> str:
 
 def _v4_expression(client: str, server: str, capture_qr: int | None, responses_to: str) -> str:
     """client: the side that sends queries; responses_to: where fragments go."""
-    queries = f"({client} and udp dst port 53 and {QR_QUERY})"
-    responses = f"({server} and udp src port 53 and {QR_RESPONSE})"
+    queries = f"({client} and udp dst port {DNS_PORT} and {QR_QUERY})"
+    responses = f"({server} and udp src port {DNS_PORT} and {QR_RESPONSE})"
     fragments = f"({responses_to} and {IPV4_FRAGMENT})"
     if capture_qr == 0:
         return queries
     if capture_qr == 1:
         return f"({responses} or {fragments})"
     return (
-        f"(({client} and (udp or tcp) and dst port 53) or "
-        f"({server} and (udp or tcp) and src port 53) or "
+        f"(({client} and (udp or tcp) and dst port {DNS_PORT}) or "
+        f"({server} and (udp or tcp) and src port {DNS_PORT}) or "
         f"{fragments} or ({responses_to} and icmp))"
     )
 
@@ -138,9 +139,9 @@ class Vantage:
         """A TCP segment on port 53, in either direction."""
         if self.open:
             return True
-        if dport == 53 and self.wants_query(src, dst):
+        if dport == TCP_DNS_PORT and self.wants_query(src, dst):
             return True
-        return sport == 53 and self.wants_response(src, dst)
+        return sport == TCP_DNS_PORT and self.wants_response(src, dst)
 
     def wants_icmp(
         self, target: bytes, quoted_src: bytes, quoted_dst: bytes, quoted_sport: int, quoted_dport: int
@@ -149,9 +150,9 @@ class Vantage:
         if self.open:
             return True
         if target in self.res:
-            return quoted_src == target and quoted_dport == 53
+            return quoted_src == target and quoted_dport in DNS_PORTS
         if target in self.auth:
-            return quoted_src == target and quoted_sport == 53
+            return quoted_src == target and quoted_sport in DNS_PORTS
         return False
 
 

@@ -18,7 +18,7 @@ import shlex
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .constants import DEFAULT_CONFIG_PATH, UPLOAD_PORT
+from .constants import DEFAULT_CONFIG_PATH, DEFAULT_QUERY_TIMEOUT, DEFAULT_STATE_TABLE_MAX, UPLOAD_PORT
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -176,8 +176,8 @@ VARIABLES: dict[str, Variable] = {
     "DNSQR_RES_ADDRS": Variable("res_addrs", _addresses, ""),
     "DNSQR_AUTH_ADDRS": Variable("auth_addrs", _addresses, ""),
     "DNSQR_ZERO_RESOLVER_ADDRESS": Variable("zero_resolver_address", _boolean, "0"),
-    "DNSQR_STATE_TABLE_MAX": Variable("state_table_max", _positive_int, "131072"),
-    "DNSQR_QUERY_TIMEOUT": Variable("query_timeout", _positive_int, "60"),
+    "DNSQR_STATE_TABLE_MAX": Variable("state_table_max", _positive_int, str(DEFAULT_STATE_TABLE_MAX)),
+    "DNSQR_QUERY_TIMEOUT": Variable("query_timeout", _positive_int, str(DEFAULT_QUERY_TIMEOUT)),
     "DNSQR_CAPTURE_RD": Variable("capture_rd", _optional_bit, ""),
     "DNSQR_CAPTURE_QR": Variable("capture_qr", _optional_bit, ""),
     "DNSQR_FILTER_QNAMES_INCLUDE": Variable("qnames_include", _qnames, ""),

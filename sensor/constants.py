@@ -10,8 +10,10 @@ from __future__ import annotations
 import enum
 
 # ---------------------------------------------------------------- wire facts
-DNS_PORTS = frozenset((53, 5353))
-TCP_DNS_PORT = 53
+DNS_PORT = 53
+MDNS_PORT = 5353
+DNS_PORTS = frozenset((DNS_PORT, MDNS_PORT))  # UDP: either side makes it DNS
+TCP_DNS_PORT = DNS_PORT
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
@@ -22,6 +24,13 @@ ETHERTYPE_IPV6 = 0x86DD
 ETHERTYPE_VLAN = (0x8100, 0x88A8, 0x9100)
 DNS_HEADER_LEN = 12
 MAX_NAME_LEN = 255
+DNS_FLAG_QR = 0x8000  # set in responses
+DNS_FLAG_RD = 0x0100  # recursion desired
+DNS_RCODE_MASK = 0x000F
+
+# defaults shared by the configuration file and the matcher
+DEFAULT_STATE_TABLE_MAX = 131072
+DEFAULT_QUERY_TIMEOUT = 60
 
 UPLOAD_PORT = 49222
 

@@ -14,10 +14,6 @@ from .constants import DNS_HEADER_LEN, MAX_NAME_LEN
 
 _QUESTION_TAIL = struct.Struct("!HH")
 
-QR_BIT = 0x8000
-RD_BIT = 0x0100
-RCODE_MASK = 0x000F
-
 
 def parse_question(buf: bytes, start: int, end: int) -> tuple[bytes, int, int] | None:
     """(qname in wire format, qtype, qclass) of the first question.

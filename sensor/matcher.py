@@ -32,14 +32,20 @@ from .bpf import Vantage
 from .checksum import verify_udp
 from .config import Config
 from .constants import (
+    DEFAULT_QUERY_TIMEOUT,
+    DEFAULT_STATE_TABLE_MAX,
+    DNS_FLAG_QR,
+    DNS_FLAG_RD,
     DNS_HEADER_LEN,
     DNS_PORTS,
+    DNS_RCODE_MASK,
     IPPROTO_FRAGMENT,
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
     IPPROTO_TCP,
     IPPROTO_UDP,
     RCODES_WITHOUT_QUESTION,
+    TCP_DNS_PORT,
     Field,
     RecordType,
     UdpChecksum,
@@ -58,18 +64,14 @@ _DNS = struct.Struct("!HHH")  # id, flags, qdcount
 _IPV6_SKIPPABLE = frozenset((0, 43, 60))  # hop-by-hop, routing, destination options
 _ICMP_ERRORS = {IPPROTO_ICMP: frozenset((3, 4, 5, 11, 12)), IPPROTO_ICMPV6: frozenset((1, 2, 3, 4))}
 
-QR = 0x8000
-RD = 0x0100
-
-
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """What the matcher needs from the configuration, and nothing else."""
 
     vantage: Vantage = dataclasses.field(default_factory=Vantage)
     zero_resolver_address: bool = False
-    table_max: int = 131072
-    query_timeout: int = 60
+    table_max: int = DEFAULT_STATE_TABLE_MAX
+    query_timeout: int = DEFAULT_QUERY_TIMEOUT
     capture_rd: int | None = None
     capture_qr: int | None = None
     qnames_include: frozenset[bytes] = frozenset()
@@ -316,7 +318,7 @@ class Matcher:
             question = qname = qtype = qclass = None
         vantage = self.vantage
         table = self.table
-        if not flags & QR:
+        if not flags & DNS_FLAG_QR:
             # ---- a query: remember it
             if not vantage.open and not vantage.wants_query(src, dst):
                 self._count("not_ours")
@@ -365,7 +367,7 @@ class Matcher:
         key = _KEY[len(src)].pack(dst, src, dport, sport, ident)
         query = table.get(key)
         if question is None:
-            if query is None or flags & 0x0F not in RCODES_WITHOUT_QUESTION:
+            if query is None or flags & DNS_RCODE_MASK not in RCODES_WITHOUT_QUESTION:
                 query = None
             else:
                 del table[key]
@@ -399,7 +401,7 @@ class Matcher:
             5: dport,  # QUERY_PORT
             6: sport,  # RESPONSE_PORT
             7: ident,  # ID
-            11: flags & 0x0F,  # RCODE
+            11: flags & DNS_RCODE_MASK,  # RCODE
             12: query_packets,  # QUERY_PACKET
             13: query_secs,  # QUERY_TIME_SEC
             14: query_nsecs,  # QUERY_TIME_NSEC
@@ -425,7 +427,7 @@ class Matcher:
         if kind == RecordType.UDP_QUERY_ONLY:
             _add_packets(record, Field.QUERY_PACKET, packets)
         else:
-            record[Field.RCODE] = flags & 0x0F
+            record[Field.RCODE] = flags & DNS_RCODE_MASK
             _add_packets(record, Field.RESPONSE_PACKET, packets)
             record[Field.UDP_CHECKSUM] = verify_udp(response_ip, query_ip, buf[start:end])
         self._emit(record, question, flags, out)
@@ -438,14 +440,14 @@ class Matcher:
             self._count("malformed_tcp")
             return
         sport, dport = _PORTS.unpack_from(buf, start)
-        if sport != 53 and dport != 53:
+        if TCP_DNS_PORT not in (sport, dport):
             self._count("not_dns")
             return
         if not self.vantage.wants_tcp(src, dst, sport, dport):
             self._count("not_ours")
             return
         packet = packets[0][0]
-        if dport == 53:
+        if dport == TCP_DNS_PORT:
             record = self._base(RecordType.TCP, src, dst, sport, dport, None, None)
             _add_packets(record, None, packets, Field.QUERY_TIME_SEC, Field.QUERY_TIME_NSEC)
         else:
@@ -468,7 +470,7 @@ class Matcher:
         if qproto == IPPROTO_UDP:
             is_dns = qsport in DNS_PORTS or qdport in DNS_PORTS
         else:
-            is_dns = qproto == IPPROTO_TCP and 53 in (qsport, qdport)
+            is_dns = qproto == IPPROTO_TCP and TCP_DNS_PORT in (qsport, qdport)
         if not is_dns:
             self._count("not_dns")
             return
@@ -476,7 +478,7 @@ class Matcher:
             self._count("not_ours")
             return
         ident = _DNS.unpack_from(dns)[0] if qproto == IPPROTO_UDP and len(dns) >= 6 else None
-        if qdport in DNS_PORTS or qdport == 53:
+        if qdport in DNS_PORTS:
             record = self._base(RecordType.ICMP, qsrc, qdst, qsport, qdport, ident, None)
         else:
             record = self._base(RecordType.ICMP, qdst, qsrc, qdport, qsport, ident, None)
@@ -530,7 +532,7 @@ class Matcher:
 
     def _filtered_out(self, question, flags: int) -> bool:
         settings = self.settings
-        if settings.capture_rd is not None and bool(flags & RD) != bool(settings.capture_rd):
+        if settings.capture_rd is not None and bool(flags & DNS_FLAG_RD) != bool(settings.capture_rd):
             return True
         if question is None:
             return False
