@@ -118,7 +118,6 @@ FIELD_NAMES = {
 SPOOL_FORMAT = "sie-dnsqr"
 SPOOL_VERSION = 1
 SPOOL_EXT = "cbor.gz"
-SPOOL_SUBDIRS = ("new", "waiting", "archive", "locks")
 
 # Keys of the header item that opens every spool file.
 HEADER_FORMAT = "format"

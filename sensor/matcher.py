@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import struct
 from collections import OrderedDict
-from collections.abc import Iterable
 
 from . import fragments
 from .bpf import Vantage
@@ -175,14 +174,6 @@ class Matcher:
         while table and (limit is None or len(out) < limit):
             key, query = table.popitem(last=False)
             self._leftover(key, query, out)
-        return out
-
-    def feed_all(self, packets: Iterable[tuple[bytes, int, int]]) -> list[Record]:
-        """Convenience for tests and tools: feed many, then flush."""
-        out: list[Record] = []
-        for packet, sec, nsec in packets:
-            out.extend(self.feed(packet, sec, nsec))
-        out.extend(self.flush())
         return out
 
     def _advance(self, sec: int, nsec: int, out: list) -> None:
