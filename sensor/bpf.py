@@ -126,6 +126,11 @@ class Vantage:
         self.res = _AddressSet(res_addrs)
         self.auth = _AddressSet(auth_addrs)
         self.open = self.res.empty and self.auth.empty
+        # plain addresses only (the usual case): the matcher checks the two
+        # sets inline, without a call per packet
+        self.exact_only = not self.res.prefixes and not self.auth.prefixes
+        self.res_exact = self.res.exact
+        self.auth_exact = self.auth.exact
 
     def wants_query(self, client: bytes, server: bytes) -> bool:
         """A DNS query from client to server."""

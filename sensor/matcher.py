@@ -131,6 +131,15 @@ class Matcher:
         self._plain = (
             settings.capture_qr is None and not self._filtering and not settings.zero_resolver_address
         )
+        # the shipped configuration: pairs filtered on the query's RD bit only
+        self._rd_only = (
+            settings.capture_qr is None
+            and settings.capture_rd is not None
+            and not settings.qnames_include
+            and not settings.qnames_exclude
+            and not settings.zero_resolver_address
+        )
+        self._rd_wanted = DNS_FLAG_RD if settings.capture_rd else 0
 
     # ------------------------------------------------------------ public
     def feed(self, packet: bytes, sec: int, nsec: int) -> list[Record]:
@@ -311,7 +320,11 @@ class Matcher:
         table = self.table
         if not flags & DNS_FLAG_QR:
             # ---- a query: remember it
-            if not vantage.open and not vantage.wants_query(src, dst):
+            if not vantage.open and (
+                src not in vantage.res_exact and dst not in vantage.auth_exact
+                if vantage.exact_only
+                else not vantage.wants_query(src, dst)
+            ):
                 self._count("not_ours")
                 return
             if not self._plain and self.settings.capture_qr is not None:
@@ -345,7 +358,11 @@ class Matcher:
             table[key] = query
             return
         # ---- a response: pair it
-        if not vantage.open and not vantage.wants_response(src, dst):
+        if not vantage.open and (
+            dst not in vantage.res_exact and src not in vantage.auth_exact
+            if vantage.exact_only
+            else not vantage.wants_response(src, dst)
+        ):
             self._count("not_ours")
             return
         if not self._plain and self.settings.capture_qr is not None:
@@ -408,6 +425,11 @@ class Matcher:
         self.paired += 1
         if self._plain:
             out.append(record)
+        elif self._rd_only:
+            if query[_FLAGS] & DNS_FLAG_RD == self._rd_wanted:
+                out.append(record)
+            else:
+                self._count("filtered")
         else:
             self._emit(record, question, query[_FLAGS], out)
 
