@@ -132,21 +132,17 @@ class Vantage:
         self.res_exact = self.res.exact
         self.auth_exact = self.auth.exact
 
-    def wants_query(self, client: bytes, server: bytes) -> bool:
-        """A DNS query from client to server."""
-        return self.open or client in self.res or server in self.auth
-
-    def wants_response(self, server: bytes, client: bytes) -> bool:
-        """A DNS response from server to client."""
+    def wants(self, client: bytes, server: bytes) -> bool:
+        """A DNS exchange between client (query side) and server, either way."""
         return self.open or client in self.res or server in self.auth
 
     def wants_tcp(self, src: bytes, dst: bytes, sport: int, dport: int) -> bool:
         """A TCP segment on port 53, in either direction."""
         if self.open:
             return True
-        if dport == TCP_DNS_PORT and self.wants_query(src, dst):
+        if dport == TCP_DNS_PORT and self.wants(src, dst):
             return True
-        return sport == TCP_DNS_PORT and self.wants_response(src, dst)
+        return sport == TCP_DNS_PORT and self.wants(dst, src)
 
     def wants_icmp(
         self, target: bytes, quoted_src: bytes, quoted_dst: bytes, quoted_sport: int, quoted_dport: int

@@ -316,31 +316,33 @@ class Matcher:
             qname, qtype, qclass = question
         else:
             question = qname = qtype = qclass = None
+        is_query = not flags & DNS_FLAG_QR
+        if is_query:
+            client, server, client_port, server_port = src, dst, sport, dport
+        else:
+            client, server, client_port, server_port = dst, src, dport, sport
         vantage = self.vantage
-        table = self.table
-        if not flags & DNS_FLAG_QR:
-            # ---- a query: remember it
-            if not vantage.open and (
-                src not in vantage.res_exact and dst not in vantage.auth_exact
-                if vantage.exact_only
-                else not vantage.wants_query(src, dst)
-            ):
-                self._count("not_ours")
-                return
-            if not self._plain and self.settings.capture_qr is not None:
-                if self.settings.capture_qr == 0:
-                    self._one_sided(RecordType.UDP_QUERY_ONLY, src, dst, sport, dport, ident, flags,
-                                    question, buf, start, end, packets, out)
-                else:
-                    self._count("query_ignored")
-                return
-            key = _KEY[len(src)].pack(src, dst, sport, dport, ident)
-            if len(packets) == 1:
-                packet, sec, nsec = packets[0]
-                query = (qname, qtype, qclass, flags, packet, sec, nsec, None)
+        if not vantage.open and (
+            client not in vantage.res_exact and server not in vantage.auth_exact
+            if vantage.exact_only
+            else not vantage.wants(client, server)
+        ):
+            self._count("not_ours")
+            return
+        if not self._plain and self.settings.capture_qr is not None:
+            if self.settings.capture_qr == (0 if is_query else 1):
+                kind = RecordType.UDP_QUERY_ONLY if is_query else RecordType.UDP_RESPONSE_ONLY
+                self._one_sided(kind, client, server, client_port, server_port, ident, flags, question,
+                                buf, start, end, packets, out)
             else:
-                packet, sec, nsec = packets[0]
-                query = (qname, qtype, qclass, flags, packet, sec, nsec, packets)
+                self._count("query_ignored" if is_query else "response_ignored")
+            return
+        table = self.table
+        key = _KEY[len(src)].pack(client, server, client_port, server_port, ident)
+        if is_query:
+            # ---- a query: remember it
+            packet, sec, nsec = packets[0]
+            query = (qname, qtype, qclass, flags, packet, sec, nsec, packets if len(packets) > 1 else None)
             held = table.get(key)
             if held is not None and (held[0] != qname or held[1] != qtype or held[2] != qclass):
                 key = _question_key(key, qname, qtype, qclass)
@@ -358,21 +360,6 @@ class Matcher:
             table[key] = query
             return
         # ---- a response: pair it
-        if not vantage.open and (
-            dst not in vantage.res_exact and src not in vantage.auth_exact
-            if vantage.exact_only
-            else not vantage.wants_response(src, dst)
-        ):
-            self._count("not_ours")
-            return
-        if not self._plain and self.settings.capture_qr is not None:
-            if self.settings.capture_qr == 1:
-                self._one_sided(RecordType.UDP_RESPONSE_ONLY, dst, src, dport, sport, ident, flags,
-                                question, buf, start, end, packets, out)
-            else:
-                self._count("response_ignored")
-            return
-        key = _KEY[len(src)].pack(dst, src, dport, sport, ident)
         query = table.get(key)
         if question is None:
             if query is None or flags & DNS_RCODE_MASK not in RCODES_WITHOUT_QUESTION:
@@ -387,8 +374,8 @@ class Matcher:
         else:
             query = table.pop(_question_key(key, qname, qtype, qclass), None)
         if query is None:
-            self._one_sided(RecordType.UDP_UNSOLICITED_RESPONSE, dst, src, dport, sport, ident, flags,
-                            question, buf, start, end, packets, out)
+            self._one_sided(RecordType.UDP_UNSOLICITED_RESPONSE, client, server, client_port, server_port,
+                            ident, flags, question, buf, start, end, packets, out)
             return
         if query[_FRAGMENTS] is None:
             query_packets, query_secs, query_nsecs = [query[4]], [query[5]], [query[6]]
@@ -403,11 +390,11 @@ class Matcher:
         # display is built in one step, markedly faster than named lookups.
         record = {
             1: RecordType.UDP_QUERY_RESPONSE,  # TYPE
-            2: dst,  # QUERY_IP
-            3: src,  # RESPONSE_IP
+            2: client,  # QUERY_IP
+            3: server,  # RESPONSE_IP
             4: IPPROTO_UDP,  # PROTO
-            5: dport,  # QUERY_PORT
-            6: sport,  # RESPONSE_PORT
+            5: client_port,  # QUERY_PORT
+            6: server_port,  # RESPONSE_PORT
             7: ident,  # ID
             11: flags & DNS_RCODE_MASK,  # RCODE
             12: query_packets,  # QUERY_PACKET
