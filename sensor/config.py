@@ -147,6 +147,42 @@ SYSLOG_FACILITIES = [
 SYSLOG_LEVELS = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"]
 
 
+def _choice(*allowed: str) -> Callable[[str], str]:
+    """A value that must be one of a few words (case-insensitive)."""
+
+    def parse(text: str) -> str:
+        if text.lower() not in allowed:
+            raise ValueError(f"{text!r} must be one of: {', '.join(allowed)}")
+        return text.lower()
+
+    return parse
+
+
+def _optional_u32(text: str) -> int | None:
+    """An NMSG id: unset, decimal, or 0x-prefixed hex, fitting 32 bits."""
+    if text == "":
+        return None
+    try:
+        value = int(text, 16) if text.lower().startswith("0x") else int(text, 10)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number (decimal or 0x-prefixed hex)") from None
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ValueError(f"{text!r} does not fit in 32 bits")
+    return value
+
+
+def _dnstap_socket(text: str) -> str:
+    """unset, `unix:/PATH` or `tcp:HOST:PORT`."""
+    if text == "":
+        return text
+    if text.startswith("unix:/"):
+        return text
+    match = re.fullmatch(r"tcp:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d+)", text)
+    if match and 0 < int(match.group(2)) < 65536:
+        return text
+    raise ValueError(f"{text!r} is not unix:/PATH or tcp:HOST:PORT")
+
+
 def _syslog_priority(text: str) -> str:
     facility, _, level = text.partition(".")
     if facility not in SYSLOG_FACILITIES or level not in SYSLOG_LEVELS:
@@ -187,6 +223,14 @@ VARIABLES: dict[str, Variable] = {
     "syslog_priority": Variable("syslog_priority", _syslog_priority, "local5.info"),
     "max_spool_size_kbytes": Variable("max_spool_size_kbytes", _positive_int, "524288"),
     "memory_ulimit_kbytes": Variable("memory_ulimit_kbytes", _positive_int, "524288"),
+    "spool_format": Variable("spool_format", _choice("nmsg", "cbor"), "nmsg"),
+    "nmsg_compress": Variable("nmsg_compress", _boolean, "yes"),
+    "nmsg_source": Variable("nmsg_source", _optional_u32, ""),
+    "nmsg_operator": Variable("nmsg_operator", _optional_u32, ""),
+    "nmsg_group": Variable("nmsg_group", _optional_u32, ""),
+    "upload_method": Variable("upload_method", _choice("rsync", "sftp"), "rsync"),
+    "dnstap_socket": Variable("dnstap_socket", _dnstap_socket, ""),
+    "capture_workers": Variable("capture_workers", _positive_int, "1"),
 }
 
 
@@ -217,6 +261,14 @@ class Config:
     syslog_priority: str
     max_spool_size_kbytes: int
     memory_ulimit_kbytes: int
+    spool_format: str
+    nmsg_compress: bool
+    nmsg_source: int | None
+    nmsg_operator: int | None
+    nmsg_group: int | None
+    upload_method: str
+    dnstap_socket: str
+    capture_workers: int
     # variable name -> where its value came from ("file:line", "environment")
     origins: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
