@@ -19,12 +19,13 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from .config import IPNetwork
 from .constants import DNS_PORT, DNS_PORTS, TCP_DNS_PORT
 
 IPV4_FRAGMENT = "(ip[6:2] & 0x3fff != 0)"
 QR_QUERY = "(udp[10] & 0x80 = 0)"
 QR_RESPONSE = "(udp[10] & 0x80 != 0)"
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def _side(direction: str, nets: Iterable[IPNetwork]) -> str:

@@ -12,7 +12,7 @@ import click
 
 from . import config as configuration
 from . import daemon, logs, render
-from .bpf import build_filter
+from .bpf import Vantage, build_filter
 from .capture import Capture, CaptureError
 from .linklayer import UnsupportedLinkType
 from .matcher import Matcher, Settings
@@ -77,16 +77,33 @@ def run(
     except (daemon.DaemonError, SpoolBusy, OSError) as exc:
         log.error("cannot start: %s", exc)
         raise click.ClickException(str(exc)) from None
-    sensor = Sensor(capture, Matcher(Settings.from_config(cfg)), writer, reload=_reloader(config_path, cfg))
+    sensor = Sensor(capture, Matcher(matcher_settings(cfg)), writer, reload=_reloader(config_path, cfg))
     signal.signal(signal.SIGTERM, lambda *_: sensor.stop())
     signal.signal(signal.SIGINT, lambda *_: sensor.stop())
     signal.signal(signal.SIGHUP, lambda *_: sensor.hangup())
+    if not cfg.res_addrs and not cfg.auth_addrs:
+        log.info("no address filter is set (DNSQR_RES_ADDRS, DNSQR_AUTH_ADDRS): every DNS exchange "
+                 "in %s is recorded, direction taken from the QR bit", pcap_path)
     log.info("capturing from %s as uid %d with filter: %s", capture.description, os.getuid(), bpf)
     try:
         sensor.run()
     finally:
         if claimed:
             claimed.release()
+
+
+def matcher_settings(cfg: configuration.Config) -> Settings:
+    """What the matcher needs from the configuration (the core never reads it)."""
+    return Settings(
+        vantage=Vantage(cfg.res_addrs, cfg.auth_addrs),
+        zero_resolver_address=cfg.zero_resolver_address,
+        table_max=cfg.state_table_max,
+        query_timeout=cfg.query_timeout,
+        capture_rd=cfg.capture_rd,
+        capture_qr=cfg.capture_qr,
+        qnames_include=frozenset(cfg.qnames_include),
+        qnames_exclude=frozenset(cfg.qnames_exclude),
+    )
 
 
 def _configured(config_path: str | None, interface: str | None, spooldir: str | None) -> configuration.Config:
@@ -100,11 +117,17 @@ def _configured(config_path: str | None, interface: str | None, spooldir: str | 
 
 
 def _refuse_incomplete(cfg: configuration.Config, live: bool) -> None:
-    """Say now, in words, what would otherwise fail later or silently."""
-    try:
-        cfg.require_capture_addresses()
-    except configuration.ConfigError as exc:
-        raise click.ClickException(f"configuration: {exc}") from None
+    """Say now, in words, what would otherwise fail later or silently.
+
+    Live capture needs an address list: without one it would record end
+    users' queries to the resolver. A replay (`--pcap`) may go without, as
+    the reference does, to pair every DNS exchange in a file.
+    """
+    if live:
+        try:
+            cfg.require_capture_addresses()
+        except configuration.ConfigError as exc:
+            raise click.ClickException(f"configuration: {exc}") from None
     if live and cfg.upload and not os.path.exists(cfg.uploadkey):
         raise click.ClickException(
             f'upload key {cfg.uploadkey} is missing: run sie-gen-key first (or set upload="no")'
@@ -129,7 +152,7 @@ def _reloader(config_path: str | None, started: configuration.Config):
             if getattr(cfg, name) != getattr(current[0], name):
                 log.warning("SIGHUP: %s changed; it takes effect at the next restart", name)
                 cfg = cfg.with_overrides(**{name: getattr(current[0], name)})
-        sensor.matcher.apply(Settings.from_config(cfg))
+        sensor.matcher.apply(matcher_settings(cfg))
         sensor.writer.interval, sensor.writer.archive, sensor.writer.upload = cfg.interval, cfg.archive, cfg.upload
         current[0] = cfg
         log.info("SIGHUP: spool file finished, configuration re-read")

@@ -18,9 +18,8 @@ import shlex
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .bpf import IPNetwork
 from .constants import DEFAULT_CONFIG_PATH, DEFAULT_QUERY_TIMEOUT, DEFAULT_STATE_TABLE_MAX, UPLOAD_PORT
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(ValueError):

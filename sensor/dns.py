@@ -16,26 +16,28 @@ _QUESTION_TAIL = struct.Struct("!HH")
 
 
 def parse_question(buf: bytes, start: int, end: int) -> tuple[bytes, int, int] | None:
-    """(qname in wire format, qtype, qclass) of the first question.
+    """(qname as on the wire, qtype, qclass) of a message's only question.
 
     `start` is where the DNS message begins inside `buf` and `end` where it
     stops, so a caller can parse in place without copying the datagram.
-    Compression pointers are refused: in the question nothing precedes the
-    name but the header, so a pointer there is always malformed (and can
-    never loop). None when the name or the type/class run off the end.
+    The name is delimited exactly as the reference sensor does it (wdns's
+    skip_name), so records carry the same bytes: labels are skipped by
+    their length octet whatever its value, a compression pointer ends the
+    name (its two octets included), and there is no length limit but the
+    datagram's. None when the name and the type/class do not fit: the
+    reference then drops the datagram.
     """
     first = pos = start + DNS_HEADER_LEN
-    while True:
-        if pos >= end:
-            return None
+    while pos < end:
         length = buf[pos]
         if length == 0:
             break
-        if length > 63:
-            return None
+        if length >= 0xC0:
+            pos += 1  # a pointer: two octets, and the end of the name
+            break
         pos += length + 1
     pos += 1
-    if pos - first > MAX_NAME_LEN or pos + 4 > end:
+    if pos + 4 > end:
         return None
     qtype, qclass = _QUESTION_TAIL.unpack_from(buf, pos)
     return buf[first:pos], qtype, qclass

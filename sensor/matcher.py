@@ -12,24 +12,26 @@ no input makes `feed` raise.
 
 The table is keyed by the 6-tuple (query ip, response ip, query port,
 response port, DNS id); the question is kept in the entry and compared
-byte-exactly, so a response pairs on the full 9-tuple. A rare second
-query with the same 6-tuple but another question goes in under the
-9-tuple key. A response without a question pairs on the 6-tuple alone
-when its rcode says the server could not echo one (FORMERR, SERVFAIL,
-NOTIMP, REFUSED). The OrderedDict keeps arrival order, so both the oldest
-query (eviction when full) and the next one to time out are at its head.
+byte-exactly, so a response pairs on the full 9-tuple. As in the
+reference sensor, a message's question is read only when QDCOUNT is 1;
+when the query or the response has none, they pair on the 6-tuple alone
+if the response's rcode says the server could not or would not echo one
+(FORMERR, SERVFAIL, NOTIMP, REFUSED). Several queries may share a 6-tuple
+(retransmissions); responses take the oldest that they answer. The
+OrderedDict keeps arrival order, so both the oldest query (eviction when
+full) and the next one to time out are at its head.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import struct
 from collections import OrderedDict
 
 from . import fragments
 from .bpf import Vantage
 from .checksum import verify_udp
-from .config import Config
 from .constants import (
     DEFAULT_QUERY_TIMEOUT,
     DEFAULT_STATE_TABLE_MAX,
@@ -78,18 +80,6 @@ class Settings:
     fragment_bytes: int = fragments.DEFAULT_MAX_BYTES
     fragment_timeout: int = fragments.DEFAULT_TIMEOUT
 
-    @classmethod
-    def from_config(cls, config: Config) -> Settings:
-        return cls(
-            vantage=Vantage(config.res_addrs, config.auth_addrs),
-            zero_resolver_address=config.zero_resolver_address,
-            table_max=config.state_table_max,
-            query_timeout=config.query_timeout,
-            capture_rd=config.capture_rd,
-            capture_qr=config.capture_qr,
-            qnames_include=frozenset(config.qnames_include),
-            qnames_exclude=frozenset(config.qnames_exclude),
-        )
 
 
 # An outstanding query is a flat tuple (it is the bulk of the sensor's
@@ -98,7 +88,11 @@ class Settings:
 _QNAME, _QTYPE, _QCLASS, _FLAGS, _PACKET, _SEC, _NSEC, _FRAGMENTS = range(8)
 
 _KEY = {4: struct.Struct("!4s4sHHH"), 16: struct.Struct("!16s16sHHH")}
-_QUESTION_KEY = struct.Struct("!HH")
+_SEQUENCE = struct.Struct("!Q")
+# key length -> length of its 6-tuple part (plain keys and sequenced ones)
+_SIX_LENGTH = {
+    size.size + extra: size.size for size in _KEY.values() for extra in (0, _SEQUENCE.size)
+}
 
 
 class Matcher:
@@ -107,9 +101,11 @@ class Matcher:
     def __init__(self, settings: Settings | None = None) -> None:
         settings = settings or Settings()
         # key: packed 6-tuple (query ip, response ip, query port, response
-        # port, id), with the question appended for a second query that
-        # shares the 6-tuple of an outstanding one.
+        # port, id); a sequence number is appended for a further query that
+        # shares the 6-tuple of an outstanding one (see `_share`).
         self.table: OrderedDict[bytes, tuple] = OrderedDict()
+        self.shared: dict[bytes, list[bytes]] = {}
+        self._sequence = itertools.count()
         self.counters: dict[str, int] = {}
         self.reassembler = fragments.Reassembler(
             self.counters, max_bytes=settings.fragment_bytes, timeout=settings.fragment_timeout
@@ -293,7 +289,9 @@ class Matcher:
 
         `packets` are the (packet, sec, nsec) it arrived in: one, or every
         fragment. Written flat on purpose: each Python call costs about as
-        much as a field decoded, and this runs for every packet.
+        much as a field decoded, and this runs for every packet; the part
+        every datagram shares is here, then one call to `_query` or
+        `_response`.
         """
         sport, dport, length = _UDP.unpack_from(buf, start)
         if sport not in DNS_PORTS and dport not in DNS_PORTS:
@@ -308,14 +306,16 @@ class Matcher:
             self._count("malformed_dns")
             return
         ident, flags, qdcount = _DNS.unpack_from(buf, msg)
-        if qdcount:
+        # As the reference: only a message with exactly one question (and
+        # bytes after the header) has its question read; any other count
+        # is recorded without one and pairs on the 6-tuple.
+        if qdcount == 1 and end > msg + DNS_HEADER_LEN:
             question = parse_question(buf, msg, end)
             if question is None:
                 self._count("malformed_dns")
                 return
-            qname, qtype, qclass = question
         else:
-            question = qname = qtype = qclass = None
+            question = None
         is_query = not flags & DNS_FLAG_QR
         if is_query:
             client, server, client_port, server_port = src, dst, sport, dport
@@ -337,46 +337,54 @@ class Matcher:
             else:
                 self._count("query_ignored" if is_query else "response_ignored")
             return
-        table = self.table
         key = _KEY[len(src)].pack(client, server, client_port, server_port, ident)
         if is_query:
-            # ---- a query: remember it
-            packet, sec, nsec = packets[0]
-            query = (qname, qtype, qclass, flags, packet, sec, nsec, packets if len(packets) > 1 else None)
-            held = table.get(key)
-            if held is not None and (held[0] != qname or held[1] != qtype or held[2] != qclass):
-                key = _question_key(key, qname, qtype, qclass)
-                held = table.get(key)
-            if held is not None:
-                # Same 9-tuple while the first is outstanding: the first can no
-                # longer be told apart, so it leaves now as unanswered.
-                del table[key]
-                self._count("query_superseded")
-                self._leftover(key, held, out)
-            elif len(table) >= self.settings.table_max:
-                old_key, oldest = table.popitem(last=False)
-                self._count("query_evicted")
-                self._leftover(old_key, oldest, out)
-            table[key] = query
-            return
-        # ---- a response: pair it
-        query = table.get(key)
-        if question is None:
-            if query is None or flags & DNS_RCODE_MASK not in RCODES_WITHOUT_QUESTION:
-                query = None
-            else:
-                del table[key]
-                qname, qtype, qclass = query[0], query[1], query[2]
-                if qname is not None:
-                    question = (qname, qtype, qclass)
-        elif query is not None and query[0] == qname and query[1] == qtype and query[2] == qclass:
-            del table[key]
+            self._query(key, question, flags, packets, out)
         else:
-            query = table.pop(_question_key(key, qname, qtype, qclass), None)
+            self._response(key, client, server, client_port, server_port, ident, question, flags,
+                           src, dst, buf, start, end, packets, out)
+
+    def _query(self, key: bytes, question, flags: int, packets, out: list) -> None:
+        """Remember a query until its response, timeout or eviction."""
+        table = self.table
+        if len(table) >= self.settings.table_max:
+            old_key, oldest = table.popitem(last=False)
+            self._count("query_evicted")
+            self._leftover(old_key, oldest, out)
+        packet, sec, nsec = packets[0]
+        if question is None:
+            query = (None, None, None, flags, packet, sec, nsec, packets if len(packets) > 1 else None)
+        else:
+            qname, qtype, qclass = question
+            query = (qname, qtype, qclass, flags, packet, sec, nsec, packets if len(packets) > 1 else None)
+        if key in table or key in self.shared:
+            key = self._share(key)
+        table[key] = query
+
+    def _response(self, key: bytes, client, server, client_port, server_port, ident, question, flags: int,
+                  src, dst, buf, start, end, packets, out) -> None:
+        """Pair a response with the oldest outstanding query it answers."""
+        table = self.table
+        rcode = flags & DNS_RCODE_MASK
+        if self.shared and key in self.shared:
+            query = self._take_shared(key, question, rcode)
+        else:
+            query = table.get(key)
+            if query is not None:
+                if question is not None and query[0] is not None:
+                    qname, qtype, qclass = question
+                    if query[0] != qname or query[1] != qtype or query[2] != qclass:
+                        query = None
+                elif rcode not in RCODES_WITHOUT_QUESTION:
+                    query = None
+                if query is not None:
+                    del table[key]
         if query is None:
             self._one_sided(RecordType.UDP_UNSOLICITED_RESPONSE, client, server, client_port, server_port,
                             ident, flags, question, buf, start, end, packets, out)
             return
+        if question is None and query[0] is not None:
+            question = (query[0], query[1], query[2])  # the record takes the query's
         if query[_FRAGMENTS] is None:
             query_packets, query_secs, query_nsecs = [query[4]], [query[5]], [query[6]]
         else:
@@ -396,7 +404,7 @@ class Matcher:
             5: client_port,  # QUERY_PORT
             6: server_port,  # RESPONSE_PORT
             7: ident,  # ID
-            11: flags & DNS_RCODE_MASK,  # RCODE
+            11: rcode,  # RCODE
             12: query_packets,  # QUERY_PACKET
             13: query_secs,  # QUERY_TIME_SEC
             14: query_nsecs,  # QUERY_TIME_NSEC
@@ -406,9 +414,7 @@ class Matcher:
             21: verify_udp(src, dst, buf[start:end]),  # UDP_CHECKSUM
         }
         if question is not None:
-            record[8] = qname  # QNAME
-            record[9] = qtype  # QTYPE
-            record[10] = qclass  # QCLASS
+            record[8], record[9], record[10] = question  # QNAME, QTYPE, QCLASS
         self.paired += 1
         if self._plain:
             out.append(record)
@@ -419,6 +425,45 @@ class Matcher:
                 self._count("filtered")
         else:
             self._emit(record, question, query[_FLAGS], out)
+
+    # ---------------------------------------- queries sharing a 6-tuple
+    # Retransmissions (or one packet seen twice on a mirror port) put two
+    # queries with the same 6-tuple, even the same question, in the table
+    # at once. As the reference does, both stay and responses pair oldest
+    # first. The first keeps the plain key; each further one gets the key
+    # plus a sequence number, and `shared` lists every key in the table for
+    # that 6-tuple in arrival order. It is empty unless this happens, so the
+    # common path pays one truth test.
+    def _share(self, key: bytes) -> bytes:
+        keys = self.shared.get(key)
+        if keys is None:
+            keys = self.shared[key] = [key]  # the plain key is in the table
+        extra = key + _SEQUENCE.pack(next(self._sequence))
+        keys.append(extra)
+        return extra
+
+    def _take_shared(self, key: bytes, question, rcode: int) -> tuple | None:
+        """The oldest query under this 6-tuple that the response answers."""
+        for candidate in self.shared[key]:
+            held = self.table[candidate]
+            if question is not None and held[0] is not None:
+                if held[0] != question[0] or held[1] != question[1] or held[2] != question[2]:
+                    continue
+            elif rcode not in RCODES_WITHOUT_QUESTION:
+                continue
+            del self.table[candidate]
+            self._forget(candidate)
+            return held
+        return None
+
+    def _forget(self, key: bytes) -> None:
+        """A query under a shared 6-tuple left the table."""
+        six = key[: _SIX_LENGTH[len(key)]]
+        keys = self.shared.get(six)
+        if keys is not None:
+            keys.remove(key)
+            if not keys:
+                del self.shared[six]
 
     def _one_sided(self, kind, query_ip, response_ip, query_port, response_port, ident, flags, question,
                    buf, start, end, packets, out) -> None:
@@ -506,6 +551,8 @@ class Matcher:
 
     def _leftover(self, key: bytes, query: tuple, out: list) -> None:
         """A query that will get no response: emit it as unanswered."""
+        if self.shared:
+            self._forget(key)
         size = 4 if query[_PACKET][0] >> 4 == 4 else 16
         src, dst, sport, dport, ident = _KEY[size].unpack_from(key)
         qname = query[_QNAME]
@@ -592,13 +639,6 @@ def _quoted_ports(buf: bytes, start: int):
         return None
     sport, dport = _PORTS.unpack_from(buf, transport)
     return src, dst, proto, sport, dport, buf[transport + 8 :]
-
-
-def _question_key(key: bytes, qname: bytes | None, qtype, qclass) -> bytes:
-    """The 9-tuple key, for a query that shares its 6-tuple with another."""
-    if qname is None:
-        return key + b"\xff"  # no name can start with 0xff: never equals a named key
-    return key + qname + _QUESTION_KEY.pack(qtype, qclass)
 
 
 def _columns(packets) -> tuple[list, list, list]:

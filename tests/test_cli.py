@@ -61,11 +61,33 @@ def test_run_refuses_to_start_on_a_bad_value(runner, tmp_path):
     assert not os.path.exists(tmp_path / "spool")
 
 
-def test_run_refuses_without_addresses(runner, tmp_path):
+def test_replay_without_addresses_pairs_all_dns_in_the_file(runner, tmp_path):
+    """As the reference: no address list, every exchange, direction from QR."""
+    user, resolver = "203.0.113.9", P.RESOLVER
+    frames = [
+        (P.ethernet(P.query()), T0),
+        (P.ethernet(P.response()), T0 + 0.01),
+        (P.ethernet(P.query(src=user, dst=resolver, sport=5555)), T0 + 0.02),  # a user's query
+        (P.ethernet(P.response(src=resolver, dst=user, dport=5555)), T0 + 0.03),
+    ]
     pcap = str(tmp_path / "c.pcap")
-    P.write_pcap(pcap, [(P.ethernet(P.query()), T0)])
-    result = runner.invoke(main, ["run", "-c", write_config(tmp_path, ""), "--pcap", pcap])
+    P.write_pcap(pcap, frames)
+    path = write_config(tmp_path, 'upload="no"\narchive="yes"\nspool_format="cbor"\n')
+    result = runner.invoke(main, ["run", "-c", path, "--pcap", pcap])
+    assert result.exit_code == 0, result.output
+    assert "no address filter is set" in result.output  # logged on stderr in the foreground
+    files = glob.glob(str(tmp_path / "spool/archive/ch202/*"))
+    lines = [json.loads(line)["message"] for line in runner.invoke(main, ["read", *files]).output.splitlines()]
+    assert [(m["type"], m["query_ip"]) for m in lines] == [
+        ("UDP_QUERY_RESPONSE", resolver),
+        ("UDP_QUERY_RESPONSE", user),
+    ]
+
+
+def test_live_capture_refuses_without_addresses(runner, tmp_path):
+    result = runner.invoke(main, ["run", "-c", write_config(tmp_path, 'upload="no"\n'), "--interface", "lo"])
     assert result.exit_code != 0 and "DNSQR_RES_ADDRS" in result.output
+    assert not os.path.exists(tmp_path / "spool")
 
 
 def test_replay_rotates_archives_and_reads_back(runner, tmp_path):

@@ -107,14 +107,108 @@ def test_two_outstanding_queries_sharing_six_tuple_pair_by_question():
     assert second[Field.QUERY_TIME_NSEC] == [1]
 
 
-def test_repeated_identical_query_supersedes_the_first():
+def test_repeated_identical_queries_both_stay_and_pair_oldest_first():
+    """A retransmission (or one packet seen twice) keeps both, as the reference."""
     m = matcher()
-    m.feed(P.query(), T0, 0)
-    (old,) = m.feed(P.query(), T0 + 1, 0)
-    assert old[Field.TYPE] == RecordType.UDP_UNANSWERED_QUERY
-    (pair,) = m.feed(P.response(), T0 + 1, 5)
-    assert pair[Field.QUERY_TIME_SEC] == [T0 + 1]
-    assert m.counters["query_superseded"] == 1
+    assert m.feed(P.query(), T0, 0) == []
+    assert m.feed(P.query(), T0 + 1, 0) == []
+    assert len(m.table) == 2
+    (first,) = m.feed(P.response(), T0 + 1, 5)
+    (second,) = m.feed(P.response(), T0 + 1, 6)
+    assert types([first, second]) == [RecordType.UDP_QUERY_RESPONSE] * 2
+    assert first[Field.QUERY_TIME_SEC] == [T0] and second[Field.QUERY_TIME_SEC] == [T0 + 1]
+    assert first[Field.RESPONSE_TIME_NSEC] == [5] and second[Field.RESPONSE_TIME_NSEC] == [6]
+    (third,) = m.feed(P.response(), T0 + 1, 7)
+    assert third[Field.TYPE] == RecordType.UDP_UNSOLICITED_RESPONSE
+    assert not m.table and not m.shared
+
+
+def test_shared_six_tuple_pairs_by_question_then_age():
+    m = matcher()
+    m.feed(P.query(qname="a.example"), T0, 0)
+    m.feed(P.query(qname="b.example"), T0, 1)
+    m.feed(P.query(qname="a.example"), T0, 2)
+    (b,) = m.feed(P.response(qname="b.example"), T0, 3)
+    (a1,) = m.feed(P.response(qname="a.example"), T0, 4)
+    (a2,) = m.feed(P.response(qname="a.example"), T0, 5)
+    assert b[Field.QUERY_TIME_NSEC] == [1]
+    assert (a1[Field.QUERY_TIME_NSEC], a2[Field.QUERY_TIME_NSEC]) == ([0], [2])
+    assert not m.table and not m.shared
+
+
+def test_duplicates_time_out_and_are_evicted_like_any_query():
+    m = matcher(table_max=3, query_timeout=10)
+    for nsec in range(3):
+        m.feed(P.query(), T0, nsec)
+    (evicted,) = m.feed(P.query(ident=9, sport=40009), T0, 3)  # the table bound is unchanged
+    assert evicted[Field.TYPE] == RecordType.UDP_UNANSWERED_QUERY
+    assert evicted[Field.QUERY_TIME_NSEC] == [0]
+    assert len(m.table) == 3
+    late = m.tick(T0 + 11)
+    assert types(late) == [RecordType.UDP_UNANSWERED_QUERY] * 3
+    assert not m.table and not m.shared
+    assert m.feed(P.response(), T0 + 11, 0)[0][Field.TYPE] == RecordType.UDP_UNSOLICITED_RESPONSE
+
+
+def _with_qdcount(datagram: bytes, qdcount: int) -> bytes:
+    """The IPv4/UDP datagram with its DNS QDCOUNT rewritten (checksum zeroed)."""
+    data = bytearray(datagram)
+    data[26:28] = b"\0\0"  # UDP checksum: absent
+    data[32:34] = struct.pack("!H", qdcount)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("qdcount", [0, 2, 816, 64259])
+def test_question_count_other_than_one_records_no_question(qdcount):
+    m = matcher()
+    m.feed(_with_qdcount(P.query(), qdcount), T0, 0)
+    (unsolicited,) = m.feed(_with_qdcount(P.response(), qdcount), T0, 1)  # NOERROR: no 6-tuple pairing
+    assert unsolicited[Field.TYPE] == RecordType.UDP_UNSOLICITED_RESPONSE
+    assert Field.QNAME not in unsolicited and Field.QTYPE not in unsolicited
+    (unanswered,) = m.flush()
+    assert Field.QNAME not in unanswered and Field.QCLASS not in unanswered
+    m.feed(_with_qdcount(P.query(), qdcount), T0, 2)
+    (pair,) = m.feed(_with_qdcount(P.response(rcode=2), qdcount), T0, 3)  # SERVFAIL: 6-tuple
+    assert pair[Field.TYPE] == RecordType.UDP_QUERY_RESPONSE and Field.QNAME not in pair
+
+
+def test_question_less_query_pairs_with_refused_response_and_takes_its_question():
+    m = matcher()
+    m.feed(_with_qdcount(P.query(), 0), T0, 0)
+    (pair,) = m.feed(P.response(rcode=5), T0, 1)
+    assert pair[Field.TYPE] == RecordType.UDP_QUERY_RESPONSE
+    assert pair[Field.QNAME] == text_to_wire("www.example.com")
+
+
+def test_header_only_message_with_one_question_is_kept_without_it():
+    m = matcher()
+    query = P.udp(P.RESOLVER, P.AUTHORITY, 40000, 53, struct.pack("!HHHHHH", 7, 0, 1, 0, 0, 0))
+    assert m.feed(query, T0, 0) == []
+    (rec,) = m.flush()
+    assert rec[Field.TYPE] == RecordType.UDP_UNANSWERED_QUERY and Field.QNAME not in rec
+
+
+@pytest.mark.parametrize(
+    "name, qname",
+    [
+        (b"\x03www\xc0\x0c", b"\x03www\xc0\x0c"),  # a pointer ends the name, both octets kept
+        (b"\x45" + b"x" * 0x45 + b"\x00", b"\x45" + b"x" * 0x45 + b"\x00"),  # label over 63: skipped by length
+        (b"\xc0\x0c", b"\xc0\x0c"),
+    ],
+)
+def test_question_name_is_delimited_as_the_reference_does(name, qname):
+    m = matcher()
+    payload = struct.pack("!HHHHHH", 7, 0, 1, 0, 0, 0) + name + struct.pack("!HH", 1, 1)
+    m.feed(P.udp(P.RESOLVER, P.AUTHORITY, 40000, 53, payload), T0, 0)
+    (rec,) = m.flush()
+    assert rec[Field.QNAME] == qname and (rec[Field.QTYPE], rec[Field.QCLASS]) == (1, 1)
+
+
+def test_question_that_runs_off_the_end_drops_the_datagram():
+    m = matcher()
+    payload = struct.pack("!HHHHHH", 7, 0, 1, 0, 0, 0) + b"\x03www\x00\x00\x01"  # no class
+    assert m.feed(P.udp(P.RESOLVER, P.AUTHORITY, 40000, 53, payload), T0, 0) == []
+    assert m.counters == {"malformed_dns": 1} and not m.table
 
 
 def test_mdns_port_5353_is_dns_too():
@@ -437,8 +531,6 @@ def _with_dns(dns: bytes) -> bytes:
         (b"\x00" * 40, "not_ip"),
         (b"\x4f" + b"\x00" * 10, "malformed_ip"),
         (_with_dns(b"\x12\x34\x01"), "malformed_dns"),
-        # question whose name starts with a compression pointer (a loop to itself)
-        (_with_dns(b"\x12\x34\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01"), "malformed_dns"),
         # label length running past the end
         (_with_dns(b"\x12\x34\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x3f\x61"), "malformed_dns"),
         # name without type and class
