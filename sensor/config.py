@@ -170,18 +170,6 @@ def _optional_u32(text: str) -> int | None:
     return value
 
 
-def _dnstap_socket(text: str) -> str:
-    """unset, `unix:/PATH` or `tcp:HOST:PORT`."""
-    if text == "":
-        return text
-    if text.startswith("unix:/"):
-        return text
-    match = re.fullmatch(r"tcp:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d+)", text)
-    if match and 0 < int(match.group(2)) < 65536:
-        return text
-    raise ValueError(f"{text!r} is not unix:/PATH or tcp:HOST:PORT")
-
-
 def _syslog_priority(text: str) -> str:
     facility, _, level = text.partition(".")
     if facility not in SYSLOG_FACILITIES or level not in SYSLOG_LEVELS:
@@ -228,8 +216,6 @@ VARIABLES: dict[str, Variable] = {
     "nmsg_operator": Variable("nmsg_operator", _optional_u32, ""),
     "nmsg_group": Variable("nmsg_group", _optional_u32, ""),
     "upload_method": Variable("upload_method", _choice("rsync", "sftp"), "rsync"),
-    "dnstap_socket": Variable("dnstap_socket", _dnstap_socket, ""),
-    "capture_workers": Variable("capture_workers", _positive_int, "1"),
 }
 
 
@@ -266,8 +252,6 @@ class Config:
     nmsg_operator: int | None
     nmsg_group: int | None
     upload_method: str
-    dnstap_socket: str
-    capture_workers: int
     # variable name -> where its value came from ("file:line", "environment")
     origins: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
