@@ -65,6 +65,7 @@ _DNS = struct.Struct("!HHH")  # id, flags, qdcount
 _IPV6_SKIPPABLE = frozenset((0, 43, 60))  # hop-by-hop, routing, destination options
 _ICMP_ERRORS = {IPPROTO_ICMP: frozenset((3, 4, 5, 11, 12)), IPPROTO_ICMPV6: frozenset((1, 2, 3, 4))}
 
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """What the matcher needs from the configuration, and nothing else."""
@@ -79,6 +80,9 @@ class Settings:
     qnames_exclude: frozenset[bytes] = frozenset()
     fragment_bytes: int = fragments.DEFAULT_MAX_BYTES
     fragment_timeout: int = fragments.DEFAULT_TIMEOUT
+    # Tests set this: a bug that trips the last-resort guard in `feed`
+    # then raises instead of hiding in the `malformed_other` counter.
+    strict: bool = False
 
 
 
@@ -160,6 +164,8 @@ class Matcher:
         except (IndexError, struct.error, ValueError):
             # Every length is checked before use; this is the last line of
             # defence that keeps hostile bytes from stopping the sensor.
+            if self.settings.strict:
+                raise
             self._count("malformed_other")
         return out
 
