@@ -26,10 +26,8 @@ with atheris.instrument_imports(include=["sensor"]):
     from sensor.matcher import Matcher, Settings
     from sensor.spool import encode_record
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-from tests import packets as P  # noqa: E402
+from tests import packets as P
 
 MATCHER = Matcher(
     Settings(vantage=Vantage(parse_networks(f"{P.RESOLVER},{P.RESOLVER6}")), table_max=4096, fragment_bytes=1 << 20)

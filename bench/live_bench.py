@@ -25,11 +25,10 @@ import time
 
 import click
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from bench import traffic
+from tests import netns
 
-from bench import traffic  # noqa: E402
-from tests import netns  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the subprocess imports sensor from here
 
 
 def first_packets(source: str, target: str, count: int) -> int:

@@ -13,19 +13,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 
 import click
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from sensor import config as configuration  # noqa: E402
-from tests import sshd as sshd_helper  # noqa: E402
-from uploader import keys  # noqa: E402
-from uploader.upload import Uploader  # noqa: E402
+from sensor import config as configuration
+from tests import sshd as sshd_helper
+from uploader import keys
+from uploader.upload import Uploader
 
 CHANNEL = "ch202"
 
