@@ -128,3 +128,17 @@ def test_live_start_refuses_without_the_upload_key(runner, tmp_path):
     assert result.exit_code != 0
     assert "upload key" in result.output and "sie-gen-key" in result.output
     assert not os.path.exists(tmp_path / "spool")
+
+
+def test_times_after_2038_are_kept(runner, tmp_path):
+    """The reference wraps these to 1901; the sensor keeps them."""
+    t2040 = 2_208_988_800  # 2040-01-01, past the signed 32-bit limit
+    pcap = str(tmp_path / "c.pcap")
+    P.write_pcap(pcap, [(P.ethernet(P.query()), t2040), (P.ethernet(P.response()), t2040 + 0.5)])
+    path = write_config(tmp_path, 'DNSQR_RES_ADDRS="192.0.2.53"\nupload="no"\narchive="yes"\n')
+    assert runner.invoke(main, ["run", "-c", path, "--pcap", pcap]).exit_code == 0
+    files = glob.glob(str(tmp_path / "spool/archive/ch202/*"))
+    (line,) = [json.loads(x) for x in runner.invoke(main, ["read", *files]).output.splitlines()]
+    assert line["time"].startswith("2040-01-01 00:00:00")
+    assert line["message"]["query_time_sec"] == [t2040]
+    assert line["message"]["response_time_sec"] == [t2040]
