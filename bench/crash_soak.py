@@ -2,13 +2,13 @@
 
 Each trial replays the same capture into a fresh spool and kills the
 sensor at a random moment. Then:
-- every file in waiting/ (what the uploader sees) is complete: a whole gzip
-  stream, and exactly the records of the same file in an uninterrupted
+- every file in waiting/ (what the uploader sees) is complete (whole NMSG
+  containers to the last byte, or a whole gzip stream), and exactly the records of the same file in an uninterrupted
   reference run (the replay is deterministic, names included);
 - a restart finishes what was left in new/: it moves to waiting/, readable,
   its records a prefix of the reference file of the same name.
 
-    python -m bench.crash_soak --trials 50
+    python -m bench.crash_soak --trials 50 [--format cbor]
 """
 
 from __future__ import annotations
@@ -26,11 +26,25 @@ import time
 import click
 
 from bench import traffic
-from sensor.spool import read_spool
+from sensor import nmsg, spoolfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHANNEL = "ch202"
-CONFIG = f'DNSQR_RES_ADDRS="{traffic.RESOLVER4},{traffic.RESOLVER6}"\ninterval="1"\nupload="yes"\n'
+CONFIG = 'DNSQR_RES_ADDRS="{resolvers}"\ninterval="1"\nupload="yes"\nspool_format="{spool_format}"\n'
+
+
+def _config(spool_format: str) -> str:
+    return CONFIG.format(resolvers=f"{traffic.RESOLVER4},{traffic.RESOLVER6}", spool_format=spool_format)
+
+
+def _whole(path: str) -> None:
+    """Raise unless the file is complete in its format."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if nmsg.is_nmsg(data):
+        assert nmsg.whole_length(path) == len(data), f"{path}: ends inside a container"
+    else:
+        gzip.decompress(data)  # raises on a stream that is not whole
 
 
 def _sensor(config: str, pcap: str, spool: str) -> subprocess.Popen:
@@ -42,15 +56,15 @@ def _sensor(config: str, pcap: str, spool: str) -> subprocess.Popen:
 
 
 def _records(path: str) -> list[dict]:
-    return list(read_spool(path)[1])
+    return spoolfile.records(path)
 
 
-def reference(pcap: str, work: str) -> dict[str, list[dict]]:
+def reference(pcap: str, work: str, spool_format: str = "nmsg") -> dict[str, list[dict]]:
     """File name -> records, from a run that is not interrupted."""
     spool = os.path.join(work, "reference")
     config = os.path.join(work, "conf")
     with open(config, "w") as handle:
-        handle.write(CONFIG)
+        handle.write(_config(spool_format))
     if _sensor(config, pcap, spool).wait() != 0:
         raise RuntimeError("reference run failed")
     waiting = os.path.join(spool, "waiting", CHANNEL)
@@ -70,8 +84,7 @@ def trial(pcap: str, empty_pcap: str, work: str, kill_after: float, expected: di
     new = os.path.join(spool, "new", CHANNEL)
     finished = sorted(os.listdir(waiting)) if os.path.isdir(waiting) else []
     for name in finished:
-        with open(os.path.join(waiting, name), "rb") as handle:
-            gzip.decompress(handle.read())  # raises on a stream that is not whole
+        _whole(os.path.join(waiting, name))
         assert _records(os.path.join(waiting, name)) == expected[name], f"{name} differs"
     left = sorted(os.listdir(new)) if os.path.isdir(new) else []
     assert len(left) <= 1, left
@@ -101,12 +114,13 @@ def make_inputs(work: str, count: int) -> tuple[str, str]:
 @click.option("--trials", default=50, show_default=True)
 @click.option("--count", default=400_000, show_default=True, help="packets in the replayed capture")
 @click.option("--seed", default=1, show_default=True)
-def main(trials: int, count: int, seed: int) -> None:
+@click.option("--format", "spool_format", type=click.Choice(["nmsg", "cbor"]), default="nmsg", show_default=True)
+def main(trials: int, count: int, seed: int, spool_format: str) -> None:
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="sie-crash-") as work:
         pcap, empty = make_inputs(work, count)
         started = time.perf_counter()
-        expected = reference(pcap, work)
+        expected = reference(pcap, work, spool_format)
         full = time.perf_counter() - started
         totals = {"finished": 0, "cut": 0, "recovered_records": 0}
         for i in range(trials):

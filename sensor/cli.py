@@ -11,14 +11,15 @@ import sys
 import click
 
 from . import config as configuration
-from . import daemon, logs, render
+from . import daemon, logs, render, spooldir, spoolfile
 from .bpf import Vantage, build_filter
 from .capture import Capture, CaptureError
 from .linklayer import UnsupportedLinkType
 from .matcher import Matcher, Settings
 from .options import config_option, load_config
 from .pipeline import Sensor
-from .spool import SpoolError, read_spool
+from .spool import SpoolError
+from .spoolfile import CborFormat, NmsgFormat
 from .writer import SpoolBusy, SpoolWriter
 
 log = logging.getLogger("sensor")
@@ -72,7 +73,8 @@ def run(
             daemon.limit_memory(cfg.memory_ulimit_kbytes)
         daemon.drop_privileges(user)  # before the first packet is read
         writer = SpoolWriter(
-            cfg.spooldir, cfg.channel, socket.gethostname(), cfg.interval, cfg.archive, cfg.upload
+            cfg.spooldir, cfg.channel, socket.gethostname(), cfg.interval, cfg.archive, cfg.upload,
+            spool_format(cfg),
         )
     except (daemon.DaemonError, SpoolBusy, OSError) as exc:
         log.error("cannot start: %s", exc)
@@ -104,6 +106,13 @@ def matcher_settings(cfg: configuration.Config) -> Settings:
         qnames_include=frozenset(cfg.qnames_include),
         qnames_exclude=frozenset(cfg.qnames_exclude),
     )
+
+
+def spool_format(cfg: configuration.Config) -> CborFormat | NmsgFormat:
+    """The spool file format the configuration asks for."""
+    if cfg.spool_format == "cbor":
+        return CborFormat()
+    return NmsgFormat(cfg.nmsg_compress, cfg.nmsg_source, cfg.nmsg_operator, cfg.nmsg_group)
 
 
 def _configured(config_path: str | None, interface: str | None, spooldir: str | None) -> configuration.Config:
@@ -163,21 +172,44 @@ def _reloader(config_path: str | None, started: configuration.Config):
 @main.command()
 @click.option("--format", "fmt", type=click.Choice(["json", "text"]), default="json",
               show_default=True)
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-def read(fmt: str, files: tuple[str, ...]) -> None:
-    """Print the records of spool files, one per line."""
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+def read(fmt: str, paths: tuple[str, ...]) -> None:
+    """Print the records of spool files (NMSG or CBOR), one per line.
+
+    A directory is read as a spool: the finished files under its waiting/
+    and archive/ folders (or the files in it), oldest first. A file that
+    cannot be read is reported and the others are still read; the exit
+    status is then 1.
+    """
     show = render.to_json if fmt == "json" else render.to_text
     failed = False
-    for path in files:
+    for path in _spool_files(paths):
         try:
-            _, records = read_spool(path)
-            for record in records:
-                click.echo(show(record))
-        except SpoolError as exc:
+            for record, envelope in spoolfile.read(path):
+                click.echo(show(record, envelope))
+        except (SpoolError, OSError) as exc:
             click.echo(f"sie-dns-sensor: {exc}", err=True)
             failed = True
     if failed:
         sys.exit(1)
+
+
+def _spool_files(paths: tuple[str, ...]) -> list[str]:
+    """Files as given; directories expanded into their finished spool files."""
+    files: list[str] = []
+    for path in paths:
+        if not os.path.isdir(path):
+            files.append(path)
+            continue
+        found = []
+        for top in (os.path.join(path, spooldir.WAITING), os.path.join(path, spooldir.ARCHIVE), path):
+            for root, _, names in os.walk(top):
+                found += [os.path.join(root, n) for n in names if spooldir.name_time(n) is not None]
+            if found:
+                break
+        found.sort(key=lambda f: (spooldir.name_time(os.path.basename(f)), f))
+        files += found
+    return files
 
 
 @main.command("check-config")

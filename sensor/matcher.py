@@ -549,8 +549,7 @@ class Matcher:
             Field.QUERY_PORT: query_port,
             Field.RESPONSE_PORT: response_port,
         }
-        if ident is not None:
-            record[Field.ID] = ident
+        record[Field.ID] = 0 if ident is None else ident  # required in nmsg's DnsQR: 0, as the reference
         if question is not None:
             record[Field.QNAME], record[Field.QTYPE], record[Field.QCLASS] = question
         return record

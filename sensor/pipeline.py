@@ -150,6 +150,7 @@ class Sensor:
         records = self.matcher.tick(sec, nsec)
         self.writer.write(records, sec, nsec)
         self.writer.advance(sec)
+        self.writer.sync()  # what came before the quiet spell reaches the disk
 
     def _shutdown(self) -> None:
         """Every outstanding query leaves as unanswered; the file is finished."""

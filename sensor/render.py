@@ -25,6 +25,7 @@ from .constants import (
     UdpChecksum,
 )
 from .dns import wire_to_text
+from .record import record_time
 
 RR_TYPES = {
     1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 13: "HINFO", 15: "MX", 16: "TXT",
@@ -57,17 +58,6 @@ def _address(packed: bytes) -> str:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-def record_time(record: dict) -> tuple[int, int]:
-    """The record's own time: its first query packet, else first response."""
-    for sec_field, nsec_field in (
-        (Field.QUERY_TIME_SEC, Field.QUERY_TIME_NSEC),
-        (Field.RESPONSE_TIME_SEC, Field.RESPONSE_TIME_NSEC),
-    ):
-        if record.get(sec_field):
-            return record[sec_field][0], record[nsec_field][0]
-    return 0, 0
 
 
 def delay(record: dict) -> float | None:
@@ -133,19 +123,20 @@ def _timestamp(sec: int, nsec: int) -> str:
     return f"{moment:%Y-%m-%d %H:%M:%S}.{nsec:09d}"
 
 
-def to_json(record: dict) -> str:
-    """One line: nmsgtool's envelope (time, vname, mname) around the message."""
-    sec, nsec = record_time(record)
-    envelope = {
-        "time": _timestamp(sec, nsec),
-        "vname": "base",
-        "mname": "dnsqr",
-        "message": message(record),
-    }
-    return json.dumps(envelope, separators=(",", ":"))
+def to_json(record: dict, envelope: dict | None = None) -> str:
+    """One line: nmsgtool's envelope (time, vname, mname, and the NMSG
+    payload's source/operator/group ids, in hex, when it had them)."""
+    envelope = envelope or {}
+    sec, nsec = envelope.get("time") or record_time(record)
+    out = {"time": _timestamp(sec, nsec), "vname": "base", "mname": "dnsqr"}
+    for name in ("source", "operator", "group"):
+        if name in envelope:
+            out[name] = f"{envelope[name]:08x}"
+    out["message"] = message(record)
+    return json.dumps(out, separators=(",", ":"))
 
 
-def to_text(record: dict) -> str:
+def to_text(record: dict, envelope: dict | None = None) -> str:
     """One human line: when, what, who to whom, which question, how it went."""
     m = message(record)
     sec, nsec = record_time(record)

@@ -20,24 +20,20 @@ holds, once writing works again.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import time
 
-from .constants import SPOOL_EXT
-from .spool import BackgroundCompressor, Compressor, SpoolError, encode_header, encode_record, read_spool
+from . import spooldir
+from .spool import SpoolError
+from .spoolfile import RECOVERING, CborFormat
 
 log = logging.getLogger(__name__)
 
 SYNC_SECONDS = 1.0  # how much a crash may cost of the open file, at most
 RETRY_SECONDS = 2.0  # while the spool cannot be written, how often to try again
 INFINITY = float("inf")
-RECOVERING = ".recovering"
-
-
-class SpoolBusy(RuntimeError):
-    """Another sensor already writes this channel."""
+SpoolBusy = spooldir.Busy  # another sensor already writes this channel
 
 
 def _fsync_dir(path: str) -> None:
@@ -53,29 +49,30 @@ class SpoolWriter:
 
     def __init__(
         self,
-        spooldir: str,
+        root: str,
         channel: str,
         host: str,
         interval: int,
         archive: bool,
         upload: bool,
+        spool_format=None,
     ) -> None:
+        """`spool_format` is a `spoolfile` format (NmsgFormat, CborFormat)."""
+        self.format = spool_format or CborFormat()
         self.host = host
         self.channel = channel
         self.interval = interval
         self.archive = archive
         self.upload = upload
         self.dirs = {
-            name: os.path.join(spooldir, name, channel) for name in ("new", "waiting", "archive")
+            kind: spooldir.folder(root, kind, channel) for kind in (spooldir.NEW, spooldir.WAITING, spooldir.ARCHIVE)
         }
         for path in self.dirs.values():
             os.makedirs(path, exist_ok=True)
-        locks = os.path.join(spooldir, "locks")
-        os.makedirs(locks, exist_ok=True)
-        self._lock = self._take_lock(os.path.join(locks, f"sensor-{channel}.lock"))
+        self._lock = spooldir.lock(root, "sensor", channel)
         self.deadline = INFINITY
         self._file = None
-        self._compressor: BackgroundCompressor | None = None
+        self._compressor = None  # the open file's spoolfile stream
         self._name = ""
         self._last_sync = 0.0
         self.files_done = 0
@@ -85,16 +82,6 @@ class SpoolWriter:
         self._trouble_since: float | None = None
         self._retry_at = 0.0
         self._broken: list[str] = []  # files in new/ abandoned in a failed write
-
-    @staticmethod
-    def _take_lock(path: str) -> int:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise SpoolBusy(f"another sensor holds {path}") from None
-        return fd
 
     # --------------------------------------------------------------- writing
     def write(self, records: list[dict], sec: int, nsec: int) -> None:
@@ -110,10 +97,9 @@ class SpoolWriter:
                 self._finish_file()
             if self._file is None:
                 self._open(sec, nsec // 1000)
-            compressor = self._compressor
-            compressor.write(b"".join([encode_record(r) for r in records]), len(records))
+            self._compressor.write(records)
             if now - self._last_sync >= SYNC_SECONDS:
-                compressor.sync()
+                self._compressor.sync()
                 self._last_sync = now
         except OSError as exc:
             self._fail(exc, len(records))
@@ -198,16 +184,32 @@ class SpoolWriter:
                 os.unlink(probe)
         self._writable_again()
 
+    def sync(self) -> None:
+        """Make what the open file holds readable on disk, if a second has
+        passed since the last time: called on every write and, from the
+        capture loop, when no packet comes, so records written before a
+        quiet spell are not left in memory."""
+        if self._compressor is None or self._trouble_since is not None:
+            return
+        now = time.monotonic()
+        if now - self._last_sync < SYNC_SECONDS:
+            return
+        try:
+            self._compressor.sync()
+        except OSError as exc:
+            self._fail(exc, 0)
+            return
+        self._last_sync = now
+
     def _open(self, sec: int, usec: int) -> None:
         while True:
-            name = f"{self.host}.{sec}.{usec:06d}.{SPOOL_EXT}"
+            name = spooldir.file_name(self.host, sec, usec, self.format.ext)
             if not any(os.path.exists(os.path.join(d, name)) for d in self.dirs.values()):
                 break
             usec += 1
         self._name = name
         self._file = open(os.path.join(self.dirs["new"], name), "xb")  # noqa: SIM115
-        self._compressor = BackgroundCompressor(self._file)
-        self._compressor.write(encode_header(self.host, self.channel, sec, usec))
+        self._compressor = self.format.open(self._file, self.host, self.channel, sec, usec)
         self.deadline = self.boundary_after(sec)
         self._last_sync = time.monotonic()
 
@@ -267,7 +269,7 @@ class SpoolWriter:
             if name.endswith(RECOVERING) and os.path.isfile(path):
                 os.unlink(path)  # a recovery that was itself cut short; redone below
                 continue
-            if not name.endswith(SPOOL_EXT) or not os.path.isfile(path):
+            if not name.endswith("." + self.format.ext) or not os.path.isfile(path):
                 continue
             try:
                 count = self._rewrite(path)
@@ -286,27 +288,5 @@ class SpoolWriter:
         return recovered
 
     def _rewrite(self, path: str) -> int:
-        """Re-encode a cut-short file as a complete one, in place (atomically)."""
-        header, records = read_spool(path)
-        temporary = path + RECOVERING
-        count = 0
-        with open(temporary, "wb") as out:
-            compressor = Compressor(out)
-            compressor.write(
-                encode_header(
-                    header.get("host", self.host),
-                    header.get("channel", self.channel),
-                    *header.get("start", [0, 0]),
-                )
-            )
-            try:
-                for record in records:
-                    compressor.write(encode_record(record))
-                    count += 1
-            except SpoolError as exc:
-                log.warning("%s: damaged after %d records (%s)", path, count, exc)
-            compressor.finish()
-            out.flush()
-            os.fsync(out.fileno())
-        os.rename(temporary, path)
-        return count
+        """Finish a cut-short file in place, keeping every whole record."""
+        return self.format.recover(path, self.host, self.channel)

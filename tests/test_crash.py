@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from bench.crash_soak import make_inputs, reference, trial
 
 
-def test_sigkill_at_random_moments_loses_nothing_finished_and_recovers_the_rest(tmp_path):
+@pytest.mark.parametrize("spool_format", ["nmsg", "cbor"])
+def test_sigkill_at_random_moments_loses_nothing_finished_and_recovers_the_rest(tmp_path, spool_format):
     work = str(tmp_path)
     pcap, empty = make_inputs(work, 120_000)
-    expected = reference(pcap, work)
+    expected = reference(pcap, work, spool_format)
     assert len(expected) >= 5
     rng = random.Random(11)
     cut = 0

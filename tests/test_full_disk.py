@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
+from sensor import spoolfile
 from sensor import writer as writer_module
 from sensor.constants import Field, RecordType, UdpChecksum
-from sensor.spool import read_spool
 from sensor.writer import SpoolWriter
 from tests import packets as P
 
@@ -93,7 +93,7 @@ def test_full_spool_disk_drops_counts_logs_once_and_resumes(small_disk, monkeypa
     assert after and not set(after) & set(before)
     assert os.listdir(small_disk / "new" / "ch202") == []  # the broken file was finished too
     for name in after:  # every file is whole and readable to the end
-        _, records = read_spool(str(waiting / name))
+        records = spoolfile.records(str(waiting / name))
         assert all(r[Field.TYPE] == RecordType.UDP_QUERY_RESPONSE for r in records)
 
 
@@ -123,5 +123,5 @@ def test_replay_onto_a_full_disk_finishes_and_reports_what_it_could_not_write(sm
     assert counts["records"] + counts["unwritten"] == 3000  # each record written or counted
     finished = glob.glob(str(small_disk / "waiting" / "ch202" / "*"))
     left = glob.glob(str(small_disk / "new" / "ch202" / "*"))  # finished at the next start
-    readable = sum(len(list(read_spool(f)[1])) for f in finished + left)
+    readable = sum(len(spoolfile.records(f)) for f in finished + left)
     assert 0 < readable <= counts["records"]

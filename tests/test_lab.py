@@ -21,9 +21,9 @@ from collections import Counter
 
 import pytest
 
+from sensor import spoolfile
 from sensor.constants import Field, RecordType
 from sensor.dns import wire_to_text
-from sensor.spool import read_spool
 from tests import lab as lab_module
 from tests import netns
 
@@ -73,7 +73,7 @@ def _sensor_config(path: str, spool: str) -> str:
 def _records(spool: str) -> list[dict]:
     out = []
     for path in sorted(glob.glob(os.path.join(spool, "archive", "ch202", "*"))):
-        out += list(read_spool(path)[1])
+        out += spoolfile.records(path)
     return out
 
 

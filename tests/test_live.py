@@ -19,8 +19,7 @@ import time
 
 import pytest
 
-from sensor import render
-from sensor.spool import read_spool
+from sensor import render, spoolfile
 from tests import netns
 from tests.dnstraffic import ASKER, RESPONDER, USER
 from uploader import keys
@@ -67,7 +66,7 @@ def test_live_capture_on_veth_pairs_everything_and_stops_cleanly(tmp_path):
     assert not glob.glob(str(spool / "new/ch202/*")), "a partial file was left behind"
     files = glob.glob(str(spool / "waiting/ch202/*"))
     assert len(files) == 1, err
-    _, records = read_spool(files[0])
+    records = spoolfile.records(files[0])
     records = list(records)
     messages = [render.message(r) for r in records]
     kinds = sorted((m["type"], m["query_ip"]) for m in messages)

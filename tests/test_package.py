@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from sensor.spool import read_spool
+from sensor import spoolfile
 from tests import netns
 from tests import sshd as sshd_helper
 from tests.dnstraffic import ASKER, RESPONDER
@@ -204,7 +204,7 @@ def test_installed_package_runs_as_a_service_end_to_end(deb, tmp_path):
 
         records = []
         for path in glob.glob(os.path.join(arrived, "*.cbor.gz")) + glob.glob("/var/spool/sie/waiting/ch202/*"):
-            records += list(read_spool(path)[1])
+            records += spoolfile.records(path)
         kinds = sorted(r[1] for r in records)
         assert kinds.count(1) == 26 and kinds.count(2) == 3, kinds  # 27 answered, one with RD; 3 dropped
         assert len(records) == 29

@@ -1,0 +1,258 @@
+"""NMSG files as `nmsgtool -V base -T dnsqr -w FILE` writes them.
+
+A file is a run of containers. Each starts with a 10-byte header: the
+magic `NMSG`, a flags octet (0x01 zlib, 0x02 fragment), the version (2)
+and the big-endian length of what follows. What follows is a serialized
+`Nmsg` message: its payloads (`NmsgPayload`: vendor 1 = base, type 9 =
+dnsqr, the record's time, the serialized `DnsQR`, optional source,
+operator and group ids), then one CRC32C per payload. Compressed, the
+body is the uncompressed length (4 bytes, big-endian) and a zlib stream.
+An oversized container is split into `NmsgFragment`s; nmsgtool writes them
+only for a payload over its 1 MiB container size, which one DNS record
+never is, so this writer never fragments, but the reader reassembles.
+
+Facts from nmsg 1.3.3 (nmsg.proto, container.c, output_nmsg.c, zbuf.c):
+containers of NMSG_WBUFSZ_MAX (1 MiB) for files, the "full" rule of
+`nmsg_container_add`, CRCs stored as htonl(crc32c(payload)), no sequence
+numbers in files, zlib at its default level.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+
+import google_crc32c
+
+from . import dnsqr
+from .dnsqr import DecodeError, fields, tag, varint
+
+MAGIC = b"NMSG"
+VERSION = 2
+FLAG_ZLIB = 0x01
+FLAG_FRAGMENT = 0x02
+HEADER = struct.Struct(">4sBBI")  # magic, flags, version, length
+CONTAINER_SIZE = 1 << 20  # NMSG_WBUFSZ_MAX: what nmsgtool uses for files
+VENDOR_BASE = 1
+MSGTYPE_DNSQR = 9
+EXT = "nmsg"
+
+# Reading hostile files: no container (or its inflated body) may claim more.
+MAX_CONTAINER = 16 << 20
+MAX_INFLATED = 64 << 20
+MAX_FRAGMENTS = 1024
+
+_ZLIB_LENGTH = struct.Struct(">I")
+_FIXED32 = struct.Struct("<I")
+_PAYLOAD_TAG = tag(1, 2)  # Nmsg.payloads
+_CRC_TAG = tag(2, 0)  # Nmsg.payload_crcs
+_PAYLOAD_HEAD = tag(1, 0) + varint(VENDOR_BASE) + tag(2, 0) + varint(MSGTYPE_DNSQR) + tag(3, 0)
+_NSEC_TAG = tag(4, 5)
+_DATA_TAG = tag(5, 2)
+_ID_TAGS = (tag(7, 0), tag(8, 0), tag(9, 0))  # source, operator, group
+
+
+class NmsgError(ValueError):
+    """A file, container or payload that is not well-formed NMSG."""
+
+
+def payload_trailer(source: int | None, operator: int | None, group: int | None) -> bytes:
+    """The id fields every payload of a file ends with (the same for all)."""
+    return b"".join(t + varint(v) for t, v in zip(_ID_TAGS, (source, operator, group), strict=True) if v is not None)
+
+
+def wrap(message: bytes, sec: int, nsec: int, trailer: bytes) -> bytes:
+    """One NmsgPayload around a serialized DnsQR message."""
+    return b"".join(
+        (_PAYLOAD_HEAD, varint(sec), _NSEC_TAG, _FIXED32.pack(nsec), _DATA_TAG, varint(len(message)), message,
+         trailer)
+    )
+
+
+def payload_crc(message: bytes) -> int:
+    """nmsg's payload CRC: CRC32C of the DnsQR bytes, stored byte-swapped (htonl)."""
+    return int.from_bytes(google_crc32c.value(message).to_bytes(4, "little"), "big")
+
+
+class Container:
+    """Payloads gathered until the container is full, as nmsgtool fills it."""
+
+    def __init__(self, size: int = CONTAINER_SIZE) -> None:
+        self.size = size
+        self.entries: list[bytes] = []
+        self.crcs: list[bytes] = []
+        self.estimate = HEADER.size  # nmsg_container's running size estimate
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def fits(self, payload_len: int) -> bool:
+        """False when this payload must open the next container."""
+        return not self.entries or self.estimate + payload_len + 32 < self.size
+
+    def add(self, payload: bytes, crc: int) -> None:
+        n = len(payload)
+        self.entries.append(_PAYLOAD_TAG + varint(n) + payload)
+        self.crcs.append(_CRC_TAG + varint(crc))
+        self.estimate += n + 2 + (n >= 1 << 7) + (n >= 1 << 14) + (n >= 1 << 21) + 6
+
+    def serialize(self, compress: bool, level: int = zlib.Z_DEFAULT_COMPRESSION) -> bytes:
+        """Header and body, ready to be appended to a file."""
+        body = b"".join(self.entries) + b"".join(self.crcs)
+        if compress:
+            body = _ZLIB_LENGTH.pack(len(body)) + zlib.compress(body, level)
+            return HEADER.pack(MAGIC, FLAG_ZLIB, VERSION, len(body)) + body
+        return HEADER.pack(MAGIC, 0, VERSION, len(body)) + body
+
+
+# ------------------------------------------------------------------ reading
+class Payload:
+    """One NmsgPayload as read from a file."""
+
+    __slots__ = ("data", "group", "msgtype", "nsec", "operator", "sec", "source", "vid")
+
+    def __init__(self) -> None:
+        self.vid = self.msgtype = self.sec = self.nsec = 0
+        self.data = b""
+        self.source = self.operator = self.group = None
+
+    def envelope(self) -> dict:
+        """time and ids as nmsgtool's JSON envelope carries them."""
+        out: dict = {"time": (self.sec, self.nsec)}
+        for name in ("source", "operator", "group"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
+
+
+def is_nmsg(first_bytes: bytes) -> bool:
+    return first_bytes[:4] == MAGIC
+
+
+def containers(stream) -> Iterator[tuple[int, bytes, int]]:
+    """(flags, body, end offset) of each whole container; stops at a cut.
+
+    A header that is not NMSG raises NmsgError; a final container cut
+    short (a crash while writing) ends the iteration quietly, so a reader
+    keeps everything before it; `end offset` tells how far the file is
+    whole.
+    """
+    offset = 0
+    while True:
+        head = stream.read(HEADER.size)
+        if len(head) < HEADER.size:
+            return  # end of file, or a header cut short
+        magic, flags, version, length = HEADER.unpack(head)
+        if magic != MAGIC:
+            raise NmsgError(f"no NMSG container at byte {offset}")
+        if version != VERSION:
+            raise NmsgError(f"container at byte {offset} has version {version}, not {VERSION}")
+        if length > MAX_CONTAINER:
+            raise NmsgError(f"container at byte {offset} declares {length} bytes (limit {MAX_CONTAINER})")
+        body = stream.read(length)
+        if len(body) < length:
+            return  # cut short
+        offset += HEADER.size + length
+        yield flags, body, offset
+
+
+def inflate(body: bytes) -> bytes:
+    """A zlib container body (4-byte length, then the stream), bounded."""
+    if len(body) < 4:
+        raise NmsgError("compressed container shorter than its length prefix")
+    (declared,) = _ZLIB_LENGTH.unpack_from(body)
+    if declared > MAX_INFLATED:
+        raise NmsgError(f"compressed container declares {declared} bytes (limit {MAX_INFLATED})")
+    inflater = zlib.decompressobj()
+    try:
+        data = inflater.decompress(body[4:], declared + 1)
+    except zlib.error as exc:
+        raise NmsgError(f"compressed container is damaged ({exc})") from None
+    if len(data) != declared or not inflater.eof:
+        raise NmsgError(f"compressed container inflates to {len(data)} bytes, not the declared {declared}")
+    return data
+
+
+class Defragmenter:
+    """Joins NmsgFragments back into the container they were cut from."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, dict[int, bytes]] = {}
+
+    def add(self, body: bytes) -> bytes | None:
+        """The whole serialized container once its last piece is in."""
+        values = {field: value for field, _, value in fields(body)}
+        try:
+            ident, current, last, piece = values[1], values[2], values[3], values[4]
+        except KeyError:
+            raise NmsgError("fragment without id, position or data") from None
+        if last >= MAX_FRAGMENTS or current > last:
+            raise NmsgError(f"fragment {current} of {last} is out of bounds")
+        pieces = self.pending.setdefault(ident, {})
+        pieces[current] = bytes(piece)
+        if len(pieces) <= last:
+            return None
+        del self.pending[ident]
+        return b"".join(pieces[i] for i in range(last + 1))
+
+
+def payloads(stream) -> Iterator[Payload]:
+    """Every payload in an NMSG stream, in order; NmsgError on damage."""
+    defragmenter = Defragmenter()
+    for flags, body, _ in containers(stream):
+        if flags & FLAG_FRAGMENT:
+            body = defragmenter.add(body)
+            if body is None:
+                continue
+        if flags & FLAG_ZLIB:
+            body = inflate(body)
+        try:
+            for field, _, value in fields(body):
+                if field == 1:
+                    yield _payload(value)
+        except DecodeError as exc:
+            raise NmsgError(str(exc)) from None
+
+
+def _payload(data: bytes) -> Payload:
+    payload = Payload()
+    for field, wire, value in fields(data):
+        if field == 1:
+            payload.vid = value
+        elif field == 2:
+            payload.msgtype = value
+        elif field == 3:
+            payload.sec = value - (1 << 64) if value >= 1 << 63 else value
+        elif field == 4 and wire == 5:
+            payload.nsec = _FIXED32.unpack(value)[0]
+        elif field == 5:
+            payload.data = bytes(value)
+        elif field == 7:
+            payload.source = value
+        elif field == 8:
+            payload.operator = value
+        elif field == 9:
+            payload.group = value
+    return payload
+
+
+def records(stream) -> Iterator[tuple[dict, dict]]:
+    """(record, envelope) for every base:dnsqr payload; others are skipped."""
+    for payload in payloads(stream):
+        if payload.vid != VENDOR_BASE or payload.msgtype != MSGTYPE_DNSQR:
+            continue
+        try:
+            record = dnsqr.decode(payload.data)
+        except DecodeError as exc:
+            raise NmsgError(f"undecodable dnsqr payload ({exc})") from None
+        yield record, payload.envelope()
+
+
+def whole_length(path: str) -> int:
+    """How many bytes at the start of the file are whole containers."""
+    whole = 0
+    with open(path, "rb") as stream:
+        for _, _, end in containers(stream):
+            whole = end
+    return whole

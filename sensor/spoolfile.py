@@ -1,0 +1,292 @@
+"""Spool files of either format: written on a second thread, read alike.
+
+`nmsg` (what the SIE collector ingests; `nmsg.py`, `dnsqr.py`) and `cbor`
+(a gzip stream of CBOR items; `spool.py`) share one shape here: a format
+opens a stream on a file, the writer hands it lists of records, syncs it
+(so a crash costs at most the time since) and finishes it; a file left
+cut short by a crash is finished in place from what it holds. Readers
+tell the formats apart by their first bytes.
+
+The encoding of records (CPU in the main thread) is done by the caller
+of `write`; compressing and writing happen on the stream's thread: zlib
+and file writes release the GIL, so on a two-core resolver they overlap
+with decoding and matching instead of adding to them. Order is kept (one
+queue, one thread); an error there (a full disk) is raised at the next
+call.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import queue
+import threading
+import zlib
+from collections.abc import Iterator
+
+from . import dnsqr, nmsg
+from .record import record_time
+from .spool import Compressor, SpoolError, encode_header, encode_record, read_spool
+
+CBOR_EXT = "cbor.gz"
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class BackgroundWriter:
+    """Turns queued chunks into bytes (compression) and writes them, on a thread.
+
+    `codec` has `feed(chunk) -> bytes`, `sync() -> bytes` and `finish() ->
+    bytes`: gzip's deflater for CBOR, container serialization for NMSG.
+    """
+
+    _SYNC = object()
+    _FINISH = object()
+
+    def __init__(self, sink: io.BufferedIOBase, codec) -> None:
+        self.sink = sink
+        self.codec = codec
+        self._queue: queue.Queue = queue.Queue(maxsize=16)
+        self._error: BaseException | None = None
+        self.lost_records = 0  # records in chunks that could not be written
+        self._thread = threading.Thread(target=self._work, name="spool-writer", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._FINISH:
+                return
+            records = 0
+            if isinstance(item, tuple):
+                item, records = item
+            if self._error is not None:
+                self.lost_records += records  # drain after a failure; the caller hears of it
+                continue
+            try:
+                if item is self._SYNC:
+                    self.sink.write(self.codec.sync())
+                    self.sink.flush()
+                else:
+                    self.sink.write(self.codec.feed(item))
+            except BaseException as exc:  # handed to the caller
+                self._error = exc
+                self.lost_records += records
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def put(self, chunk, records: int = 0) -> None:
+        """Queue a chunk holding `records` records (for the loss count)."""
+        self._raise_pending()
+        self._queue.put((chunk, records))
+
+    def sync(self) -> None:
+        self._raise_pending()
+        self._queue.put(self._SYNC)
+
+    def finish(self) -> None:
+        """Wait for every queued chunk, then end the file's stream."""
+        self.stop()
+        self._raise_pending()
+        self.sink.write(self.codec.finish())
+
+    def stop(self) -> None:
+        """End the thread once the queue is drained (written or not)."""
+        if self._thread.is_alive():
+            self._queue.put(self._FINISH)
+            self._thread.join()
+
+
+# ------------------------------------------------------------------- CBOR
+class _Gzip:
+    """The CBOR stream's codec: one gzip stream for the whole file."""
+
+    def __init__(self) -> None:
+        self._inner = Compressor(io.BytesIO())
+
+    def _take(self) -> bytes:
+        out = self._inner.sink.getvalue()
+        self._inner.sink.seek(0)
+        self._inner.sink.truncate()
+        return out
+
+    def feed(self, data: bytes) -> bytes:
+        self._inner.write(data)
+        return self._take()
+
+    def sync(self) -> bytes:
+        self._inner.sync()
+        return self._take()
+
+    def finish(self) -> bytes:
+        self._inner.finish()
+        return self._take()
+
+
+class CborStream:
+    def __init__(self, sink, host: str, channel: str, sec: int, usec: int) -> None:
+        self._writer = BackgroundWriter(sink, _Gzip())
+        self._writer.put(encode_header(host, channel, sec, usec))
+
+    @property
+    def lost_records(self) -> int:
+        return self._writer.lost_records
+
+    def write(self, records: list[dict]) -> None:
+        self._writer.put(b"".join([encode_record(r) for r in records]), len(records))
+
+    def sync(self) -> None:
+        self._writer.sync()
+
+    def finish(self) -> None:
+        self._writer.finish()
+
+    def stop(self) -> None:
+        self._writer.stop()
+
+
+class CborFormat:
+    ext = CBOR_EXT
+
+    def open(self, sink, host: str, channel: str, sec: int, usec: int) -> CborStream:
+        return CborStream(sink, host, channel, sec, usec)
+
+    def recover(self, path: str, host: str, channel: str) -> int:
+        """Re-encode a cut-short file as a complete one, in place (atomically)."""
+        header, records = read_spool(path)
+        temporary = path + RECOVERING
+        count = 0
+        with open(temporary, "wb") as out:
+            compressor = Compressor(out)
+            start = header.get("start", [0, 0])
+            compressor.write(encode_header(header.get("host", host), header.get("channel", channel), *start))
+            try:
+                for record in records:
+                    compressor.write(encode_record(record))
+                    count += 1
+            except SpoolError:
+                pass  # damaged after `count` records: keep those
+            compressor.finish()
+            out.flush()
+            os.fsync(out.fileno())
+        os.rename(temporary, path)
+        return count
+
+
+RECOVERING = ".recovering"
+
+
+# ------------------------------------------------------------------- NMSG
+class _Containers:
+    """The NMSG stream's codec: each full container serialized on its own."""
+
+    def __init__(self, compress: bool) -> None:
+        self.compress = compress
+
+    def feed(self, container: nmsg.Container) -> bytes:
+        return container.serialize(self.compress)
+
+    def sync(self) -> bytes:
+        return b""
+
+    def finish(self) -> bytes:
+        return b""
+
+
+class NmsgStream:
+    """Fills containers as nmsgtool does; a sync closes the open one early."""
+
+    def __init__(self, sink, compress: bool, trailer: bytes) -> None:
+        self._writer = BackgroundWriter(sink, _Containers(compress))
+        self._trailer = trailer
+        self._container = nmsg.Container()
+
+    @property
+    def lost_records(self) -> int:
+        return self._writer.lost_records
+
+    def write(self, records: list[dict], _encode=dnsqr.encode, _wrap=nmsg.wrap, _crc=nmsg.payload_crc) -> None:
+        container = self._container
+        trailer = self._trailer
+        for record in records:
+            message = _encode(record)
+            sec, nsec = record_time(record)
+            payload = _wrap(message, sec, nsec, trailer)
+            if not container.fits(len(payload)):
+                self._writer.put(container, len(container))
+                container = self._container = nmsg.Container()
+            container.add(payload, _crc(message))
+
+    def _hand_over(self) -> None:
+        if len(self._container):
+            self._writer.put(self._container, len(self._container))
+            self._container = nmsg.Container()
+
+    def sync(self) -> None:
+        self._hand_over()
+        self._writer.sync()
+
+    def finish(self) -> None:
+        self._hand_over()
+        self._writer.finish()
+
+    def stop(self) -> None:
+        self._writer.stop()
+
+
+class NmsgFormat:
+    ext = nmsg.EXT
+
+    def __init__(self, compress: bool = True, source: int | None = None, operator: int | None = None,
+                 group: int | None = None) -> None:
+        self.compress = compress
+        self.trailer = nmsg.payload_trailer(source, operator, group)
+
+    def open(self, sink, host: str, channel: str, sec: int, usec: int) -> NmsgStream:
+        return NmsgStream(sink, self.compress, self.trailer)
+
+    def recover(self, path: str, host: str, channel: str) -> int:
+        """Cut the file after its last whole container; count its records."""
+        try:
+            whole = nmsg.whole_length(path)
+        except nmsg.NmsgError as exc:
+            raise SpoolError(f"{path}: {exc}") from None
+        if whole == 0:
+            raise SpoolError(f"{path}: not one whole NMSG container")
+        with open(path, "r+b") as handle:
+            handle.truncate(whole)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return sum(1 for _ in read(path))
+
+
+# ---------------------------------------------------------------- reading
+def read(path: str) -> Iterator[tuple[dict, dict]]:
+    """(record, envelope) for every record of a spool file of either format.
+
+    The envelope has the record's `time` and, from NMSG, the payload's
+    source/operator/group ids. SpoolError names the file and what is wrong
+    (not a spool file, damaged at some point); records before the damage
+    have been yielded by then.
+    """
+    with open(path, "rb") as stream:
+        first = stream.read(4)
+        stream.seek(0)
+        if nmsg.is_nmsg(first):
+            try:
+                yield from nmsg.records(stream)
+            except (nmsg.NmsgError, zlib.error) as exc:
+                raise SpoolError(f"{path}: {exc}") from None
+            return
+    if first[:2] != GZIP_MAGIC:
+        raise SpoolError(f"{path}: not a spool file (neither NMSG nor gzip-compressed CBOR)")
+    _, records = read_spool(path)
+    for record in records:
+        yield record, {"time": record_time(record)}
+
+
+def records(path: str) -> list[dict]:
+    """Every record of a spool file (tests, tools)."""
+    return [record for record, _ in read(path)]
