@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import enum
 
+from .rrnames import Rcode
+
 # ---------------------------------------------------------------- wire facts
 DNS_PORT = 53
 MDNS_PORT = 5353
@@ -55,22 +57,6 @@ class UdpChecksum(enum.IntEnum):
     ABSENT = 1
     INCORRECT = 2
     CORRECT = 3
-
-
-class Rcode(enum.IntEnum):
-    """DNS response codes that the header's four bits can carry."""
-
-    NOERROR = 0
-    FORMERR = 1
-    SERVFAIL = 2
-    NXDOMAIN = 3
-    NOTIMP = 4
-    REFUSED = 5
-    YXDOMAIN = 6
-    YXRRSET = 7
-    NXRRSET = 8
-    NOTAUTH = 9
-    NOTZONE = 10
 
 
 # A response with no question may still match its query on the 6-tuple

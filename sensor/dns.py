@@ -58,35 +58,28 @@ def in_any_zone(wire_lower: bytes, zones: frozenset[bytes]) -> bool:
     return any(candidate in zones for candidate in name_and_ancestors(wire_lower))
 
 
-_PLAIN = frozenset(
-    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_*/+=#@!%&~^"
-)
-
-
 def wire_to_text(wire: bytes) -> str:
-    """Presentation form with a trailing dot; odd bytes as \\DDD escapes.
+    """Presentation form with a trailing dot, escaped as wdns does it.
 
-    Malformed input gives a best-effort text rather than an exception:
-    this runs when showing records to a person.
+    Every byte from `!` to `~` stands for itself but `.` and `\\` (escaped
+    with a backslash); every other byte, the space included, is `\\DDD`.
+    Labels are walked by their length octets within the bytes given, so
+    a malformed name still gives a text (this runs when showing records
+    to a person) and never an exception.
     """
-    labels = []
+    out = []
     pos = 0
-    while pos < len(wire):
-        length = wire[pos]
-        if length == 0:
-            break
-        label = wire[pos + 1 : pos + 1 + length]
-        pos += length + 1
-        labels.append("".join(_escape(byte) for byte in label))
-    return ".".join(labels) + "."
+    while pos < len(wire) and wire[pos] != 0:
+        label = wire[pos + 1 : pos + 1 + wire[pos]]
+        pos += wire[pos] + 1
+        out.append("".join(_ESCAPED[byte] for byte in label))
+        out.append(".")
+    return "".join(out) or "."
 
 
-def _escape(byte: int) -> str:
-    if byte in _PLAIN:
-        return chr(byte)
-    if byte in b".\\\"();$ ":
-        return "\\" + chr(byte)
-    return f"\\{byte:03d}"
+_ESCAPED = [
+    "\\" + chr(b) if b in b".\\" else chr(b) if 0x21 <= b <= 0x7E else f"\\{b:03d}" for b in range(256)
+]
 
 
 def text_to_wire(text: str) -> bytes:

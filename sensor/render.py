@@ -1,9 +1,12 @@
-"""Records for people: nmsgtool's JSON conventions, and a one-line text form.
+"""Records for people: nmsgtool's JSON and presentation, and a text line.
 
-The JSON follows nmsgtool's output for base:dnsqr (type, proto, rcode,
-qtype and qclass by name, addresses and qname as text, packets in base64,
-times as parallel sec/nsec arrays, `delay` computed) so scripts written
-against the C sensor's output keep working.
+The JSON is what nmsgtool 1.3.3 prints for base:dnsqr (`-J`): the same
+keys in the same order, type/proto/rcode/qtype/qclass by the reference's
+names (`rrnames`), names escaped as wdns escapes them, addresses as text
+(null when a record has none), packets in base64, every repeated field
+printed (`[]` when empty), doubles as nmsg prints them, `delay` computed
+as nmsg computes it, and the decoded DNS messages (`dnsjson`). Scripts
+written against the C sensor's output keep working.
 """
 
 from __future__ import annotations
@@ -13,36 +16,18 @@ import datetime
 import ipaddress
 import json
 
-from .constants import (
-    FIELD_NAMES,
-    IPPROTO_ICMP,
-    IPPROTO_ICMPV6,
-    IPPROTO_TCP,
-    IPPROTO_UDP,
-    Field,
-    Rcode,
-    RecordType,
-    UdpChecksum,
-)
+from . import dnsjson
+from .constants import FIELD_NAMES, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Field, RecordType, UdpChecksum
 from .dns import wire_to_text
 from .record import record_time
+from .rrnames import class_name, rcode_name, type_name
 
-RR_TYPES = {
-    1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 13: "HINFO", 15: "MX", 16: "TXT",
-    17: "RP", 18: "AFSDB", 24: "SIG", 25: "KEY", 28: "AAAA", 29: "LOC", 33: "SRV",
-    35: "NAPTR", 36: "KX", 37: "CERT", 39: "DNAME", 41: "OPT", 42: "APL", 43: "DS",
-    44: "SSHFP", 45: "IPSECKEY", 46: "RRSIG", 47: "NSEC", 48: "DNSKEY", 49: "DHCID",
-    50: "NSEC3", 51: "NSEC3PARAM", 52: "TLSA", 53: "SMIMEA", 55: "HIP", 59: "CDS",
-    60: "CDNSKEY", 61: "OPENPGPKEY", 62: "CSYNC", 63: "ZONEMD", 64: "SVCB", 65: "HTTPS",
-    99: "SPF", 249: "TKEY", 250: "TSIG", 251: "IXFR", 252: "AXFR", 255: "ANY", 256: "URI",
-    257: "CAA",
-}
-RR_CLASSES = {1: "IN", 3: "CH", 4: "HS", 254: "NONE", 255: "ANY"}
-PROTOCOLS = {IPPROTO_UDP: "UDP", IPPROTO_TCP: "TCP", IPPROTO_ICMP: "ICMP", IPPROTO_ICMPV6: "ICMPV6"}
-
-
-def _name_of(table: dict, number: int, prefix: str) -> str:
-    return table.get(number, f"{prefix}{number}")
+PROTOCOLS = {IPPROTO_UDP: "UDP", IPPROTO_TCP: "TCP", IPPROTO_ICMP: "ICMP"}
+MAX_NAME = 255  # longer qnames print as "" (nmsg's dns_name_format)
+_REPEATED = (
+    Field.QUERY_PACKET, Field.QUERY_TIME_SEC, Field.QUERY_TIME_NSEC,
+    Field.RESPONSE_PACKET, Field.RESPONSE_TIME_SEC, Field.RESPONSE_TIME_NSEC,
+)
 
 
 def _enum_name(enum_type, number: int) -> str | int:
@@ -52,21 +37,46 @@ def _enum_name(enum_type, number: int) -> str | int:
         return number
 
 
-def _address(packed: bytes) -> str:
-    return str(ipaddress.ip_address(packed)) if len(packed) in (4, 16) else packed.hex()
+def _address(packed: bytes) -> str | None:
+    return str(ipaddress.ip_address(packed)) if len(packed) in (4, 16) else None
 
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def as_nmsg_double(value: float) -> float:
+    """The value nmsg's JSON shows: printed with %.18f, zeros trimmed."""
+    return float(f"{value:.18f}")
+
+
+def _seconds_between(sec: int, nsec: int, later_sec: int, later_nsec: int) -> float:
+    """As nmsg: whole seconds and nanoseconds apart, borrowing, then a double."""
+    seconds, nanos = later_sec - sec, later_nsec - nsec
+    if nanos < 0:
+        seconds -= 1
+        nanos += 1_000_000_000
+    return seconds + nanos / 1e9
+
+
 def delay(record: dict) -> float | None:
-    """Seconds from the first query datagram to the first response datagram."""
-    if record.get(Field.QUERY_TIME_SEC) and record.get(Field.RESPONSE_TIME_SEC):
-        seconds = record[Field.RESPONSE_TIME_SEC][0] - record[Field.QUERY_TIME_SEC][0]
-        nanos = record[Field.RESPONSE_TIME_NSEC][0] - record[Field.QUERY_TIME_NSEC][0]
-        return seconds + nanos / 1e9
-    return None
+    """Seconds from the query to its response, for a pair (nmsg's rule).
+
+    Only a UDP_QUERY_RESPONSE with one query datagram has one; with a
+    fragmented response it is measured to the latest fragment.
+    """
+    if record.get(Field.TYPE) != RecordType.UDP_QUERY_RESPONSE:
+        return None
+    query_secs = record.get(Field.QUERY_TIME_SEC) or []
+    response_secs = record.get(Field.RESPONSE_TIME_SEC) or []
+    if len(query_secs) != 1 or not response_secs:
+        return None
+    sec, nsec = query_secs[0], record[Field.QUERY_TIME_NSEC][0]
+    waits = [
+        _seconds_between(sec, nsec, rsec, rnsec)
+        for rsec, rnsec in zip(response_secs, record[Field.RESPONSE_TIME_NSEC], strict=False)
+    ]
+    return waits[0] if len(waits) == 1 else max(0.0, *waits)
 
 
 def message(record: dict) -> dict:
@@ -75,43 +85,40 @@ def message(record: dict) -> dict:
     get = record.get
     out["type"] = _enum_name(RecordType, get(Field.TYPE, 0))
     for field in (Field.QUERY_IP, Field.RESPONSE_IP):
-        if field in record:
-            out[_key(field)] = _address(record[field])
-    if Field.PROTO in record:
-        out["proto"] = PROTOCOLS.get(record[Field.PROTO], record[Field.PROTO])
+        out[_key(field)] = _address(get(field, b""))
+    proto = get(Field.PROTO, 0)
+    out["proto"] = PROTOCOLS.get(proto, str(proto))
     for field in (Field.QUERY_PORT, Field.RESPONSE_PORT, Field.ID):
-        if field in record:
-            out[_key(field)] = record[field]
+        out[_key(field)] = get(field, 0)
     if Field.QNAME in record:
-        out["qname"] = wire_to_text(record[Field.QNAME])
+        qname = record[Field.QNAME]
+        out["qname"] = wire_to_text(qname) if 0 < len(qname) <= MAX_NAME else ""
     if Field.QCLASS in record:
-        out["qclass"] = _name_of(RR_CLASSES, record[Field.QCLASS], "CLASS")
+        out["qclass"] = class_name(record[Field.QCLASS])
     if Field.QTYPE in record:
-        out["qtype"] = _name_of(RR_TYPES, record[Field.QTYPE], "TYPE")
+        out["qtype"] = type_name(record[Field.QTYPE])
     if Field.RCODE in record:
-        out["rcode"] = _enum_name(Rcode, record[Field.RCODE])
-    for packets, secs, nsecs in (
-        (Field.QUERY_PACKET, Field.QUERY_TIME_SEC, Field.QUERY_TIME_NSEC),
-        (Field.RESPONSE_PACKET, Field.RESPONSE_TIME_SEC, Field.RESPONSE_TIME_NSEC),
-    ):
-        if packets in record:
-            out[_key(packets)] = [_b64(p) for p in record[packets]]
-        for field in (secs, nsecs):
-            if field in record:
-                out[_key(field)] = list(record[field])
+        out["rcode"] = rcode_name(record[Field.RCODE])
+    for field in _REPEATED:
+        values = get(field) or []
+        out[_key(field)] = [_b64(v) for v in values] if field in _PACKETS else list(values)
     if Field.TIMEOUT in record:
-        out["timeout"] = record[Field.TIMEOUT]
+        out["timeout"] = as_nmsg_double(record[Field.TIMEOUT])
     waited = delay(record)
     if waited is not None:
-        out["delay"] = waited
-    if Field.UDP_CHECKSUM in record:
+        out["delay"] = as_nmsg_double(waited)
+    if Field.UDP_CHECKSUM in record and get(Field.RESPONSE_PACKET):
         out["udp_checksum"] = _enum_name(UdpChecksum, record[Field.UDP_CHECKSUM])
     if Field.RESOLVER_ADDRESS_ZEROED in record:
         out["resolver_address_zeroed"] = bool(record[Field.RESOLVER_ADDRESS_ZEROED])
+    out.update(dnsjson.decoded_messages(record))
     for field in (Field.TCP, Field.ICMP):
         if field in record:
             out[_key(field)] = _b64(record[field])
     return out
+
+
+_PACKETS = (Field.QUERY_PACKET, Field.RESPONSE_PACKET)
 
 
 def _key(field: int) -> str:

@@ -323,3 +323,26 @@ def test_read_takes_a_spool_directory_and_goes_on_past_a_bad_file(tmp_path):
     assert "notes.txt: not a spool file" in result.output
     ids = [line.split("id=")[1].split()[0] for line in result.output.splitlines() if "id=" in line]
     assert ids == ["0", "1", "2"]  # every file of the spool, oldest first, despite the bad one
+
+
+@needs_corpus
+@pytest.mark.parametrize(
+    "path",
+    [
+        *sorted(glob.glob(os.path.join(CORPUS, "reference", "*__*.nmsg"))),
+        os.path.join(CORPUS, "nmsg", "test1-dnsqr.nmsg"),
+        os.path.join(CORPUS, "nmsg", "test1-dnsqr.zlib.nmsg"),
+    ],
+    ids=os.path.basename,
+)
+def test_read_json_of_reference_files_equals_nmsgtools_json(path):
+    """Every key nmsgtool -J printed, the envelope's time and source included."""
+    json_path = path.replace(".zlib.nmsg", ".json").replace(".nmsg", ".json")
+    with open(json_path) as handle:
+        expected = [json.loads(line) for line in handle]
+    result = CliRunner().invoke(main, ["read", "--format", "json", path])
+    assert result.exit_code == 0, result.output
+    ours = [json.loads(line) for line in result.output.splitlines()]
+    assert len(ours) == len(expected)
+    for index, (mine, theirs) in enumerate(zip(ours, expected, strict=True)):
+        assert mine == theirs, f"record {index}"
