@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .bpf import IPNetwork
-from .constants import DEFAULT_CONFIG_PATH, DEFAULT_QUERY_TIMEOUT, DEFAULT_STATE_TABLE_MAX, UPLOAD_PORT
+from .constants import DEFAULT_CONFIG_PATH, DEFAULT_QUERY_TIMEOUT, DEFAULT_STATE_TABLE_MAX
 
 
 class ConfigError(ValueError):
@@ -102,8 +102,12 @@ def _text(text: str) -> str:
     return text
 
 
-def _server(text: str) -> tuple[str, int] | None:
-    """`host`, `host:port`, `[v6]:port` or a bare IPv6 address."""
+def _server(text: str) -> tuple[str, int | None] | None:
+    """`host`, `host:port`, `[v6]:port` or a bare IPv6 address.
+
+    The port is None when not given: the uploader then looks the name up
+    as an SRV domain before falling back to the name itself on 49222.
+    """
     if text == "":
         return None
     match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?", text)
@@ -115,7 +119,9 @@ def _server(text: str) -> tuple[str, int] | None:
         host, port = text, None
     if not host or not re.fullmatch(r"[A-Za-z0-9_.:-]+", host):
         raise ValueError(f"{text!r} is not host or host:port")
-    number = UPLOAD_PORT if port is None else int(port) if port.isdigit() else -1
+    if port is None:
+        return host, None
+    number = int(port) if port.isdigit() else -1
     if not 0 < number < 65536:
         raise ValueError(f"{text!r} has a bad port")
     return host, number
@@ -227,7 +233,7 @@ class Config:
     uploadkey: str
     knownhosts: str
     login: str
-    submitserver: tuple[str, int] | None
+    submitserver: tuple[str, int | None] | None
     interval: int
     maxper: int
     channel: str
@@ -299,8 +305,10 @@ def _render(value: Any) -> str:
         return ""
     if isinstance(value, tuple) and value and isinstance(value[0], bytes):
         return ":".join(wire_to_text(v) for v in value)
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
         host, port = value
+        if port is None:
+            return host
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value)

@@ -1,7 +1,10 @@
 """A real OpenSSH sshd on loopback, as the collector, for tests and benchmarks.
 
-It gets its own config, host key, port and an sftp-only system user whose
-home is a temporary folder; `close()` stops it and removes the user.
+It gets its own config, host key, port and a system user whose home is a
+temporary folder; `close()` stops it and removes the user. The user is
+SFTP-only (`mode="sftp"`), or, as the SIE collector does it, forced to
+`rrsync` in its home (`mode="rsync"`: authorized_keys' command= option,
+so nothing but rsync --server runs).
 """
 
 from __future__ import annotations
@@ -35,10 +38,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-class Sshd:
-    """One sshd process serving one sftp-only user on 127.0.0.1."""
+RRSYNC = "/usr/bin/rrsync"
 
-    def __init__(self, authorized_key: str) -> None:
+
+class Sshd:
+    """One sshd process serving one user on `address` (127.0.0.1)."""
+
+    def __init__(self, authorized_key: str, mode: str = "sftp", address: str = "127.0.0.1") -> None:
+        self.mode, self.address = mode, address
         # Its own folder under /tmp, readable on the way down: sshd reads
         # authorized_keys and the session writes the home as the user.
         workdir = tempfile.mkdtemp(prefix="sie-sshd-", dir="/tmp")
@@ -53,8 +60,8 @@ class Sshd:
         os.makedirs(self.home)
         os.makedirs("/run/sshd", exist_ok=True)
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--home-dir", self.home, "--shell", "/usr/sbin/nologin",
-             self.user],
+            ["useradd", "--system", "--no-create-home", "--home-dir", self.home, "--shell",
+             "/usr/sbin/nologin" if mode == "sftp" else "/bin/sh", self.user],
             check=True, capture_output=True,
         )
         subprocess.run(["usermod", "-p", "*", self.user], check=True, capture_output=True)  # no password, not locked
@@ -64,29 +71,39 @@ class Sshd:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", self.host_key], check=True)
         self.authorized_keys = os.path.join(workdir, "authorized_keys")
         with open(self.authorized_keys, "w") as handle:
-            handle.write(authorized_key)
+            if mode == "rsync":
+                handle.write(f'command="{RRSYNC} {self.home}",restrict {authorized_key}')
+            else:
+                handle.write(authorized_key)
+        forced = "Subsystem sftp internal-sftp\nForceCommand internal-sftp\n" if mode == "sftp" else ""
         with open(self.config, "w") as handle:
             handle.write(
-                f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\n"
+                f"Port {self.port}\nListenAddress {address}\nHostKey {self.host_key}\n"
                 f"PidFile {workdir}/sshd.pid\nAuthorizedKeysFile {self.authorized_keys}\n"
                 "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
                 "UsePAM no\nStrictModes no\nPermitRootLogin no\n"
-                f"AllowUsers {self.user}\nSubsystem sftp internal-sftp\nForceCommand internal-sftp\n"
+                f"AllowUsers {self.user}\n{forced}"
                 "LogLevel VERBOSE\nMaxStartups 100\n"
             )
 
     def known_hosts_line(self) -> str:
         with open(self.host_key + ".pub") as handle:
             kind, blob = handle.read().split()[:2]
-        return f"[127.0.0.1]:{self.port} {kind} {blob}\n"
+        return f"[{self.address}]:{self.port} {kind} {blob}\n"
 
-    def start(self) -> None:
+    def start(self, wrap: list[str] = ()) -> None:
+        """Start it (`wrap`: e.g. ["ip", "netns", "exec", NAME] to run it in a namespace)."""
         log = open(self.log, "a")  # noqa: SIM115 - owned by the process
-        self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", self.config], stderr=log)
+        self.process = subprocess.Popen([*wrap, SSHD, "-D", "-e", "-f", self.config], stderr=log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
+            if wrap:
+                if os.path.exists(os.path.join(self.workdir, "sshd.pid")):
+                    return
+                time.sleep(0.05)
+                continue
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                socket.create_connection((self.address, self.port), timeout=0.5).close()
                 return
             except OSError:
                 time.sleep(0.05)

@@ -33,7 +33,7 @@ def test_check_config_prints_effective_settings_and_filter(runner, tmp_path):
     result = runner.invoke(main, ["check-config", "-c", path])
     assert result.exit_code == 0, result.output
     assert 'DNSQR_RES_ADDRS="192.0.2.53/32"' in result.output
-    assert 'submitserver="c.example:49222"' in result.output
+    assert 'submitserver="c.example"' in result.output  # no port: SRV lookup, then 49222
     assert "src host 192.0.2.53" in result.output
 
 

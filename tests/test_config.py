@@ -9,7 +9,6 @@ import pytest
 
 from sensor import config
 from sensor.config import ConfigError
-from sensor.constants import UPLOAD_PORT
 from sensor.dns import text_to_wire
 
 SHIPPED = os.path.join(os.path.dirname(__file__), "..", "etc", "sie-dns-sensor")
@@ -65,11 +64,9 @@ def test_values_quotes_comments_and_export(tmp_path):
     assert cfg.origins["interval"].endswith(":3")
 
 
-def test_submitserver_port_defaults_to_49222(tmp_path):
-    assert load_text(tmp_path, 'submitserver="collector.example"\n').submitserver == (
-        "collector.example",
-        UPLOAD_PORT,
-    )
+def test_submitserver_without_a_port_leaves_it_to_srv_discovery(tmp_path):
+    assert load_text(tmp_path, 'submitserver="collector.example"\n').submitserver == ("collector.example", None)
+    assert load_text(tmp_path, 'submitserver="[2001:db8::9]"\n').submitserver == ("2001:db8::9", None)
 
 
 def test_environment_overrides_the_file(tmp_path):

@@ -57,12 +57,13 @@ REASON = sshd_helper.available()
 needs_sshd = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
 
-def make_collector(tmp_path):
-    """(sshd, config path, spool): key made by sie-gen-key, host key known."""
+def make_collector(tmp_path, method: str = "sftp"):
+    """(sshd, config path, spool): key made by sie-gen-key, host key known;
+    the sshd serves `method` (sftp, or rsync forced to rrsync)."""
     spool = tmp_path / "spool"
     spool.mkdir()
     keys.generate(str(spool / "keys" / "upload"), comment="sensor1.example")
-    server = sshd_helper.Sshd((spool / "keys" / "upload.pub").read_text())
+    server = sshd_helper.Sshd((spool / "keys" / "upload.pub").read_text(), mode=method)
     (spool / "keys" / "known_hosts").write_text(server.known_hosts_line())
     config = write_config(
         tmp_path / "conf",
@@ -70,6 +71,7 @@ def make_collector(tmp_path):
         login=server.user,
         submitserver=f"127.0.0.1:{server.port}",
         maxper="2",
+        upload_method=method,
     )
     return server, config, spool
 

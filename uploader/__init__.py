@@ -1,5 +1,2 @@
-"""sie-dns-sensor's uploader: ships finished spool files to the collector.
-
-Built in its own issue; the package exists now so the distribution's
-layout is final.
-"""
+"""sie-dns-sensor's uploader: ships finished spool files to the collector
+(rsync over OpenSSH, or SFTP), and makes the key pair it logs in with."""

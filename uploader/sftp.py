@@ -133,6 +133,16 @@ class Collector:
                 except OSError as exc:
                     raise UploadError(f"cannot create {built} on the collector: {exc}") from None
 
+    def send(self, paths: list[str], remote_dir: str, sent) -> None:
+        """Deliver the files one by one; `sent(path, size)` after each."""
+        self.ensure_directory(remote_dir)
+        for path in paths:
+            if not os.path.exists(path):
+                continue  # trimmed meanwhile
+            size = self.upload(path, remote_dir)
+            os.unlink(path)
+            sent(path, size)
+
     def upload(self, local_path: str, remote_dir: str) -> int:
         """Send one file; return its size. Raises UploadError on any doubt."""
         sftp = self._session()

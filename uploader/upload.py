@@ -23,7 +23,11 @@ import paramiko
 
 from sensor.config import Config
 
-from .sftp import Collector, UploadError
+from . import discovery
+from .rsync import RsyncCollector
+from .sftp import Collector, HostKeyError, UploadError
+
+METHODS = {"rsync": RsyncCollector, "sftp": Collector}
 
 log = logging.getLogger("uploader")
 
@@ -113,10 +117,10 @@ def channel_lock(config: Config) -> Iterator[None]:
 class Uploader:
     """Rounds of uploads for one channel."""
 
-    def __init__(self, config: Config, connect: Callable[..., Collector] = Collector) -> None:
+    def __init__(self, config: Config, connect: Callable[..., Collector] | None = None) -> None:
         config.require_upload_settings()
         self.config = config
-        self.connect = connect
+        self.connect = connect or METHODS[config.upload_method]
         self.directory = waiting_dir(config)
         self.remote_dir = f"{REMOTE_ROOT}/{config.channel}"
         self.uploaded = 0
@@ -131,26 +135,39 @@ class Uploader:
         return all(self._session(files[start : start + per]) for start in range(0, len(files), per))
 
     def _session(self, files: list[str]) -> bool:
+        """One connection for a batch: the first collector that answers."""
         host, port = self.config.submitserver
-        try:
-            with self.connect(host, port, self.config.login, self.config.uploadkey, self.config.knownhosts) as c:
-                c.ensure_directory(self.remote_dir)
-                for path in files:
-                    if not os.path.exists(path):
-                        continue  # trimmed meanwhile
-                    started = time.monotonic()
-                    size = c.upload(path, self.remote_dir)
-                    os.unlink(path)
-                    self.uploaded += 1
-                    seconds = time.monotonic() - started
-                    log.info("uploaded %s (%d bytes, %.1f s) to %s:%d/%s",
-                             os.path.basename(path), size, seconds, host, port, self.remote_dir)
-        except (UploadError, OSError, EOFError, paramiko.SSHException) as exc:
-            # anything else from a dying connection is a failed round too
+        found = discovery.targets(host, port, self.config.upload_method)
+        if not found:
             self.failures += 1
-            log.error("upload failed: %s", exc or type(exc).__name__)
+            log.error("upload failed: no collector to try for %s", host)
             return False
-        return True
+        for number, target in enumerate(found, 1):
+            try:
+                self._send(target, files)
+                return True
+            except HostKeyError as exc:
+                self.failures += 1
+                log.error("upload failed: %s", exc)
+                return False  # never try the next one with a key that does not match
+            except (UploadError, OSError, EOFError, paramiko.SSHException) as exc:
+                # anything else from a dying connection is a failed round too
+                self.failures += 1
+                more = f"; trying the next of {len(found)}" if number < len(found) else ""
+                log.error("upload failed: %s%s", exc or type(exc).__name__, more)
+        return False
+
+    def _send(self, target: discovery.Target, files: list[str]) -> None:
+        config = self.config
+        started = time.monotonic()
+
+        def sent(path: str, size: int) -> None:
+            self.uploaded += 1
+            log.info("uploaded %s (%d bytes, %.1f s) to %s:%d/%s", os.path.basename(path), size,
+                     time.monotonic() - started, target.host, target.port, self.remote_dir)
+
+        with self.connect(target.host, target.port, config.login, config.uploadkey, config.knownhosts) as collector:
+            collector.send(files, self.remote_dir, sent)
 
     def run(self, once: bool, should_stop: Callable[[], bool] = lambda: False) -> bool:
         """Upload until stopped (or one round with `once`); True if all went."""

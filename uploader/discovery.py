@@ -1,0 +1,86 @@
+"""Where the collector is: `submitserver`, or the SRV records it names.
+
+As the reference package's wrapsrv does: a `submitserver` with a port is
+used as it is; a name without one is first looked up as an SRV domain
+(`_rsync._tcp.<name>` for rsync, `_sftp-ssh._tcp.<name>` for SFTP) and
+its targets are tried in RFC 2782 order, each with its own port; a name
+with no SRV records (or an address) is the collector itself, on 49222.
+Lookups use the system's resolver (/etc/resolv.conf).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+from collections.abc import Sequence
+
+import dns.exception
+import dns.resolver
+
+UPLOAD_PORT = 49222
+SRV_PREFIX = {"rsync": "_rsync._tcp", "sftp": "_sftp-ssh._tcp"}
+LOOKUP_SECONDS = 10.0
+
+log = logging.getLogger("uploader")
+
+
+class Target:
+    """One (host, port) to try, as given or as an SRV record named it."""
+
+    def __init__(self, host: str, port: int, via: str | None = None) -> None:
+        self.host, self.port, self.via = host, port, via
+
+    def __repr__(self) -> str:
+        return f"Target({self.host!r}, {self.port}, via={self.via!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Target) and (self.host, self.port) == (other.host, other.port)
+
+
+def rfc2782_order(records: Sequence[tuple[int, int, int, str]], rng: random.Random | None = None) -> list:
+    """(priority, weight, port, target) records in the order to try them.
+
+    Lowest priority first; within a priority, a weighted random order
+    (RFC 2782's selection: running sums, a random number between 0 and the
+    total, the first record whose sum reaches it), zero weights first in
+    the list so they keep a small chance.
+    """
+    rng = rng or random.Random()
+    ordered = []
+    for priority in sorted({r[0] for r in records}):
+        group = sorted((r for r in records if r[0] == priority), key=lambda r: r[1] != 0)
+        while group:
+            total = sum(r[1] for r in group)
+            pick = rng.randint(0, total)
+            running = 0
+            for index, record in enumerate(group):
+                running += record[1]
+                if running >= pick:
+                    ordered.append(group.pop(index))
+                    break
+    return ordered
+
+
+def targets(host: str, port: int | None, method: str) -> list[Target]:
+    """The collectors to try, in order."""
+    if port is not None:
+        return [Target(host, port)]
+    try:
+        ipaddress.ip_address(host)
+        return [Target(host, UPLOAD_PORT)]
+    except ValueError:
+        pass
+    domain = f"{SRV_PREFIX[method]}.{host.rstrip('.')}."
+    try:
+        answer = dns.resolver.resolve(domain, "SRV", lifetime=LOOKUP_SECONDS)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return [Target(host, UPLOAD_PORT)]
+    except dns.exception.DNSException as exc:
+        log.warning("SRV lookup of %s failed (%s); trying %s:%d", domain, exc or type(exc).__name__, host, UPLOAD_PORT)
+        return [Target(host, UPLOAD_PORT)]
+    records = [(r.priority, r.weight, r.port, r.target.to_text(omit_final_dot=True)) for r in answer]
+    found = [Target(t, p, via=domain) for _, _, p, t in rfc2782_order(records) if t not in ("", ".")]
+    if not found:
+        log.warning("%s says the service is not available here (target '.')", domain)
+    return found

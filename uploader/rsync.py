@@ -1,0 +1,153 @@
+"""Files to the collector with the system rsync over the OpenSSH client.
+
+This is how the SIE collector takes files: its sshd forces `rsync
+--server` (rrsync) in a chroot for the sensor's login. One rsync run per
+batch of at most `maxper` files:
+
+    rsync --remove-source-files --mkpath --timeout=60 -e "ssh ..." FILES login@host:up/<channel>/
+
+- ssh runs with no user or system configuration (`-F /dev/null`), the
+  upload key only, no agent, no forwarding, batch mode, and host keys
+  checked strictly against `knownhosts` alone: an unknown or changed key
+  ends the connection before anything is sent.
+- rsync writes each file to a temporary name beside the final one and
+  renames it when complete, so the collector never sees half a file.
+- `--remove-source-files` makes rsync delete a local file only after the
+  receiver has it whole (checksum verified); a file still here afterwards
+  was not delivered and waits for the next round.
+- `--timeout` ends a transfer that stalls; the whole run also has a
+  deadline, so nothing waits forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+from collections.abc import Callable
+
+from .sftp import HostKeyError, UploadError
+
+CONNECT_TIMEOUT = 20
+STALL_TIMEOUT = 60  # rsync --timeout: longest silence during a transfer
+SLOWEST_RATE = 256 * 1024  # bytes/s below which a whole run is given up (deadline)
+
+log = logging.getLogger("uploader")
+
+# rsync's exit codes, in words (rsync(1), "EXIT VALUES")
+EXIT_REASONS = {
+    1: "syntax or usage error",
+    2: "protocol incompatibility",
+    3: "errors selecting input/output files or directories",
+    5: "error starting the client-server protocol",
+    10: "error in socket I/O",
+    11: "error in file I/O",
+    12: "error in the rsync protocol data stream",
+    20: "interrupted",
+    23: "partial transfer due to an error",
+    24: "some files vanished before they could be transferred",
+    30: "timeout in data send/receive",
+    35: "timeout waiting for the daemon connection",
+    255: "the SSH connection failed",
+}
+
+
+def ssh_command(port: int, key_path: str, known_hosts: str) -> list[str]:
+    """The OpenSSH client, locked down to what an upload needs."""
+    options = {
+        "BatchMode": "yes",
+        "StrictHostKeyChecking": "yes",
+        "UserKnownHostsFile": known_hosts,
+        "GlobalKnownHostsFile": "/dev/null",
+        "IdentitiesOnly": "yes",
+        "IdentityAgent": "none",
+        "PasswordAuthentication": "no",
+        "KbdInteractiveAuthentication": "no",
+        "ForwardAgent": "no",
+        "ForwardX11": "no",
+        "ClearAllForwardings": "yes",
+        "ConnectTimeout": str(CONNECT_TIMEOUT),
+        "ServerAliveInterval": "15",
+        "ServerAliveCountMax": "4",
+        "LogLevel": "ERROR",
+    }
+    command = ["ssh", "-F", "/dev/null", "-p", str(port), "-i", key_path]
+    for name, value in options.items():
+        command += ["-o", f"{name}={value}"]
+    return command
+
+
+class RsyncCollector:
+    """One collector reached by rsync; the same interface as the SFTP one."""
+
+    def __init__(self, host: str, port: int, login: str, key_path: str, known_hosts: str) -> None:
+        self.host, self.port, self.login = host, port, login
+        self.key_path, self.known_hosts = key_path, known_hosts
+
+    def __enter__(self) -> RsyncCollector:
+        if not os.path.exists(self.key_path):
+            raise UploadError(f"upload key {self.key_path} does not exist (run sie-gen-key)")
+        if not os.path.exists(self.known_hosts):
+            raise HostKeyError(f"knownhosts file {self.known_hosts} does not exist")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def send(self, paths: list[str], remote_dir: str, sent: Callable[[str, int], None]) -> None:
+        """Deliver the files; call `sent(path, size)` for each one delivered.
+
+        Raises UploadError (HostKeyError for a host key problem) when rsync
+        fails; files it did deliver before that have been reported.
+        """
+        sizes = {}
+        for path in paths:
+            try:
+                sizes[path] = os.path.getsize(path)
+            except FileNotFoundError:
+                continue  # trimmed meanwhile
+        if not sizes:
+            return
+        destination = f"{self.login}@{_host(self.host)}:{remote_dir}/"
+        command = [
+            "rsync", "--remove-source-files", "--mkpath", "--times", f"--timeout={STALL_TIMEOUT}",
+            "-e", shlex.join(ssh_command(self.port, self.key_path, self.known_hosts)),
+            "--", *sizes, destination,
+        ]
+        deadline = CONNECT_TIMEOUT + STALL_TIMEOUT + sum(sizes.values()) / SLOWEST_RATE
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=deadline,
+                                    stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            self._report(sizes, sent)
+            raise UploadError(f"rsync to {self.host} port {self.port} did not finish within {deadline:.0f} s") from None
+        except FileNotFoundError:
+            raise UploadError("rsync or ssh is not installed") from None
+        self._report(sizes, sent)
+        if result.returncode != 0:
+            raise _failure(result, self.host, self.port, self.known_hosts)
+
+    @staticmethod
+    def _report(sizes: dict[str, int], sent: Callable[[str, int], None]) -> None:
+        for path, size in sizes.items():
+            if not os.path.exists(path):  # rsync removes a file only once it is delivered
+                sent(path, size)
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _failure(result: subprocess.CompletedProcess, host: str, port: int, known_hosts: str) -> UploadError:
+    """rsync's exit status and ssh's own words, as one error."""
+    said = " / ".join(line.strip() for line in result.stderr.strip().splitlines()[-3:] if line.strip())
+    reason = EXIT_REASONS.get(result.returncode, f"exit status {result.returncode}")
+    text = f"rsync to {host} port {port} failed: {reason}" + (f" ({said})" if said else "")
+    if "Host key verification failed" in result.stderr or "REMOTE HOST IDENTIFICATION HAS CHANGED" in result.stderr:
+        return HostKeyError(f"host key of [{host}]:{port} is unknown or has changed (checked against "
+                            f"{known_hosts}); nothing sent ({said})")
+    return UploadError(text)
