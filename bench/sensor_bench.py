@@ -1,12 +1,17 @@
 """Benchmark: `sie-dns-sensor run --pcap` on a million packets of resolver traffic.
 
-Prints packets per second, the process's max RSS and the spool bytes per
-packet, in the production configuration (DNSQR_RES_ADDRS set, the shipped
-DNSQR_CAPTURE_RD="0", checksums verified, compression on). The capture is
-made deterministically by bench/traffic.py the first time.
+For each spool format (NMSG, what the collector ingests; CBOR), in the
+production configuration (DNSQR_RES_ADDRS set, the shipped
+DNSQR_CAPTURE_RD="0", checksums verified, compression on), prints per run
+and as the median: wall packets/s, CPU seconds per million packets (user +
+sys of the sensor process, all its threads, from wait4), max RSS (the
+sensor's own VmHWM) and spool bytes per packet. Runs alternate between the
+formats, and the records of the NMSG run are checked equal to the CBOR
+run's. The capture is made deterministically by bench/traffic.py the first
+time.
 
-    python -m bench.sensor_bench            # 1,000,000 packets, 3 runs
-    python -m bench.sensor_bench --count 200000 --runs 1
+    python -m bench.sensor_bench            # 1,000,000 packets, 3 runs each
+    python -m bench.sensor_bench --count 200000 --runs 1 --format nmsg
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import time
 import click
 
 from bench import traffic
+from sensor import spoolfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -32,28 +38,35 @@ DNSQR_CAPTURE_RD="0"
 interval="60"
 upload="yes"
 archive="no"
+spool_format="{spool_format}"
 """
 
 
-def one_run(pcap: str, config: str) -> dict:
+def one_run(pcap: str, config: str, keep_records: bool = False) -> dict:
     spool = tempfile.mkdtemp(prefix="sie-bench-")
     try:
         argv = [sys.executable, "-m", "sensor", "run", "-c", config, "--pcap", pcap, "--spooldir", spool]
         env = dict(os.environ, PYTHONPATH=REPO)
         started = time.perf_counter()
         process = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
-        _, status, _ = os.wait4(process.pid, 0)
+        _, status, usage = os.wait4(process.pid, 0)
         elapsed = time.perf_counter() - started
         log = process.stderr.read()
         if os.waitstatus_to_exitcode(status) != 0:
             raise click.ClickException(f"sensor failed: {log}")
         output = 0
+        records = []
         for root, _, files in os.walk(os.path.join(spool, "waiting")):
             output += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+            if keep_records:
+                for name in sorted(files):
+                    records += spoolfile.records(os.path.join(root, name))
         summary = next(line for line in log.splitlines() if "stopped:" in line)
         fields = dict(part.split("=", 1) for part in summary.split() if "=" in part)
         return {
             "seconds": elapsed,
+            "cpu": usage.ru_utime + usage.ru_stime,
+            "spooled": records,
             "packets": int(fields["packets"]),
             "records": int(fields["records"]),
             "rss_mb": int(fields["max_rss_kb"]) / 1024,  # ru_maxrss would include the parent's
@@ -65,35 +78,52 @@ def one_run(pcap: str, config: str) -> dict:
 
 @click.command()
 @click.option("--count", default=1_000_000, show_default=True, help="packets in the capture")
-@click.option("--runs", default=3, show_default=True)
+@click.option("--runs", default=3, show_default=True, help="runs per format")
 @click.option("--pcap", default=None, help="use this capture instead of generating one")
-def main(count: int, runs: int, pcap: str | None) -> None:
+@click.option("--format", "formats", type=click.Choice(["nmsg", "cbor"]), multiple=True,
+              help="only this spool format (default: both)")
+def main(count: int, runs: int, pcap: str | None, formats: tuple[str, ...]) -> None:
     if pcap is None:
         os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
         pcap = os.path.join(HERE, "out", f"traffic-{count}.pcap")
         if not os.path.exists(pcap):
             click.echo(f"generating {count} packets into {pcap} ...")
             traffic.write(pcap, count)
-    with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as handle:
-        handle.write(CONFIG.format(resolver4=traffic.RESOLVER4, resolver6=traffic.RESOLVER6))
-        config = handle.name
+    formats = formats or ("nmsg", "cbor")
+    configs = {}
+    for spool_format in formats:
+        with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as handle:
+            handle.write(CONFIG.format(resolver4=traffic.RESOLVER4, resolver6=traffic.RESOLVER6,
+                                       spool_format=spool_format))
+            configs[spool_format] = handle.name
+    results: dict[str, list[dict]] = {f: [] for f in formats}
     try:
-        results = [one_run(pcap, config) for _ in range(runs)]
+        for index in range(runs):
+            for spool_format in formats:  # alternate, so drift on a shared machine hits both
+                results[spool_format].append(one_run(pcap, configs[spool_format], keep_records=index == 0))
     finally:
-        os.unlink(config)
-    for i, r in enumerate(results, 1):
+        for config in configs.values():
+            os.unlink(config)
+    for spool_format, rows in results.items():
+        for i, r in enumerate(rows, 1):
+            click.echo(
+                f"{spool_format} run {i}: {r['packets']} packets in {r['seconds']:.2f} s = "
+                f"{r['packets'] / r['seconds']:,.0f} packets/s; CPU {r['cpu']:.2f} s = "
+                f"{r['cpu'] * 1e6 / r['packets']:.2f} CPU-s per million packets; max RSS {r['rss_mb']:.1f} MB; "
+                f"output {r['output']:,} bytes = {r['output'] / r['packets']:.1f} bytes/packet; {r['records']} records"
+            )
         click.echo(
-            f"run {i}: {r['packets']} packets in {r['seconds']:.2f} s = {r['packets'] / r['seconds']:,.0f} packets/s; "
-            f"max RSS {r['rss_mb']:.1f} MB; output {r['output']:,} bytes = "
-            f"{r['output'] / r['packets']:.1f} bytes/packet; "
-            f"{r['records']} records"
+            f"{spool_format} median: {statistics.median(r['packets'] / r['seconds'] for r in rows):,.0f} packets/s, "
+            f"{statistics.median(r['cpu'] * 1e6 / r['packets'] for r in rows):.2f} CPU-s per million packets, "
+            f"max RSS {max(r['rss_mb'] for r in rows):.1f} MB, "
+            f"{statistics.median(r['output'] / r['packets'] for r in rows):.1f} bytes/packet"
         )
-    rates = [r["packets"] / r["seconds"] for r in results]
-    click.echo(
-        f"median: {statistics.median(rates):,.0f} packets/s, "
-        f"max RSS {max(r['rss_mb'] for r in results):.1f} MB, "
-        f"{results[0]['output'] / results[0]['packets']:.1f} bytes/packet"
-    )
+    if len(formats) == 2:
+        same = results["nmsg"][0]["spooled"] == results["cbor"][0]["spooled"]
+        click.echo(f"records of the NMSG run equal the CBOR run's: {'yes' if same else 'NO'} "
+                   f"({len(results['nmsg'][0]['spooled'])} records)")
+        if not same:
+            raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,14 @@ repeated fields unpacked (proto2's default); nanoseconds as sfixed32,
 timeout as a double.
 
 Encoding runs for every record, so the common shape (a UDP pair, one
-datagram each way) has a flattened encoder of its own (about 1.6 µs a
-record against 4.5 µs for the general one); tests cross-check both with
-the protobuf library decoding the bytes.
+datagram each way) has a flattened encoder of its own: 2.1 µs a record
+against 6.7 µs for the general one (timeit, one IPv4 pair, on the 2-core
+development machine); tests cross-check both with the protobuf library.
 """
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable
 
@@ -46,6 +47,12 @@ def varint(value: int) -> bytes:
     """Base-128 varint; a negative int64 as its 64-bit two's complement."""
     if 0 <= value < 0x10000:
         return _SMALL_VARINTS[value]
+    return _large_varint(value)
+
+
+@functools.lru_cache(maxsize=64)
+def _large_varint(value: int) -> bytes:
+    """Cached: these are mostly packet seconds, the same for thousands of records."""
     value &= 0xFFFFFFFFFFFFFFFF
     out = bytearray()
     while value >= 0x80:
