@@ -138,12 +138,12 @@ def _reloader(config_path: str | None, started: configuration.Config):
 
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(["json", "text"]), default="json",
+@click.option("--format", "fmt", type=click.Choice(["json", "pres", "text"]), default="json",
               show_default=True)
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 def read(fmt: str, files: tuple[str, ...]) -> None:
     """Print the records of spool files, one per line."""
-    show = render.to_json if fmt == "json" else render.to_text
+    show = {"json": render.to_json, "pres": render.to_pres, "text": render.to_text}[fmt]
     failed = False
     for path in files:
         try:

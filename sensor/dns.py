@@ -56,16 +56,14 @@ def in_any_zone(wire_lower: bytes, zones: frozenset[bytes]) -> bool:
     return any(candidate in zones for candidate in name_and_ancestors(wire_lower))
 
 
-_PLAIN = frozenset(
-    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_*/+=#@!%&~^"
-)
-
-
 def wire_to_text(wire: bytes) -> str:
-    """Presentation form with a trailing dot; odd bytes as \\DDD escapes.
+    """Presentation form with a trailing dot, escaped as wdns escapes it.
 
-    Malformed input gives a best-effort text rather than an exception:
-    this runs when showing records to a person.
+    nmsgtool (through wdns) writes every byte from `!` to `~` as itself
+    except `.` and `\\`, which get a backslash, and every other byte, the
+    space included, as `\\DDD`; `read` prints names the same way so the
+    two outputs compare equal. Malformed input gives a best-effort text
+    rather than an exception: this runs when showing records to a person.
     """
     labels = []
     pos = 0
@@ -75,16 +73,14 @@ def wire_to_text(wire: bytes) -> str:
             break
         label = wire[pos + 1 : pos + 1 + length]
         pos += length + 1
-        labels.append("".join(_escape(byte) for byte in label))
+        labels.append("".join(_ESCAPED[byte] for byte in label))
     return ".".join(labels) + "."
 
 
-def _escape(byte: int) -> str:
-    if byte in _PLAIN:
-        return chr(byte)
-    if byte in b".\\\"();$ ":
-        return "\\" + chr(byte)
-    return f"\\{byte:03d}"
+_ESCAPED = tuple(
+    "\\" + chr(byte) if byte in b".\\" else chr(byte) if 0x21 <= byte <= 0x7E else f"\\{byte:03d}"
+    for byte in range(256)
+)
 
 
 def text_to_wire(text: str) -> bytes:
