@@ -217,6 +217,11 @@ def test_an_unanswered_query_prints_empty_response_arrays():
     assert message["query_json"]["question"] == [{"qname": ".", "qclass": "IN", "qtype": "A"}]
     assert '"timeout":60.5,' in render.to_json(record)
     assert "timeout: 60.500000\n" in render.to_pres(record)
+    assert render.to_pres(record).endswith(  # no EDNS: a blank line where the OPT section goes
+        "query: [17 octets]\n;; ->>HEADER<<- opcode: QUERY, rcode: NOERROR, id: 4660\n"
+        ";; flags: rd; QUERY: 1, ANSWER: 0, AUTHORITY: 0, ADDITIONAL: 0\n\n;; QUESTION SECTION:\n;. IN A\n\n"
+        ";; ANSWER SECTION:\n\n;; AUTHORITY SECTION:\n\n;; ADDITIONAL SECTION:\n---\n"
+    )
 
 
 @pytest.mark.parametrize(
