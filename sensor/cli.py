@@ -170,7 +170,7 @@ def _reloader(config_path: str | None, started: configuration.Config):
 
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(["json", "text"]), default="json",
+@click.option("--format", "fmt", type=click.Choice(["json", "pres", "text"]), default="json",
               show_default=True)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 def read(fmt: str, paths: tuple[str, ...]) -> None:
@@ -181,7 +181,7 @@ def read(fmt: str, paths: tuple[str, ...]) -> None:
     cannot be read is reported and the others are still read; the exit
     status is then 1.
     """
-    show = render.to_json if fmt == "json" else render.to_text
+    show = {"json": render.to_json, "pres": render.to_pres, "text": render.to_text}[fmt]
     failed = False
     for path in _spool_files(paths):
         try:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import enum
 
-from .rrnames import Rcode
-
 # ---------------------------------------------------------------- wire facts
 DNS_PORT = 53
 MDNS_PORT = 5353
@@ -56,6 +54,17 @@ class UdpChecksum(enum.IntEnum):
     ABSENT = 1
     INCORRECT = 2
     CORRECT = 3
+
+
+class Rcode(enum.IntEnum):
+    """DNS response codes that the header's four bits can carry (names: rrnames)."""
+
+    NOERROR = 0
+    FORMERR = 1
+    SERVFAIL = 2
+    NXDOMAIN = 3
+    NOTIMP = 4
+    REFUSED = 5
 
 
 # A response with no question may still match its query on the 6-tuple

@@ -27,6 +27,7 @@ import google_crc32c
 
 from . import dnsqr
 from .dnsqr import DecodeError, fields, tag, varint
+from .record import Envelope
 
 MAGIC = b"NMSG"
 VERSION = 2
@@ -117,13 +118,9 @@ class Payload:
         self.data = b""
         self.source = self.operator = self.group = None
 
-    def envelope(self) -> dict:
-        """time and ids as nmsgtool's JSON envelope carries them."""
-        out: dict = {"time": (self.sec, self.nsec)}
-        for name in ("source", "operator", "group"):
-            if getattr(self, name) is not None:
-                out[name] = getattr(self, name)
-        return out
+    def envelope(self) -> Envelope:
+        """Time, ids and size, as nmsgtool's output shows them."""
+        return Envelope((self.sec, self.nsec), self.source, self.operator, self.group, len(self.data))
 
 
 def is_nmsg(first_bytes: bytes) -> bool:
@@ -237,7 +234,7 @@ def _payload(data: bytes) -> Payload:
     return payload
 
 
-def records(stream) -> Iterator[tuple[dict, dict]]:
+def records(stream) -> Iterator[tuple[dict, Envelope]]:
     """(record, envelope) for every base:dnsqr payload; others are skipped."""
     for payload in payloads(stream):
         if payload.vid != VENDOR_BASE or payload.msgtype != MSGTYPE_DNSQR:

@@ -6,7 +6,24 @@ field numbers), built by the matcher and written by either spool format.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .constants import Field
+
+
+@dataclass
+class Envelope:
+    """What an NMSG payload carries around the message (None: not known).
+
+    A CBOR spool record has none of it: its time then comes from its first
+    packet, as the reference sets it, and the payload length is computed.
+    """
+
+    time: tuple[int, int] | None = None
+    source: int | None = None
+    operator: int | None = None
+    group: int | None = None
+    payload_len: int | None = None
 
 
 def record_time(record: dict) -> tuple[int, int]:

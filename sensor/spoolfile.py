@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Iterator
 
 from . import dnsqr, nmsg
-from .record import record_time
+from .record import Envelope, record_time
 from .spool import Compressor, SpoolError, encode_header, encode_record, read_spool
 
 CBOR_EXT = "cbor.gz"
@@ -263,11 +263,11 @@ class NmsgFormat:
 
 
 # ---------------------------------------------------------------- reading
-def read(path: str) -> Iterator[tuple[dict, dict]]:
+def read(path: str) -> Iterator[tuple[dict, Envelope]]:
     """(record, envelope) for every record of a spool file of either format.
 
-    The envelope has the record's `time` and, from NMSG, the payload's
-    source/operator/group ids. SpoolError names the file and what is wrong
+    The envelope has, from NMSG, the payload's time, source/operator/group
+    ids and size; a CBOR record has none of those. SpoolError names the file and what is wrong
     (not a spool file, damaged at some point); records before the damage
     have been yielded by then.
     """
@@ -284,7 +284,7 @@ def read(path: str) -> Iterator[tuple[dict, dict]]:
         raise SpoolError(f"{path}: not a spool file (neither NMSG nor gzip-compressed CBOR)")
     _, records = read_spool(path)
     for record in records:
-        yield record, {"time": record_time(record)}
+        yield record, Envelope()
 
 
 def records(path: str) -> list[dict]:

@@ -194,7 +194,7 @@ def test_fragmented_containers_are_reassembled():
                     + dnsqr.varint(len(piece)) + piece)
         stream += nmsg.HEADER.pack(nmsg.MAGIC, nmsg.FLAG_FRAGMENT, nmsg.VERSION, len(fragment)) + fragment
     ((record, envelope),) = list(nmsg.records(io.BytesIO(stream)))
-    assert record == SHAPES[0] and envelope["time"] == (T0, 5)
+    assert record == SHAPES[0] and envelope.time == (T0, 5)
 
 
 @pytest.mark.parametrize(
@@ -286,7 +286,7 @@ def test_reference_files_decode_to_what_nmsgtool_printed(path):
         assert {k: record.get(k) for k in expected} == expected
         assert record.get(Field.TIMEOUT, 0) == pytest.approx(line["message"].get("timeout", 0), abs=1e-6)
         if "source" in line:
-            assert f"{envelope['source']:x}" == line["source"]
+            assert f"{envelope.source:x}" == line["source"]
 
 
 @needs_corpus
