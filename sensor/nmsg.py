@@ -14,7 +14,7 @@ never is, so this writer never fragments, but the reader reassembles.
 Facts from nmsg 1.3.3 (nmsg.proto, container.c, output_nmsg.c, zbuf.c):
 containers of NMSG_WBUFSZ_MAX (1 MiB) for files, the "full" rule of
 `nmsg_container_add`, CRCs stored as htonl(crc32c(payload)), no sequence
-numbers in files, zlib at its default level.
+numbers in files, zlib at its default level (here: see COMPRESSION_LEVEL).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Iterator
 
 import google_crc32c
+from isal import isal_zlib
 
 from . import dnsqr
 from .dnsqr import DecodeError, fields, tag, varint
@@ -43,6 +44,13 @@ EXT = "nmsg"
 MAX_CONTAINER = 16 << 20
 MAX_INFLATED = 64 << 20
 MAX_FRAGMENTS = 1024
+
+# Containers are deflated with ISA-L (isal), which writes zlib streams any
+# zlib inflates, at its level 2: on the benchmark capture 0.34 µs and 55.3
+# bytes a packet, against 6.6 µs and 48.5 bytes for zlib's default level
+# that nmsgtool uses (zlib level 4: 2.6 µs, 50.9 bytes; zlib-ng level 4:
+# 1.7 µs, 50.5 bytes). The CPU is the resolver's; the target is 58 bytes.
+COMPRESSION_LEVEL = 2
 
 _ZLIB_LENGTH = struct.Struct(">I")
 _FIXED32 = struct.Struct("<I")
@@ -98,11 +106,11 @@ class Container:
         self.crcs.append(_CRC_TAG + varint(crc))
         self.estimate += n + 2 + (n >= 1 << 7) + (n >= 1 << 14) + (n >= 1 << 21) + 6
 
-    def serialize(self, compress: bool, level: int = zlib.Z_DEFAULT_COMPRESSION) -> bytes:
+    def serialize(self, compress: bool) -> bytes:
         """Header and body, ready to be appended to a file."""
         body = b"".join(self.entries) + b"".join(self.crcs)
         if compress:
-            body = _ZLIB_LENGTH.pack(len(body)) + zlib.compress(body, level)
+            body = _ZLIB_LENGTH.pack(len(body)) + isal_zlib.compress(body, COMPRESSION_LEVEL)
             return HEADER.pack(MAGIC, FLAG_ZLIB, VERSION, len(body)) + body
         return HEADER.pack(MAGIC, 0, VERSION, len(body)) + body
 
