@@ -11,7 +11,7 @@ import sys
 import click
 
 from . import config as configuration
-from . import daemon, logs, render, spooldir, spoolfile
+from . import daemon, logs, spooldir, spoolfile
 from .bpf import Vantage, build_filter
 from .capture import Capture, CaptureError
 from .linklayer import UnsupportedLinkType
@@ -181,6 +181,8 @@ def read(fmt: str, paths: tuple[str, ...]) -> None:
     cannot be read is reported and the others are still read; the exit
     status is then 1.
     """
+    from . import render  # here: dnspython (11 MB) is for reading, not for the capture
+
     show = {"json": render.to_json, "pres": render.to_pres, "text": render.to_text}[fmt]
     failed = False
     for path in _spool_files(paths):
