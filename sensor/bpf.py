@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from .constants import DNS_PORT, DNS_PORTS, TCP_DNS_PORT
+from .wire import DNS_PORT, DNS_PORTS, TCP_DNS_PORT
 
 IPV4_FRAGMENT = "(ip[6:2] & 0x3fff != 0)"
 QR_QUERY = "(udp[10] & 0x80 = 0)"

@@ -13,7 +13,8 @@ segment, checksum field included, sums to 0xFFFF, that is to 0 modulo
 
 from __future__ import annotations
 
-from .constants import IPPROTO_UDP, UdpChecksum
+from .record import UdpChecksum
+from .wire import IPPROTO_UDP
 
 _from_bytes = int.from_bytes
 

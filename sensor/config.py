@@ -19,7 +19,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .bpf import IPNetwork
-from .constants import DEFAULT_CONFIG_PATH, DEFAULT_QUERY_TIMEOUT, DEFAULT_STATE_TABLE_MAX
+from .matcher import DEFAULT_QUERY_TIMEOUT, DEFAULT_STATE_TABLE_MAX
+
+DEFAULT_CONFIG_PATH = "/etc/default/sie-dns-sensor"
 
 
 class ConfigError(ValueError):

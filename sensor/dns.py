@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 
-from .constants import DNS_HEADER_LEN, MAX_NAME_LEN
+from .wire import DNS_HEADER_LEN, MAX_NAME_LEN
 
 _QUESTION_TAIL = struct.Struct("!HH")
 

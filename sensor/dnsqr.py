@@ -1,6 +1,6 @@
 """nmsg's `base:dnsqr` message (protobuf, proto2) for a record, and back.
 
-The field numbers are the record's (`constants.Field`): the spool record
+The field numbers are the record's (`record.Field`): the spool record
 was modelled on this message. Encoding follows what protobuf-c emits for
 nmsg 1.3.3, field by field in number order, so the reference's golden
 file is reproduced byte for byte: required fields (type, addresses, proto,
@@ -21,7 +21,7 @@ import functools
 import struct
 from collections.abc import Callable
 
-from .constants import Field, RecordType
+from .record import PAIR_FIELDS, Field, RecordType
 
 # wire types
 _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
@@ -143,7 +143,7 @@ def encode_general(record: dict) -> bytes:
     return b"".join(parts)
 
 
-_PAIR_SIZE = 18  # fields of a UDP pair with a question and one datagram each way
+_PAIR_SIZE = len(PAIR_FIELDS)  # the common pair (record.PAIR_FIELDS)
 
 
 def encode(record: dict, _V=_SMALL_VARINTS, _nsec=_SFIXED32.pack, _varint=varint) -> bytes:

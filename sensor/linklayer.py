@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .constants import ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN
+from .wire import ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN
 
 # DLT values as libpcap reports them (it maps a file's LINKTYPE_* to these).
 DLT_NULL = 0

@@ -10,9 +10,8 @@ import logging
 import logging.handlers
 import os
 
-from .constants import SYSLOG_TAG
-
 SYSLOG_SOCKET = "/dev/log"
+SYSLOG_TAG = "sie"  # as the C sensor logged
 
 
 def setup(priority: str, foreground: bool) -> None:

@@ -6,7 +6,7 @@ records that datagram completed. Time is only ever packet time (or an
 explicit `tick` from a live capture that has gone quiet), so replaying a
 pcap gives exactly the records that live capture gave.
 
-A record is a dict keyed by `constants.Field` numbers, ready for the spool
+A record is a dict keyed by `record.Field` numbers, ready for the spool
 codec. Everything that is not a record is counted in `counters` by reason;
 no input makes `feed` raise.
 
@@ -32,9 +32,9 @@ from collections import OrderedDict
 from . import fragments
 from .bpf import Vantage
 from .checksum import verify_udp
-from .constants import (
-    DEFAULT_QUERY_TIMEOUT,
-    DEFAULT_STATE_TABLE_MAX,
+from .dns import in_any_zone, parse_question
+from .record import QUERY_SIDE, RESPONSE_SIDE, Field, RecordType, UdpChecksum
+from .wire import (
     DNS_FLAG_QR,
     DNS_FLAG_RD,
     DNS_HEADER_LEN,
@@ -47,11 +47,7 @@ from .constants import (
     IPPROTO_UDP,
     RCODES_WITHOUT_QUESTION,
     TCP_DNS_PORT,
-    Field,
-    RecordType,
-    UdpChecksum,
 )
-from .dns import in_any_zone, parse_question
 
 Record = dict
 
@@ -61,6 +57,10 @@ _IPV6_FRAGMENT = struct.Struct("!BxHI")  # next header, offset+flags, id
 _UDP = struct.Struct("!HHH")  # source port, destination port, length
 _PORTS = struct.Struct("!HH")
 _DNS = struct.Struct("!HHH")  # id, flags, qdcount
+
+# Defaults of DNSQR_STATE_TABLE_MAX and DNSQR_QUERY_TIMEOUT (config.py uses them).
+DEFAULT_STATE_TABLE_MAX = 131072
+DEFAULT_QUERY_TIMEOUT = 60
 
 _IPV6_SKIPPABLE = frozenset((0, 43, 60))  # hop-by-hop, routing, destination options
 _ICMP_ERRORS = {IPPROTO_ICMP: frozenset((3, 4, 5, 11, 12)), IPPROTO_ICMPV6: frozenset((1, 2, 3, 4))}
@@ -116,7 +116,7 @@ class Matcher:
         )
         self.now_sec = 0
         self.now_nsec = 0
-        self.paired = 0  # UDP_QUERY_RESPONSE records made (for the stats line)
+        self.paired = 0  # UDP_QUERY_RESPONSE records kept, after the filters (the stats line's pairs)
         self.apply(settings)
 
     def apply(self, settings: Settings) -> None:
@@ -131,15 +131,6 @@ class Matcher:
         self._plain = (
             settings.capture_qr is None and not self._filtering and not settings.zero_resolver_address
         )
-        # the shipped configuration: pairs filtered on the query's RD bit only
-        self._rd_only = (
-            settings.capture_qr is None
-            and settings.capture_rd is not None
-            and not settings.qnames_include
-            and not settings.qnames_exclude
-            and not settings.zero_resolver_address
-        )
-        self._rd_wanted = DNS_FLAG_RD if settings.capture_rd else 0
 
     # ------------------------------------------------------------ public
     def feed(self, packet: bytes, sec: int, nsec: int) -> list[Record]:
@@ -421,16 +412,11 @@ class Matcher:
         }
         if question is not None:
             record[8], record[9], record[10] = question  # QNAME, QTYPE, QCLASS
-        self.paired += 1
         if self._plain:
             out.append(record)
-        elif self._rd_only:
-            if query[_FLAGS] & DNS_FLAG_RD == self._rd_wanted:
-                out.append(record)
-            else:
-                self._count("filtered")
-        else:
-            self._emit(record, question, query[_FLAGS], out)
+            self.paired += 1
+        elif self._emit(record, question, query[_FLAGS], out):
+            self.paired += 1
 
     # ---------------------------------------- queries sharing a 6-tuple
     # Retransmissions (or one packet seen twice on a mirror port) put two
@@ -476,10 +462,10 @@ class Matcher:
         """A record of one datagram: query-only, response-only or unsolicited."""
         record = self._base(kind, query_ip, response_ip, query_port, response_port, ident, question)
         if kind == RecordType.UDP_QUERY_ONLY:
-            _add_packets(record, Field.QUERY_PACKET, packets)
+            _add_side(record, QUERY_SIDE, packets)
         else:
             record[Field.RCODE] = flags & DNS_RCODE_MASK
-            _add_packets(record, Field.RESPONSE_PACKET, packets)
+            _add_side(record, RESPONSE_SIDE, packets)
             record[Field.UDP_CHECKSUM] = verify_udp(response_ip, query_ip, buf[start:end])
         self._emit(record, question, flags, out)
 
@@ -500,10 +486,10 @@ class Matcher:
         packet = packets[0][0]
         if dport == TCP_DNS_PORT:
             record = self._base(RecordType.TCP, src, dst, sport, dport, None, None)
-            _add_packets(record, None, packets, Field.QUERY_TIME_SEC, Field.QUERY_TIME_NSEC)
+            _add_side(record, QUERY_SIDE, packets, with_packets=False)
         else:
             record = self._base(RecordType.TCP, dst, src, dport, sport, None, None)
-            _add_packets(record, None, packets, Field.RESPONSE_TIME_SEC, Field.RESPONSE_TIME_NSEC)
+            _add_side(record, RESPONSE_SIDE, packets, with_packets=False)
         record[Field.PROTO] = IPPROTO_TCP
         record[Field.TCP] = packet
         self._emit(record, None, 0, out, filterable=False)
@@ -534,7 +520,7 @@ class Matcher:
         else:
             record = self._base(RecordType.ICMP, qdst, qsrc, qdport, qsport, ident, None)
         record[Field.PROTO] = proto
-        _add_packets(record, None, packets, Field.RESPONSE_TIME_SEC, Field.RESPONSE_TIME_NSEC)
+        _add_side(record, RESPONSE_SIDE, packets, with_packets=False)
         record[Field.ICMP] = packets[0][0]
         self._emit(record, None, 0, out, filterable=False)
 
@@ -563,24 +549,21 @@ class Matcher:
         qname = query[_QNAME]
         question = (qname, query[_QTYPE], query[_QCLASS]) if qname is not None else None
         record = self._base(RecordType.UDP_UNANSWERED_QUERY, src, dst, sport, dport, ident, question)
-        if query[_FRAGMENTS] is None:
-            record[Field.QUERY_PACKET] = [query[_PACKET]]
-            record[Field.QUERY_TIME_SEC] = [query[_SEC]]
-            record[Field.QUERY_TIME_NSEC] = [query[_NSEC]]
-        else:
-            _add_packets(record, Field.QUERY_PACKET, query[_FRAGMENTS])
+        _add_side(record, QUERY_SIDE, query[_FRAGMENTS] or ((query[_PACKET], query[_SEC], query[_NSEC]),))
         waited = (self.now_sec - query[_SEC]) + (self.now_nsec - query[_NSEC]) / 1e9
         record[Field.TIMEOUT] = max(waited, 0.0)
         self._emit(record, question, query[_FLAGS], out)
 
-    def _emit(self, record: Record, question, flags: int, out: list, filterable: bool = True) -> None:
-        """Apply the RD and qname filters (UDP only), zero if asked, and keep."""
+    def _emit(self, record: Record, question, flags: int, out: list, filterable: bool = True) -> bool:
+        """Apply the RD and qname filters (UDP only), zero if asked, and keep;
+        the one filter path for every record. False when filtered out."""
         if filterable and self._filtering and self._filtered_out(question, flags):
             self._count("filtered")
-            return
+            return False
         if self.settings.zero_resolver_address:
             _zero_record(record)
         out.append(record)
+        return True
 
     def _filtered_out(self, question, flags: int) -> bool:
         settings = self.settings
@@ -651,12 +634,13 @@ def _columns(packets) -> tuple[list, list, list]:
     return [p[0] for p in packets], [p[1] for p in packets], [p[2] for p in packets]
 
 
-def _add_packets(record: Record, packet_field, packets, sec_field=None, nsec_field=None) -> None:
+def _add_side(record: Record, side: tuple[int, int, int], packets, with_packets: bool = True) -> None:
+    """One side's datagrams and times (`record.QUERY_SIDE`/`RESPONSE_SIDE`);
+    TCP and ICMP records keep the datagram elsewhere and only the times here."""
     packet_list, secs, nsecs = _columns(packets)
-    if packet_field is not None:
+    packet_field, sec_field, nsec_field = side
+    if with_packets:
         record[packet_field] = packet_list
-        sec_field = packet_field + 1
-        nsec_field = packet_field + 2
     record[sec_field] = secs
     record[nsec_field] = nsecs
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from . import config as configuration
-from .constants import DEFAULT_CONFIG_PATH
 
 config_option = click.option(
     "-c",
@@ -13,7 +12,7 @@ config_option = click.option(
     "config_path",
     type=click.Path(dir_okay=False),
     default=None,
-    help=f"configuration file (default {DEFAULT_CONFIG_PATH})",
+    help=f"configuration file (default {configuration.DEFAULT_CONFIG_PATH})",
 )
 
 

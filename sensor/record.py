@@ -1,14 +1,82 @@
-"""What a record is beyond its fields: the time it is filed under.
+"""The record: its types, fields and checksum verdicts, its layout, its time.
 
-A record is a dict keyed by `constants.Field` numbers (nmsg base:dnsqr's
-field numbers), built by the matcher and written by either spool format.
+A record is a dict keyed by `Field` numbers, which are nmsg base:dnsqr's
+protobuf field numbers (so operators' tools keep meaning the same thing,
+and the numbers are on disk in both spool formats). The matcher builds
+records; the spool formats write them; `read` shows them.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
-from .constants import Field
+
+class RecordType(enum.IntEnum):
+    """What kind of transaction a record describes (numbers are on disk)."""
+
+    UDP_INVALID = 0
+    UDP_QUERY_RESPONSE = 1
+    UDP_UNANSWERED_QUERY = 2
+    UDP_UNSOLICITED_RESPONSE = 3
+    TCP = 4
+    ICMP = 5
+    UDP_QUERY_ONLY = 6
+    UDP_RESPONSE_ONLY = 7
+
+
+class UdpChecksum(enum.IntEnum):
+    """Verdict on the response datagram's UDP checksum (numbers are on disk)."""
+
+    ERROR = 0
+    ABSENT = 1
+    INCORRECT = 2
+    CORRECT = 3
+
+
+class Field:
+    """CBOR map keys of a record: nmsg base:dnsqr's protobuf field numbers."""
+
+    TYPE = 1
+    QUERY_IP = 2
+    RESPONSE_IP = 3
+    PROTO = 4
+    QUERY_PORT = 5
+    RESPONSE_PORT = 6
+    ID = 7
+    QNAME = 8
+    QTYPE = 9
+    QCLASS = 10
+    RCODE = 11
+    QUERY_PACKET = 12
+    QUERY_TIME_SEC = 13
+    QUERY_TIME_NSEC = 14
+    RESPONSE_PACKET = 15
+    RESPONSE_TIME_SEC = 16
+    RESPONSE_TIME_NSEC = 17
+    TCP = 18
+    ICMP = 19
+    TIMEOUT = 20
+    UDP_CHECKSUM = 21
+    RESOLVER_ADDRESS_ZEROED = 22
+
+
+# Field number -> the name nmsgtool's JSON output uses for it.
+FIELD_NAMES = {value: name.lower() for name, value in vars(Field).items() if not name.startswith("_")}
+
+# The datagrams of one side of a transaction and their times.
+QUERY_SIDE = (Field.QUERY_PACKET, Field.QUERY_TIME_SEC, Field.QUERY_TIME_NSEC)
+RESPONSE_SIDE = (Field.RESPONSE_PACKET, Field.RESPONSE_TIME_SEC, Field.RESPONSE_TIME_NSEC)
+
+# The common record, a UDP pair with its question and one datagram each
+# way, in field order: the shape the matcher builds in one step and the
+# spool encoders write on their flattened paths.
+PAIR_FIELDS = (
+    Field.TYPE, Field.QUERY_IP, Field.RESPONSE_IP, Field.PROTO, Field.QUERY_PORT, Field.RESPONSE_PORT,
+    Field.ID, Field.QNAME, Field.QTYPE, Field.QCLASS, Field.RCODE, Field.QUERY_PACKET, Field.QUERY_TIME_SEC,
+    Field.QUERY_TIME_NSEC, Field.RESPONSE_PACKET, Field.RESPONSE_TIME_SEC, Field.RESPONSE_TIME_NSEC,
+    Field.UDP_CHECKSUM,
+)
 
 
 @dataclass

@@ -32,11 +32,11 @@ import json
 import socket
 
 from . import dnsqr, dnstext
-from .constants import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Field, RecordType, UdpChecksum
 from .dns import wire_to_text
 from .fragments import Reassembler
-from .record import Envelope, record_time
+from .record import Envelope, Field, RecordType, UdpChecksum, record_time
 from .rrnames import RCODES, RRCLASSES, RRTYPES, rcode_name, rrclass_name, rrtype_name
+from .wire import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
 
 PROTOCOLS = {IPPROTO_UDP: "UDP", IPPROTO_TCP: "TCP", IPPROTO_ICMP: "ICMP"}
 VENDOR_BASE, MSGTYPE_DNSQR = 1, 9

@@ -2,7 +2,7 @@
 
 The first item is a header map (format name, version, host, channel, start
 time); each following item is one record, a map keyed by the field numbers
-in `constants.Field`. gzip because every operator's machine can open it
+in `record.Field`. gzip because every operator's machine can open it
 (`zcat`) and because a stream cut short by a crash still inflates up to
 where it stops, so a reader recovers every record before the cut.
 
@@ -25,17 +25,17 @@ from collections.abc import Iterator
 
 import cbor2
 
-from .constants import (
-    HEADER_CHANNEL,
-    HEADER_FORMAT,
-    HEADER_HOST,
-    HEADER_START,
-    HEADER_VERSION,
-    SPOOL_FORMAT,
-    SPOOL_VERSION,
-    Field,
-    RecordType,
-)
+from .record import PAIR_FIELDS, Field, RecordType
+
+SPOOL_FORMAT = "sie-dnsqr"
+SPOOL_VERSION = 1
+EXT = "cbor.gz"
+# Keys of the header item that opens every spool file.
+HEADER_FORMAT = "format"
+HEADER_VERSION = "version"
+HEADER_HOST = "host"
+HEADER_CHANNEL = "channel"
+HEADER_START = "start"
 
 GZIP_WBITS = 31  # zlib's value for a gzip wrapper
 COMPRESSION_LEVEL = 4
@@ -58,17 +58,7 @@ def encode_header(host: str, channel: str, start_sec: int, start_usec: int) -> b
     )
 
 
-# The 18 fields of a UDP_QUERY_RESPONSE record with one datagram each way,
-# the shape of nearly every record a resolver produces.
-_PAIR_FIELDS = frozenset(
-    (
-        Field.TYPE, Field.QUERY_IP, Field.RESPONSE_IP, Field.PROTO, Field.QUERY_PORT,
-        Field.RESPONSE_PORT, Field.ID, Field.QNAME, Field.QTYPE, Field.QCLASS, Field.RCODE,
-        Field.QUERY_PACKET, Field.QUERY_TIME_SEC, Field.QUERY_TIME_NSEC, Field.RESPONSE_PACKET,
-        Field.RESPONSE_TIME_SEC, Field.RESPONSE_TIME_NSEC, Field.UDP_CHECKSUM,
-    )
-)
-_PAIR_SIZE = len(_PAIR_FIELDS)
+_PAIR_SIZE = len(PAIR_FIELDS)
 _MAP_18 = 0xA0 + _PAIR_SIZE
 _BYTES_4 = 0x44
 _BYTES_16 = 0x50

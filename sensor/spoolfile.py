@@ -24,11 +24,10 @@ import threading
 import zlib
 from collections.abc import Iterator
 
-from . import dnsqr, nmsg
+from . import dnsqr, nmsg, spool
 from .record import Envelope, record_time
 from .spool import Compressor, SpoolError, encode_header, encode_record, read_spool
 
-CBOR_EXT = "cbor.gz"
 GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -148,7 +147,7 @@ class CborStream:
 
 
 class CborFormat:
-    ext = CBOR_EXT
+    ext = spool.EXT
 
     def open(self, sink, host: str, channel: str, sec: int, usec: int) -> CborStream:
         return CborStream(sink, host, channel, sec, usec)

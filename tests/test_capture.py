@@ -8,9 +8,9 @@ import pytest
 
 from sensor.bpf import build_filter, parse_networks
 from sensor.capture import Capture
-from sensor.constants import Field, RecordType
 from sensor.linklayer import UnsupportedLinkType
 from sensor.matcher import Matcher
+from sensor.record import Field, RecordType
 from tests import packets as P
 
 T0 = 1_700_000_000.25

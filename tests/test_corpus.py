@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from sensor import render
 from sensor.capture import Capture
 from sensor.cli import main
-from sensor.constants import Field, RecordType, UdpChecksum
 from sensor.matcher import Matcher
+from sensor.record import Field, RecordType, UdpChecksum
 
 CORPUS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpus")
 pytestmark = pytest.mark.skipif(not os.path.isdir(CORPUS), reason="../shared/corpus is not here")

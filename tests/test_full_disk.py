@@ -12,7 +12,7 @@ import pytest
 
 from sensor import spoolfile
 from sensor import writer as writer_module
-from sensor.constants import Field, RecordType, UdpChecksum
+from sensor.record import Field, RecordType, UdpChecksum
 from sensor.writer import SpoolWriter
 from tests import packets as P
 

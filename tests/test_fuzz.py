@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from sensor import config as configuration
 from sensor.bpf import Vantage, parse_networks
-from sensor.constants import Field
 from sensor.matcher import Matcher, Settings
+from sensor.record import Field
 from sensor.spool import encode_record
 from tests import packets as P
 

@@ -22,8 +22,8 @@ from collections import Counter
 import pytest
 
 from sensor import spoolfile
-from sensor.constants import Field, RecordType
 from sensor.dns import wire_to_text
+from sensor.record import Field, RecordType
 from tests import lab as lab_module
 from tests import netns
 

@@ -9,9 +9,9 @@ import dpkt
 import pytest
 
 from sensor.bpf import Vantage, parse_networks
-from sensor.constants import Field, RecordType, UdpChecksum
 from sensor.dns import text_to_wire
 from sensor.matcher import Matcher, Settings
+from sensor.record import Field, RecordType, UdpChecksum
 from tests import packets as P
 
 T0 = 1_700_000_000

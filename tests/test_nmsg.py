@@ -24,8 +24,8 @@ from sensor import dnsqr, nmsg, spoolfile
 from sensor.bpf import Vantage, build_filter, parse_networks
 from sensor.capture import Capture
 from sensor.cli import main
-from sensor.constants import Field, RecordType
 from sensor.matcher import Matcher, Settings
+from sensor.record import Field, RecordType
 from sensor.spool import SpoolError
 from sensor.spoolfile import NmsgFormat
 from tests import packets as P

@@ -22,8 +22,8 @@ import struct
 import pytest
 
 from sensor import dnstext, render
-from sensor.constants import FIELD_NAMES, Field, RecordType, UdpChecksum
 from sensor.dns import text_to_wire, wire_to_text
+from sensor.record import FIELD_NAMES, Field, RecordType, UdpChecksum
 from sensor.rrnames import RCODES, RRCLASSES, RRTYPES, rcode_name, rrclass_name, rrtype_name
 
 CORPUS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpus")

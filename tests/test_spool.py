@@ -8,8 +8,8 @@ import os
 import cbor2
 import pytest
 
-from sensor.constants import Field, RecordType, UdpChecksum
 from sensor.matcher import Matcher
+from sensor.record import Field, RecordType, UdpChecksum
 from sensor.spool import Compressor, SpoolError, encode_header, encode_record, read_spool
 from sensor.writer import SpoolBusy, SpoolWriter
 from tests import packets as P
