@@ -72,6 +72,7 @@ def test_collector_down_keeps_every_file_and_a_later_round_sends_them(rsync_coll
     result = run_tool("upload", "-c", config, "--once")  # nothing listens yet
     assert result.returncode == 1
     assert "rsync to 127.0.0.1" in result.stderr and "SSH connection failed" in result.stderr
+    assert "Connection refused" in result.stderr  # ssh's own words
     assert pending(str(spool / "waiting" / CHANNEL)) == paths
     server.start()
     result = run_tool("upload", "-c", config, "--once")

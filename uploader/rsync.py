@@ -143,9 +143,17 @@ def _host(host: str) -> str:
 
 
 def _failure(result: subprocess.CompletedProcess, host: str, port: int, known_hosts: str) -> UploadError:
-    """rsync's exit status and ssh's own words, as one error."""
-    said = " / ".join(line.strip() for line in result.stderr.strip().splitlines()[-3:] if line.strip())
+    """rsync's exit status and ssh's own words, as one error.
+
+    When ssh could not connect, rsync exits with a protocol error (12):
+    ssh's line ("ssh: connect to host ...") is the reason then.
+    """
+    lines = [line.strip() for line in result.stderr.strip().splitlines() if line.strip()]
+    ssh_said = [line for line in lines if line.startswith("ssh:") or "Permission denied" in line]
+    said = " / ".join(ssh_said[-2:] or lines[-3:])
     reason = EXIT_REASONS.get(result.returncode, f"exit status {result.returncode}")
+    if ssh_said:
+        reason = EXIT_REASONS[255]
     text = f"rsync to {host} port {port} failed: {reason}" + (f" ({said})" if said else "")
     if "Host key verification failed" in result.stderr or "REMOTE HOST IDENTIFICATION HAS CHANGED" in result.stderr:
         return HostKeyError(f"host key of [{host}]:{port} is unknown or has changed (checked against "
