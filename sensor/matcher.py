@@ -131,6 +131,10 @@ class Matcher:
         self._plain = (
             settings.capture_qr is None and not self._filtering and not settings.zero_resolver_address
         )
+        self._rd_wanted = None if settings.capture_rd is None else DNS_FLAG_RD if settings.capture_rd else 0
+        self._include = settings.qnames_include
+        self._exclude = settings.qnames_exclude
+        self._zero = settings.zero_resolver_address
 
     # ------------------------------------------------------------ public
     def feed(self, packet: bytes, sec: int, nsec: int) -> list[Record]:
@@ -555,26 +559,25 @@ class Matcher:
         self._emit(record, question, query[_FLAGS], out)
 
     def _emit(self, record: Record, question, flags: int, out: list, filterable: bool = True) -> bool:
-        """Apply the RD and qname filters (UDP only), zero if asked, and keep;
-        the one filter path for every record. False when filtered out."""
-        if filterable and self._filtering and self._filtered_out(question, flags):
-            self._count("filtered")
-            return False
-        if self.settings.zero_resolver_address:
+        """The one filter path for every record: RD bit and qname include/
+        exclude (UDP only), then zeroing if asked; False when filtered out.
+        One call, settings precomputed by `apply`: every pair of the shipped
+        configuration (DNSQR_CAPTURE_RD="0") comes through here."""
+        if filterable and self._filtering:
+            if self._rd_wanted is not None and flags & DNS_FLAG_RD != self._rd_wanted:
+                self._count("filtered")
+                return False
+            if question is not None and (self._include or self._exclude):
+                qname = question[0].lower()
+                if (self._include and not in_any_zone(qname, self._include)) or (
+                    self._exclude and in_any_zone(qname, self._exclude)
+                ):
+                    self._count("filtered")
+                    return False
+        if self._zero:
             _zero_record(record)
         out.append(record)
         return True
-
-    def _filtered_out(self, question, flags: int) -> bool:
-        settings = self.settings
-        if settings.capture_rd is not None and bool(flags & DNS_FLAG_RD) != bool(settings.capture_rd):
-            return True
-        if question is None:
-            return False
-        qname = question[0].lower()
-        if settings.qnames_include and not in_any_zone(qname, settings.qnames_include):
-            return True
-        return bool(settings.qnames_exclude) and in_any_zone(qname, settings.qnames_exclude)
 
     def _expire(self, out: list) -> None:
         """Emit queries older than the timeout, judged by packet time."""
