@@ -124,7 +124,7 @@ class SpoolWriter:
         if self._file is not None:
             with contextlib.suppress(OSError):
                 self._file.close()
-            path = os.path.join(self.dirs["new"], self._name)
+            path = os.path.join(self.dirs[spooldir.NEW], self._name)
             try:
                 if os.path.getsize(path) == 0:
                     os.unlink(path)  # nothing reached the disk: nothing to keep
@@ -146,13 +146,13 @@ class SpoolWriter:
         broken, self._broken = self._broken, []
         for name in broken:
             try:
-                count = self._rewrite(os.path.join(self.dirs["new"], name))
+                count = self._rewrite(os.path.join(self.dirs[spooldir.NEW], name))
                 self._hand_on(name)
                 log.warning("spool file %s finished after the write failure: %d records", name, count)
             except SpoolError as exc:
                 log.warning("spool file %s lost after the write failure (%s)", name, exc)
                 with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(self.dirs["new"], name))
+                    os.unlink(os.path.join(self.dirs[spooldir.NEW], name))
             except OSError as exc:
                 self._broken.append(name)
                 self._fail(exc, 0)
@@ -170,7 +170,7 @@ class SpoolWriter:
 
     def _retry_broken(self) -> None:
         """No traffic, but files wait to be finished: try the disk again."""
-        probe = os.path.join(self.dirs["new"], ".probe")
+        probe = os.path.join(self.dirs[spooldir.NEW], ".probe")
         try:
             with open(probe, "wb") as handle:
                 handle.write(b"\0" * 65536)
@@ -208,7 +208,7 @@ class SpoolWriter:
                 break
             usec += 1
         self._name = name
-        self._file = open(os.path.join(self.dirs["new"], name), "xb")  # noqa: SIM115
+        self._file = open(os.path.join(self.dirs[spooldir.NEW], name), "xb")  # noqa: SIM115
         self._compressor = self.format.open(self._file, self.host, self.channel, sec, usec)
         self.deadline = self.boundary_after(sec)
         self._last_sync = time.monotonic()
@@ -240,17 +240,17 @@ class SpoolWriter:
             self._writable_again()
 
     def _hand_on(self, name: str) -> None:
-        source = os.path.join(self.dirs["new"], name)
+        source = os.path.join(self.dirs[spooldir.NEW], name)
         if self.archive:
             with contextlib.suppress(FileExistsError):  # a retry after a failure
-                os.link(source, os.path.join(self.dirs["archive"], name))
-            _fsync_dir(self.dirs["archive"])
+                os.link(source, os.path.join(self.dirs[spooldir.ARCHIVE], name))
+            _fsync_dir(self.dirs[spooldir.ARCHIVE])
         if self.upload:
-            os.rename(source, os.path.join(self.dirs["waiting"], name))
-            _fsync_dir(self.dirs["waiting"])
+            os.rename(source, os.path.join(self.dirs[spooldir.WAITING], name))
+            _fsync_dir(self.dirs[spooldir.WAITING])
         else:
             os.unlink(source)
-        _fsync_dir(self.dirs["new"])
+        _fsync_dir(self.dirs[spooldir.NEW])
         self.files_done += 1
         log.debug("spool file %s finished", name)
 
@@ -264,8 +264,8 @@ class SpoolWriter:
     def recover(self) -> list[str]:
         """Finish files a crash left in new/, keeping every complete record."""
         recovered = []
-        for name in sorted(os.listdir(self.dirs["new"])):
-            path = os.path.join(self.dirs["new"], name)
+        for name in sorted(os.listdir(self.dirs[spooldir.NEW])):
+            path = os.path.join(self.dirs[spooldir.NEW], name)
             if name.endswith(RECOVERING) and os.path.isfile(path):
                 os.unlink(path)  # a recovery that was itself cut short; redone below
                 continue

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from sensor import spooldir
 from tests import sshd as sshd_helper
 from uploader import keys
 
@@ -41,11 +42,11 @@ def write_config(path, spool, **settings) -> str:
 
 
 def spool_files(spool, sizes: list[int], start: int = 1_790_000_000) -> list[str]:
-    waiting = os.path.join(spool, "waiting", CHANNEL)
+    waiting = spooldir.folder(str(spool), spooldir.WAITING, CHANNEL)
     os.makedirs(waiting, exist_ok=True)
     paths = []
     for i, size in enumerate(sizes):
-        path = os.path.join(waiting, f"sensor1.{start + 60 * i}.000000.cbor.gz")
+        path = os.path.join(waiting, spooldir.file_name("sensor1", start + 60 * i, 0, "nmsg"))
         with open(path, "wb") as handle:
             handle.write(os.urandom(size))
         paths.append(path)

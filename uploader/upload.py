@@ -12,15 +12,14 @@ long outage cannot fill the disk.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Iterator
 
 import paramiko
 
+from sensor import spooldir
 from sensor.config import Config
 
 from . import discovery
@@ -36,22 +35,18 @@ POLL_SECONDS = 2.0
 BACKOFF_FIRST = 2.0
 BACKOFF_MAX = 300.0
 
-_TIME_IN_NAME = re.compile(r"\.(\d+)\.(\d{6})\.[^/]*$")
-
-
-class UploaderBusy(RuntimeError):
-    """Another uploader already serves this channel."""
+UploaderBusy = spooldir.Busy  # another uploader already serves this channel
 
 
 def waiting_dir(config: Config) -> str:
-    return os.path.join(config.spooldir, "waiting", config.channel)
+    return spooldir.folder(config.spooldir, spooldir.WAITING, config.channel)
 
 
 def _order(name: str, path: str) -> tuple:
     """Spool names carry their start time; anything else sorts by mtime."""
-    match = _TIME_IN_NAME.search(name)
-    if match:
-        return (int(match.group(1)), int(match.group(2)), name)
+    when = spooldir.name_time(name)
+    if when is not None:
+        return (*when, name)
     try:
         mtime = os.stat(path).st_mtime
     except FileNotFoundError:
@@ -97,18 +92,9 @@ def trim(directory: str, max_kbytes: int) -> list[str]:
 
 @contextlib.contextmanager
 def channel_lock(config: Config) -> Iterator[None]:
-    """Hold the channel's upload lock, or raise UploaderBusy."""
-    locks = os.path.join(config.spooldir, "locks")
-    os.makedirs(locks, exist_ok=True)
-    path = os.path.join(locks, f"upload-{config.channel}.lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    """Hold the channel's upload lock (spooldir's), or raise UploaderBusy."""
+    fd = spooldir.lock(config.spooldir, "upload", config.channel)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UploaderBusy(f"another uploader holds {path}") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         yield
     finally:
         os.close(fd)
