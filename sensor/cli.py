@@ -69,9 +69,11 @@ def run(
         if claimed:
             claimed.claim()
         if not pcap_path:
-            # the service's cap; a replay is a tool run (often in-process in tests)
+            # The service's cap and identity; a replay is a tool run, run as
+            # whoever runs it (often in-process in tests: a setuid there
+            # would change the test process itself).
             daemon.limit_memory(cfg.memory_ulimit_kbytes)
-        daemon.drop_privileges(user)  # before the first packet is read
+            daemon.drop_privileges(user)  # before the first packet is read
         writer = SpoolWriter(
             cfg.spooldir, cfg.channel, socket.gethostname(), cfg.interval, cfg.archive, cfg.upload,
             spool_format(cfg),

@@ -24,11 +24,10 @@ import zlib
 from collections.abc import Iterator
 
 import google_crc32c
-from zlib_ng import zlib_ng
 
 from . import dnsqr
 from .dnsqr import DecodeError, fields, tag, varint
-from .record import Envelope
+from .record import Envelope, check
 
 MAGIC = b"NMSG"
 VERSION = 2
@@ -45,13 +44,14 @@ MAX_CONTAINER = 16 << 20
 MAX_INFLATED = 64 << 20
 MAX_FRAGMENTS = 1024
 
-# Containers are deflated with zlib-ng, which writes zlib streams any zlib
-# inflates, at level 3: on the million-packet benchmark's containers 1.43
-# CPU-s per million packets and 55.1 bytes a packet, against 6.99 CPU-s and
-# 52.2 bytes for zlib's default level that nmsgtool uses (zlib level 4:
-# 2.71 / 54.6; zlib-ng 4: 1.84 / 54.2; ISA-L level 2: 0.40 / 59.2, over the
-# 58-byte target). The CPU is the resolver's.
-COMPRESSION_LEVEL = 3
+# Containers are deflated with zlib at level 4 (the CBOR format's level),
+# not its default 6 that nmsgtool uses: on the million-packet benchmark's
+# containers 2.71 CPU-s per million packets for 54.6 bytes a packet,
+# against 6.99 and 52.2 at level 6. zlib-ng (1.43 / 55.1 at its level 3)
+# was cheaper, but Debian has no zlib-ng to link against and bundling it
+# is a lintian error (embedded-library); ISA-L (0.40 / 59.2) misses the
+# 58-byte target. Any zlib inflates either way.
+COMPRESSION_LEVEL = 4
 
 _ZLIB_LENGTH = struct.Struct(">I")
 _FIXED32 = struct.Struct("<I")
@@ -111,7 +111,7 @@ class Container:
         """Header and body, ready to be appended to a file."""
         body = b"".join(self.entries) + b"".join(self.crcs)
         if compress:
-            body = _ZLIB_LENGTH.pack(len(body)) + zlib_ng.compress(body, COMPRESSION_LEVEL)
+            body = _ZLIB_LENGTH.pack(len(body)) + zlib.compress(body, COMPRESSION_LEVEL)
             return HEADER.pack(MAGIC, FLAG_ZLIB, VERSION, len(body)) + body
         return HEADER.pack(MAGIC, 0, VERSION, len(body)) + body
 
@@ -136,19 +136,23 @@ def is_nmsg(first_bytes: bytes) -> bool:
     return first_bytes[:4] == MAGIC
 
 
-def containers(stream) -> Iterator[tuple[int, bytes, int]]:
-    """(flags, body, end offset) of each whole container; stops at a cut.
+def containers(stream, allow_cut: bool = True) -> Iterator[tuple[int, bytes, int]]:
+    """(flags, body, end offset) of each whole container.
 
-    A header that is not NMSG raises NmsgError; a final container cut
-    short (a crash while writing) ends the iteration quietly, so a reader
-    keeps everything before it; `end offset` tells how far the file is
-    whole.
+    A header that is not NMSG raises NmsgError. A final container cut short
+    (a crash while writing) ends the iteration quietly when `allow_cut`,
+    so recovery keeps everything before it (`end offset` tells how far the
+    file is whole); otherwise it raises NmsgError too.
     """
     offset = 0
     while True:
         head = stream.read(HEADER.size)
+        if not head:
+            return
         if len(head) < HEADER.size:
-            return  # end of file, or a header cut short
+            if allow_cut:
+                return
+            raise NmsgError(f"cut short at byte {offset}, inside a container header")
         magic, flags, version, length = HEADER.unpack(head)
         if magic != MAGIC:
             raise NmsgError(f"no NMSG container at byte {offset}")
@@ -158,7 +162,9 @@ def containers(stream) -> Iterator[tuple[int, bytes, int]]:
             raise NmsgError(f"container at byte {offset} declares {length} bytes (limit {MAX_CONTAINER})")
         body = stream.read(length)
         if len(body) < length:
-            return  # cut short
+            if allow_cut:
+                return
+            raise NmsgError(f"cut short at byte {offset}: a container of {length} bytes has {len(body)}")
         offset += HEADER.size + length
         yield flags, body, offset
 
@@ -203,10 +209,10 @@ class Defragmenter:
         return b"".join(pieces[i] for i in range(last + 1))
 
 
-def payloads(stream) -> Iterator[Payload]:
+def payloads(stream, allow_cut: bool = False) -> Iterator[Payload]:
     """Every payload in an NMSG stream, in order; NmsgError on damage."""
     defragmenter = Defragmenter()
-    for flags, body, _ in containers(stream):
+    for flags, body, _ in containers(stream, allow_cut):
         if flags & FLAG_FRAGMENT:
             body = defragmenter.add(body)
             if body is None:
@@ -243,22 +249,50 @@ def _payload(data: bytes) -> Payload:
     return payload
 
 
-def records(stream) -> Iterator[tuple[dict, Envelope]]:
-    """(record, envelope) for every base:dnsqr payload; others are skipped."""
-    for payload in payloads(stream):
+def records(stream, allow_cut: bool = False) -> Iterator[tuple[dict, Envelope]]:
+    """(record, envelope) for every base:dnsqr payload; others are skipped.
+
+    Each record is checked (`record.check`); NmsgError says which payload
+    is the first bad one."""
+    number = 0
+    for payload in payloads(stream, allow_cut):
         if payload.vid != VENDOR_BASE or payload.msgtype != MSGTYPE_DNSQR:
             continue
+        number += 1
         try:
-            record = dnsqr.decode(payload.data)
-        except DecodeError as exc:
-            raise NmsgError(f"undecodable dnsqr payload ({exc})") from None
+            record = check(dnsqr.decode(payload.data))
+        except ValueError as exc:  # DecodeError included
+            raise NmsgError(f"record {number}: undecodable dnsqr payload ({exc})") from None
         yield record, payload.envelope()
+
+
+def usable_length(path: str) -> int:
+    """How many bytes at the start of the file are whole containers whose
+    every payload decodes: what recovery keeps of a crashed or damaged file."""
+    usable = 0
+    defragmenter = Defragmenter()
+    with open(path, "rb") as stream:
+        try:
+            for flags, body, end in containers(stream, allow_cut=True):
+                if flags & FLAG_FRAGMENT:
+                    body = defragmenter.add(body)
+                    if body is None:
+                        continue
+                if flags & FLAG_ZLIB:
+                    body = inflate(body)
+                for field, _, value in fields(body):
+                    if field == 1:
+                        check(dnsqr.decode(_payload(value).data))
+                usable = end
+        except ValueError:  # NmsgError, DecodeError: the damage starts in this container
+            pass
+    return usable
 
 
 def whole_length(path: str) -> int:
     """How many bytes at the start of the file are whole containers."""
     whole = 0
     with open(path, "rb") as stream:
-        for _, _, end in containers(stream):
+        for _, _, end in containers(stream, allow_cut=True):
             whole = end
     return whole

@@ -79,6 +79,50 @@ PAIR_FIELDS = (
 )
 
 
+_INT, _BYTES, _NUMBER, _INTS, _BYTES_LIST = "int", "bytes", "number", "ints", "bytes list"
+_KINDS = {
+    Field.TYPE: _INT, Field.QUERY_IP: _BYTES, Field.RESPONSE_IP: _BYTES, Field.PROTO: _INT,
+    Field.QUERY_PORT: _INT, Field.RESPONSE_PORT: _INT, Field.ID: _INT, Field.QNAME: _BYTES,
+    Field.QTYPE: _INT, Field.QCLASS: _INT, Field.RCODE: _INT, Field.QUERY_PACKET: _BYTES_LIST,
+    Field.QUERY_TIME_SEC: _INTS, Field.QUERY_TIME_NSEC: _INTS, Field.RESPONSE_PACKET: _BYTES_LIST,
+    Field.RESPONSE_TIME_SEC: _INTS, Field.RESPONSE_TIME_NSEC: _INTS, Field.TCP: _BYTES, Field.ICMP: _BYTES,
+    Field.TIMEOUT: _NUMBER, Field.UDP_CHECKSUM: _INT, Field.RESOLVER_ADDRESS_ZEROED: _INT,
+}
+_FITS = {
+    _INT: lambda v: isinstance(v, int),
+    _BYTES: lambda v: isinstance(v, bytes),
+    _NUMBER: lambda v: isinstance(v, (int, float)),
+    _INTS: lambda v: isinstance(v, list) and all(isinstance(x, int) for x in v),
+    _BYTES_LIST: lambda v: isinstance(v, list) and all(isinstance(x, bytes) for x in v),
+}
+
+
+def check(item) -> dict:
+    """The item if it is a well-formed record, else ValueError saying why.
+
+    Every reader (both spool formats, `read`, recovery) passes records
+    through here, so a damaged or hostile file is refused at the first bad
+    record instead of surfacing later as a KeyError or TypeError.
+    """
+    if not isinstance(item, dict):
+        raise ValueError(f"a record is a {type(item).__name__}, not a map")
+    for key, value in item.items():
+        kind = _KINDS.get(key)
+        if kind is None:
+            raise ValueError(f"unknown field {key!r}")
+        if not _FITS[kind](value):
+            raise ValueError(f"field {key} is not {kind}")
+    for field in (Field.TYPE, Field.QUERY_IP, Field.RESPONSE_IP):
+        if field not in item:
+            raise ValueError(f"required field {field} is missing")
+    for packets, secs, nsecs in (QUERY_SIDE, RESPONSE_SIDE):
+        if len(item.get(secs, ())) != len(item.get(nsecs, ())) or (
+            packets in item and len(item[packets]) != len(item.get(secs, ()))
+        ):
+            raise ValueError("packets and their times do not line up")
+    return item
+
+
 @dataclass
 class Envelope:
     """What an NMSG payload carries around the message (None: not known).

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 import cbor2
 
-from .record import PAIR_FIELDS, Field, RecordType
+from .record import PAIR_FIELDS, Field, RecordType, check
 
 SPOOL_FORMAT = "sie-dnsqr"
 SPOOL_VERSION = 1
@@ -39,7 +39,9 @@ HEADER_START = "start"
 
 GZIP_WBITS = 31  # zlib's value for a gzip wrapper
 COMPRESSION_LEVEL = 4
-READ_CHUNK = 1 << 20
+READ_CHUNK = 1 << 16
+INFLATE_STEP = 1 << 18  # inflate at most this much per step (bombs)
+MAX_ITEM = 16 << 20  # no record is larger: 64 fragments of 64 KiB each way
 
 
 class SpoolError(ValueError):
@@ -144,61 +146,67 @@ def _plain(value):
     return int(value)
 
 
-def read_items(stream: io.BufferedIOBase) -> Iterator[object]:
-    """Every complete CBOR item in a gzip stream, stopping quietly at a cut.
+def read_items(stream: io.BufferedIOBase, allow_cut: bool = False) -> Iterator[object]:
+    """Every CBOR item of a gzip stream, one at a time, within bounds.
 
-    A file cut short (crash, power loss) yields everything up to its last
-    complete item; corruption in the middle raises SpoolError.
+    Inflating proceeds a step at a time and no item may grow past
+    MAX_ITEM, so a bomb or a lying length costs bounded memory and time;
+    the caller checks each item as it comes and can stop at the first bad
+    one. A stream that ends before the gzip trailer raises SpoolError
+    ("cut short") unless `allow_cut` (recovery of a crashed file), data
+    after the trailer or a bad checksum always does.
     """
     inflater = zlib.decompressobj(GZIP_WBITS)
     pending = b""
+    count = 0
     while True:
-        chunk = stream.read(READ_CHUNK)
-        try:
-            data = inflater.decompress(chunk) if chunk else inflater.flush()
-        except zlib.error as exc:
-            if not chunk or _only_cut(exc):
-                data = b""
-            else:
-                raise SpoolError(f"compressed data is damaged ({exc})") from None
-        pending += data
-        pending, items = _complete_items(pending)
-        yield from items
-        if not chunk or inflater.eof:
-            return
-
-
-def _only_cut(exc: zlib.error) -> bool:
-    return "incomplete" in str(exc) or "truncated" in str(exc)
-
-
-def _complete_items(buffer: bytes) -> tuple[bytes, list[object]]:
-    """Decode whole items from the front of buffer; return the remainder."""
-    items = []
-    view = io.BytesIO(buffer)
-    decoder = cbor2.CBORDecoder(view)
-    consumed = 0
-    while consumed < len(buffer):
-        try:
-            items.append(decoder.decode())
-        except (cbor2.CBORDecodeEOF, EOFError):
+        chunk = inflater.unconsumed_tail or stream.read(READ_CHUNK)
+        if not chunk:
             break
-        except cbor2.CBORDecodeError as exc:
-            raise SpoolError(f"undecodable record at byte {consumed} ({exc})") from None
-        consumed = view.tell()
-    return buffer[consumed:], items
+        try:
+            data = inflater.decompress(chunk, INFLATE_STEP)
+        except zlib.error as exc:
+            raise SpoolError(f"damaged after item {count}: compressed data ({exc})") from None
+        pending += data
+        if len(pending) > MAX_ITEM:
+            raise SpoolError(f"damaged after item {count}: an item of more than {MAX_ITEM} bytes")
+        decoder = cbor2.CBORDecoder(io.BytesIO(pending))
+        consumed = 0
+        while consumed < len(pending):
+            try:
+                item = decoder.decode()
+            except (cbor2.CBORDecodeEOF, EOFError):
+                break
+            except cbor2.CBORDecodeError as exc:
+                raise SpoolError(f"damaged at item {count + 1}: {exc}") from None
+            consumed = decoder.fp.tell()
+            count += 1
+            yield item
+        pending = pending[consumed:]
+        if inflater.eof:
+            if inflater.unused_data or stream.read(1):
+                raise SpoolError(f"damaged after item {count}: data after the end of the compressed stream")
+            if pending:
+                raise SpoolError(f"damaged after item {count}: the stream ends inside an item")
+            return
+    if not allow_cut:
+        raise SpoolError(f"cut short after item {count}")
 
 
-def read_spool(path: str) -> tuple[dict, Iterator[dict]]:
-    """The header and an iterator over the records of one spool file."""
+def read_spool(path: str, allow_cut: bool = False) -> tuple[dict, Iterator[dict]]:
+    """The header and an iterator over the records of one spool file.
+
+    Each record is checked (`record.check`) as it is read; the first bad
+    one raises SpoolError naming the file and its position.
+    """
     stream = open(path, "rb")  # noqa: SIM115 - closed by the generator below
-    items = read_items(stream)
+    items = read_items(stream, allow_cut)
     try:
         header = next(items)
     except StopIteration:
         stream.close()
         raise SpoolError(f"{path}: no header (empty or not a spool file)") from None
-    except (SpoolError, zlib.error) as exc:
+    except SpoolError as exc:
         stream.close()
         raise SpoolError(f"{path}: {exc}") from None
     if not isinstance(header, dict) or header.get(HEADER_FORMAT) != SPOOL_FORMAT:
@@ -206,11 +214,15 @@ def read_spool(path: str) -> tuple[dict, Iterator[dict]]:
         raise SpoolError(f"{path}: not a {SPOOL_FORMAT} spool file")
 
     def records() -> Iterator[dict]:
+        number = 0
         with stream:
-            for item in items:
-                if not isinstance(item, dict):
-                    raise SpoolError(f"{path}: a record is not a map")
-                yield item
+            try:
+                for item in items:
+                    number += 1
+                    yield check(item)
+            except ValueError as exc:  # SpoolError included
+                raise SpoolError(f"{path}: record {number}: {exc}" if not isinstance(exc, SpoolError)
+                                 else f"{path}: {exc}") from None
 
     return header, records()
 

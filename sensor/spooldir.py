@@ -7,6 +7,7 @@ scripts (which create `FOLDERS` under the spool root):
     <spooldir>/waiting/<channel>/   finished files, for the uploader
     <spooldir>/archive/<channel>/   hard links of finished files (archive="yes")
     <spooldir>/locks/               sensor-<channel>.lock, upload-<channel>.lock
+    <spooldir>/damaged/<channel>/   what a crash left that could not be read
 
 A spool file is named `<host>.<epoch seconds>.<microseconds>.<ext>` after
 its first record, so names sort by time.
@@ -22,6 +23,7 @@ NEW = "new"
 WAITING = "waiting"
 ARCHIVE = "archive"
 LOCKS = "locks"
+DAMAGED = "damaged"  # spool files recovery could not use, set aside (made when needed)
 FOLDERS = (NEW, WAITING, ARCHIVE, LOCKS)
 
 _TIME_IN_NAME = re.compile(r"\.(\d+)\.(\d{6})\.[A-Za-z0-9.]+$")

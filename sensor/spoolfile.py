@@ -154,7 +154,7 @@ class CborFormat:
 
     def recover(self, path: str, host: str, channel: str) -> int:
         """Re-encode a cut-short file as a complete one, in place (atomically)."""
-        header, records = read_spool(path)
+        header, records = read_spool(path, allow_cut=True)
         temporary = path + RECOVERING
         count = 0
         with open(temporary, "wb") as out:
@@ -247,45 +247,46 @@ class NmsgFormat:
         return NmsgStream(sink, self.compress, self.trailer)
 
     def recover(self, path: str, host: str, channel: str) -> int:
-        """Cut the file after its last whole container; count its records."""
+        """Cut the file after its last usable container; count its records."""
         try:
-            whole = nmsg.whole_length(path)
+            whole = nmsg.usable_length(path)
         except nmsg.NmsgError as exc:
             raise SpoolError(f"{path}: {exc}") from None
         if whole == 0:
-            raise SpoolError(f"{path}: not one whole NMSG container")
+            raise SpoolError(f"{path}: not one usable NMSG container")
         with open(path, "r+b") as handle:
             handle.truncate(whole)
             handle.flush()
             os.fsync(handle.fileno())
-        return sum(1 for _ in read(path))
+        return sum(1 for _ in read(path, allow_cut=True))
 
 
 # ---------------------------------------------------------------- reading
-def read(path: str) -> Iterator[tuple[dict, Envelope]]:
+def read(path: str, allow_cut: bool = False) -> Iterator[tuple[dict, Envelope]]:
     """(record, envelope) for every record of a spool file of either format.
 
     The envelope has, from NMSG, the payload's time, source/operator/group
     ids and size; a CBOR record has none of those. SpoolError names the file and what is wrong
-    (not a spool file, damaged at some point); records before the damage
-    have been yielded by then.
+    (not a spool file, damaged at some point, cut short unless `allow_cut`);
+    records before the damage have been yielded by then. Every declared
+    length is bounded, so a hostile file costs bounded memory and time.
     """
     with open(path, "rb") as stream:
         first = stream.read(4)
         stream.seek(0)
         if nmsg.is_nmsg(first):
             try:
-                yield from nmsg.records(stream)
+                yield from nmsg.records(stream, allow_cut)
             except (nmsg.NmsgError, zlib.error) as exc:
                 raise SpoolError(f"{path}: {exc}") from None
             return
     if first[:2] != GZIP_MAGIC:
         raise SpoolError(f"{path}: not a spool file (neither NMSG nor gzip-compressed CBOR)")
-    _, records = read_spool(path)
+    _, records = read_spool(path, allow_cut)
     for record in records:
         yield record, Envelope()
 
 
-def records(path: str) -> list[dict]:
+def records(path: str, allow_cut: bool = False) -> list[dict]:
     """Every record of a spool file (tests, tools)."""
-    return [record for record, _ in read(path)]
+    return [record for record, _ in read(path, allow_cut)]

@@ -59,6 +59,7 @@ class SpoolWriter:
     ) -> None:
         """`spool_format` is a `spoolfile` format (NmsgFormat, CborFormat)."""
         self.format = spool_format or CborFormat()
+        self.root = root
         self.host = host
         self.channel = channel
         self.interval = interval
@@ -273,19 +274,34 @@ class SpoolWriter:
                 continue
             try:
                 count = self._rewrite(path)
-            except SpoolError as exc:
-                log.warning("spool file %s could not be recovered (%s); removed", name, exc)
-                os.unlink(path)
-                continue
             except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(path + RECOVERING)  # do not hold the last free space
                 log.error("spool file %s not recovered now (%s); kept for later", name, exc)
                 self._broken.append(name)
                 self._fail(exc, 0)
+                continue
+            except Exception as exc:  # anything a damaged or hostile file makes the decoder say
+                with contextlib.suppress(OSError):
+                    os.unlink(path + RECOVERING)
+                self._set_aside(path, name, exc)
                 continue
             self._hand_on(name)
             log.warning("spool file %s recovered after a crash: %d records", name, count)
             recovered.append(name)
         return recovered
+
+    def _set_aside(self, path: str, name: str, reason: Exception) -> None:
+        """A file recovery cannot use: moved to damaged/ (an empty one is
+        removed), logged, and start-up goes on."""
+        if os.path.getsize(path) == 0:
+            os.unlink(path)
+            log.warning("spool file %s was empty (a crash before its first write); removed", name)
+            return
+        damaged = spooldir.folder(self.root, spooldir.DAMAGED, self.channel)
+        os.makedirs(damaged, exist_ok=True)
+        os.rename(path, os.path.join(damaged, name))
+        log.error("spool file %s could not be recovered (%s); moved to %s", name, reason, damaged)
 
     def _rewrite(self, path: str) -> int:
         """Finish a cut-short file in place, keeping every whole record."""

@@ -168,7 +168,7 @@ def test_installed_package_runs_as_a_service_end_to_end(deb, tmp_path):
         made = _sh("sie-gen-key")
         assert "ssh-ed25519" in made.stdout
         with open("/var/spool/sie/keys/upload.pub") as handle:
-            server = sshd_helper.Sshd(handle.read())
+            server = sshd_helper.Sshd(handle.read(), mode="rsync")  # as the SIE collector: forced rrsync
         with open("/var/spool/sie/keys/known_hosts", "a") as handle:
             handle.write(server.known_hosts_line())
         server.start()
@@ -191,9 +191,9 @@ def test_installed_package_runs_as_a_service_end_to_end(deb, tmp_path):
         subprocess.run([sys.executable, "-c", ASKER, "30", "4"], check=True, env=env, timeout=120)
         arrived = server.path("up", "ch202")
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not glob.glob(os.path.join(arrived, "*.cbor.gz")):
+        while time.monotonic() < deadline and not glob.glob(os.path.join(arrived, "*.nmsg")):
             time.sleep(0.5)
-        assert glob.glob(os.path.join(arrived, "*.cbor.gz")), "no spool file reached the collector"
+        assert glob.glob(os.path.join(arrived, "*.nmsg")), "no spool file reached the collector"
 
         _sh("service", "sie-dns-sensor", "stop", timeout=180)
         for pid in (sensor_pid, upload_pid):
@@ -203,7 +203,7 @@ def test_installed_package_runs_as_a_service_end_to_end(deb, tmp_path):
         assert _sh("service", "sie-dns-sensor", "status", check=False).returncode == 3
 
         records = []
-        for path in glob.glob(os.path.join(arrived, "*.cbor.gz")) + glob.glob("/var/spool/sie/waiting/ch202/*"):
+        for path in glob.glob(os.path.join(arrived, "*.nmsg")) + glob.glob("/var/spool/sie/waiting/ch202/*"):
             records += spoolfile.records(path)
         kinds = sorted(r[1] for r in records)
         assert kinds.count(1) == 26 and kinds.count(2) == 3, kinds  # 27 answered, one with RD; 3 dropped
