@@ -213,18 +213,33 @@ def payloads(stream, allow_cut: bool = False) -> Iterator[Payload]:
     """Every payload in an NMSG stream, in order; NmsgError on damage."""
     defragmenter = Defragmenter()
     for flags, body, _ in containers(stream, allow_cut):
-        if flags & FLAG_FRAGMENT:
-            body = defragmenter.add(body)
-            if body is None:
-                continue
-        if flags & FLAG_ZLIB:
-            body = inflate(body)
-        try:
-            for field, _, value in fields(body):
-                if field == 1:
-                    yield _payload(value)
-        except DecodeError as exc:
-            raise NmsgError(str(exc)) from None
+        yield from container_payloads(flags, body, defragmenter)
+
+
+def container_payloads(flags: int, body: bytes, defragmenter: Defragmenter) -> list[Payload]:
+    """The payloads of one container, each checked against its CRC32C
+    when the container carries them (nmsgtool's files do)."""
+    if flags & FLAG_FRAGMENT:
+        body = defragmenter.add(body)
+        if body is None:
+            return []
+    if flags & FLAG_ZLIB:
+        body = inflate(body)
+    entries, crcs = [], []
+    try:
+        for field, _, value in fields(body):
+            if field == 1:
+                entries.append(_payload(value))
+            elif field == 2:
+                crcs.append(value)
+    except DecodeError as exc:
+        raise NmsgError(str(exc)) from None
+    if crcs and len(crcs) != len(entries):
+        raise NmsgError(f"{len(entries)} payloads but {len(crcs)} CRCs in a container")
+    for index, crc in enumerate(crcs):
+        if payload_crc(entries[index].data) != crc:
+            raise NmsgError(f"payload {index + 1} of a container fails its CRC32C")
+    return entries
 
 
 def _payload(data: bytes) -> Payload:
@@ -268,21 +283,15 @@ def records(stream, allow_cut: bool = False) -> Iterator[tuple[dict, Envelope]]:
 
 def usable_length(path: str) -> int:
     """How many bytes at the start of the file are whole containers whose
-    every payload decodes: what recovery keeps of a crashed or damaged file."""
+    every payload passes its CRC and decodes: what recovery keeps of a
+    crashed or damaged file."""
     usable = 0
     defragmenter = Defragmenter()
     with open(path, "rb") as stream:
         try:
             for flags, body, end in containers(stream, allow_cut=True):
-                if flags & FLAG_FRAGMENT:
-                    body = defragmenter.add(body)
-                    if body is None:
-                        continue
-                if flags & FLAG_ZLIB:
-                    body = inflate(body)
-                for field, _, value in fields(body):
-                    if field == 1:
-                        check(dnsqr.decode(_payload(value).data))
+                for payload in container_payloads(flags, body, defragmenter):
+                    check(dnsqr.decode(payload.data))
                 usable = end
         except ValueError:  # NmsgError, DecodeError: the damage starts in this container
             pass

@@ -153,7 +153,8 @@ class CborFormat:
         return CborStream(sink, host, channel, sec, usec)
 
     def recover(self, path: str, host: str, channel: str) -> int:
-        """Re-encode a cut-short file as a complete one, in place (atomically)."""
+        """Re-encode a cut-short file as a complete one, in place (atomically);
+        SpoolError for a damaged one."""
         header, records = read_spool(path, allow_cut=True)
         temporary = path + RECOVERING
         count = 0
@@ -161,12 +162,12 @@ class CborFormat:
             compressor = Compressor(out)
             start = header.get("start", [0, 0])
             compressor.write(encode_header(header.get("host", host), header.get("channel", channel), *start))
-            try:
-                for record in records:
-                    compressor.write(encode_record(record))
-                    count += 1
-            except SpoolError:
-                pass  # damaged after `count` records: keep those
+            # A cut (the crash) ends the records quietly; damage raises: a bit
+            # flipped in a gzip stream may inflate to valid but wrong records
+            # before anything notices, so such a file is set aside whole.
+            for record in records:
+                compressor.write(encode_record(record))
+                count += 1
             compressor.finish()
             out.flush()
             os.fsync(out.fileno())
