@@ -18,10 +18,12 @@ Choices (README, "dnstap input"):
   name and dropped: the sensor never records end users' queries.
 - A RESOLVER_RESPONSE that carries its query (query_message, or only
   query_time) yields the query datagram first, at query_time, unless a
-  RESOLVER_QUERY for the same exchange (addresses, ports, transport, DNS
-  id) was already seen: then the matcher holds that one and a second copy
-  would stay unanswered. Without query_message the query is rebuilt from
-  the response's header (id, opcode, RD, CD) and question.
+  RESOLVER_QUERY for the same exchange (addresses, authority port,
+  transport, DNS id, question) was already seen: then the matcher holds
+  that one and a second copy would stay unanswered. Without query_message
+  the query is rebuilt from the response's header (id, opcode, RD, CD)
+  and question. When the two reports name different resolver ports, the
+  query's is used (unbound's responses sometimes carry a stale one).
 - DNS over TCP: the datagrams are built UDP-shaped so the matcher pairs
   them, with TCP_MARK in the IPv4 TOS / IPv6 traffic-class byte;
   `DnstapMatcher` turns every record made of marked datagrams into a TCP
@@ -53,6 +55,7 @@ from .constants import (
     Field,
     RecordType,
 )
+from .dns import parse_question
 from .matcher import Matcher, Record
 
 # The IPv4 TOS / IPv6 traffic-class byte (offset 1 in both headers: IPv6
@@ -68,6 +71,7 @@ _IPV4 = struct.Struct("!BBHHHBBH4s4s")
 _IPV6 = struct.Struct("!IHBB16s16s")
 _TCP = struct.Struct("!HHIIBBHHH")
 _PORTS = struct.Struct("!HH")
+_EXCHANGE = struct.Struct("!HHHB")
 _DNS_FLAGS = struct.Struct("!HH")  # id, flags
 _from_bytes = int.from_bytes
 
@@ -157,6 +161,18 @@ def query_from_response(response: bytes) -> bytes | None:
     return header + question
 
 
+def _exchange(resolver: bytes, authority: bytes, authority_port: int, dns: bytes, mark: int) -> bytes | None:
+    """What a query report and its response report share: addresses, the
+    authority's port, transport, DNS id and question (name lower-cased).
+    Not the resolver's port: unbound sometimes reports another one in the
+    response (seen in the lab: the query's was the one on the wire)."""
+    question = parse_question(dns, 0, len(dns)) if dns[4:6] == b"\x00\x01" else None
+    if question is None:
+        return None
+    qname, qtype, qclass = question
+    return b"".join((resolver, authority, _EXCHANGE.pack(authority_port, qtype, qclass, mark), dns[:2], qname.lower()))
+
+
 class Decoder:
     """Dnstap payloads -> (datagram, sec, nsec), counting what it drops.
 
@@ -174,7 +190,7 @@ class Decoder:
         self.counters = counters
         self.query_timeout = query_timeout
         self.seen_max = seen_max
-        self.seen: OrderedDict[bytes, int] = OrderedDict()
+        self.seen: OrderedDict[bytes, tuple[int, int]] = OrderedDict()  # key -> (query sec, resolver port)
         self.messages = 0  # Dnstap payloads decoded
         self._dnstap = schema.Dnstap()
 
@@ -237,8 +253,9 @@ class Decoder:
         if ends is None:
             return
         resolver, authority, resolver_port, authority_port, mark = ends
-        self._remember(resolver + authority + _PORTS.pack(resolver_port, authority_port) + dns[:2] + bytes((mark,)),
-                       sec)
+        key = _exchange(resolver, authority, authority_port, dns, mark)
+        if key is not None:
+            self._remember(key, sec, resolver_port)
         out.append((udp_datagram(resolver, authority, resolver_port, authority_port, dns, mark), sec,
                     message.query_time_nsec))
 
@@ -255,12 +272,14 @@ class Decoder:
         if ends is None:
             return
         resolver, authority, resolver_port, authority_port, mark = ends
-        key = resolver + authority + _PORTS.pack(resolver_port, authority_port) + dns[:2] + bytes((mark,))
-        seen = self.seen
-        if key in seen:
-            del seen[key]
-        else:
+        key = _exchange(resolver, authority, authority_port, dns, mark)
+        reported = self.seen.pop(key, None) if key is not None else None
+        if reported is None:
             self._query_of_response(message, dns, ends, out)
+        elif reported[1] != resolver_port:
+            # the query's report is the one made when the port was in use
+            self._count("dnstap_response_port_differs")
+            resolver_port = reported[1]
         out.append((udp_datagram(authority, resolver, authority_port, resolver_port, dns, mark), sec,
                     message.response_time_nsec))
 
@@ -283,14 +302,14 @@ class Decoder:
         out.append((udp_datagram(resolver, authority, resolver_port, authority_port, query, mark), query_sec,
                     query_nsec))
 
-    def _remember(self, key: bytes, sec: int) -> None:
+    def _remember(self, key: bytes, sec: int, resolver_port: int) -> None:
         seen = self.seen
-        seen[key] = sec
+        seen[key] = (sec, resolver_port)
         seen.move_to_end(key)
         oldest = sec - self.query_timeout
         while seen:
             first = next(iter(seen))
-            if seen[first] >= oldest and len(seen) <= self.seen_max:
+            if seen[first][0] >= oldest and len(seen) <= self.seen_max:
                 break
             del seen[first]
 

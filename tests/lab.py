@@ -299,6 +299,14 @@ class DnsLab:
             "  dnstap-log-client-query-messages: yes\n  dnstap-log-client-response-messages: yes\n"
         )
 
+    def stop_resolver(self) -> None:
+        """Stop unbound: no more upstream traffic (and the end of its dnstap
+        stream), so every observer has seen all there was."""
+        for process in self.processes:
+            if "/usr/sbin/unbound" in process.args:
+                process.terminate()
+                process.wait(timeout=30)
+
     def _start(self, ns: str, argv: list[str], name: str) -> None:
         log = open(os.path.join(self.work, f"{name}.out"), "w")  # noqa: SIM115 - owned by the process
         self.processes.append(

@@ -426,3 +426,16 @@ def test_libfstrm_client_against_the_running_sensor(tmp_path):
     assert len(records) == 3000, log
     assert "kernel_received=6000" in log
     assert not os.path.exists(sock)  # removed at stop
+
+
+def test_the_query_report_names_the_resolver_port_when_the_response_report_differs():
+    """unbound sometimes reports a stale port in RESOLVER_RESPONSE (seen in
+    the lab; the query's port was the one on the wire)."""
+    rq, _ = pair(port=1111)
+    _, rr = pair(port=2222)
+    records, counters = run([rq, rr])
+    (record,) = records
+    assert record[Field.TYPE] == RecordType.UDP_QUERY_RESPONSE and record[Field.QUERY_PORT] == 1111
+    assert dpkt.ip.IP(record[Field.RESPONSE_PACKET][0]).data.dport == 1111
+    assert record[Field.UDP_CHECKSUM] == UdpChecksum.CORRECT
+    assert counters == {"dnstap_response_port_differs": 1}
