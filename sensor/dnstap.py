@@ -55,7 +55,6 @@ from .constants import (
     Field,
     RecordType,
 )
-from .dns import parse_question
 from .matcher import Matcher, Record
 
 # The IPv4 TOS / IPv6 traffic-class byte (offset 1 in both headers: IPv6
@@ -65,18 +64,26 @@ TCP_MARK = 0x04
 
 _MAX_PAYLOAD = 65535 - 20 - 8  # a DNS message that fits one UDP/IPv4 datagram
 _TTL = 64
+_TTL_UDP = _TTL << 8 | IPPROTO_UDP  # the IPv4 header word holding both
+_IPV6_FIRST = 0x60000000
 _IPV4_UDP = struct.Struct("!BBHHHBBH4s4sHHHH")
 _IPV6_UDP = struct.Struct("!IHBB16s16sHHHH")
 _IPV4 = struct.Struct("!BBHHHBBH4s4s")
 _IPV6 = struct.Struct("!IHBB16s16s")
 _TCP = struct.Struct("!HHIIBBHHH")
 _PORTS = struct.Struct("!HH")
-_EXCHANGE = struct.Struct("!HHHB")
 _DNS_FLAGS = struct.Struct("!HH")  # id, flags
 _from_bytes = int.from_bytes
+_parse = schema.Dnstap.FromString
 
-_QUERY_TYPES = frozenset((schema.MessageType.RESOLVER_QUERY, schema.MessageType.FORWARDER_QUERY))
-_RESPONSE_TYPES = frozenset((schema.MessageType.RESOLVER_RESPONSE, schema.MessageType.FORWARDER_RESPONSE))
+# plain ints for the hot path (an IntEnum compares more slowly)
+_DNSTAP_MESSAGE = int(schema.DnstapType.MESSAGE)
+_RESOLVER_QUERY = int(schema.MessageType.RESOLVER_QUERY)
+_RESOLVER_RESPONSE = int(schema.MessageType.RESOLVER_RESPONSE)
+_FORWARDER_QUERY = int(schema.MessageType.FORWARDER_QUERY)
+_FORWARDER_RESPONSE = int(schema.MessageType.FORWARDER_RESPONSE)
+_UDP = int(schema.SocketProtocol.UDP)
+_TCP_TRANSPORT = int(schema.SocketProtocol.TCP)
 _IGNORED = {t.value: f"dnstap_{t.name.lower()}" for t in schema.MessageType}
 _OTHER_TRANSPORTS = {
     p.value: f"dnstap_{p.name.lower()}"
@@ -100,25 +107,24 @@ def _message_sum(message: bytes) -> int:
 
 
 def udp_datagram(src: bytes, dst: bytes, sport: int, dport: int, message: bytes, mark: int = 0) -> bytes:
-    """IPv4 or IPv6 (by address size) + UDP around `message`, checksums right."""
+    """IPv4 or IPv6 (by address size) + UDP around `message`, checksums right.
+
+    Sums as checksum.py explains: a byte string's big-endian value is the
+    sum of its 16-bit words modulo 0xFFFF, so both addresses are summed in
+    one call and each checksum is one modulo."""
     length = 8 + len(message)
-    words = sport + dport + length + length + IPPROTO_UDP + _from_bytes(src, "big") + _from_bytes(dst, "big")
-    checksum = _fold(words + _message_sum(message))
+    body = _from_bytes(message, "big")
+    if length & 1:
+        body <<= 8  # pad with a zero byte
+    addresses = _from_bytes(src + dst, "big")
+    checksum = 0xFFFF - (sport + dport + length + length + IPPROTO_UDP + addresses + body) % 0xFFFF
     if len(src) == 4:
         total = 20 + length
-        header_sum = 0x4500 + mark + total + (_TTL << 8) + IPPROTO_UDP + _from_bytes(src, "big") + _from_bytes(
-            dst, "big"
-        )
-        return (
-            _IPV4_UDP.pack(
-                0x45, mark, total, 0, 0, _TTL, IPPROTO_UDP, _fold(header_sum), src, dst, sport, dport, length, checksum
-            )
-            + message
-        )
-    return (
-        _IPV6_UDP.pack(0x60000000 | mark << 16, length, IPPROTO_UDP, _TTL, src, dst, sport, dport, length, checksum)
-        + message
-    )
+        header = 0xFFFF - (0x4500 + mark + total + _TTL_UDP + addresses) % 0xFFFF
+        return _IPV4_UDP.pack(0x45, mark, total, 0, 0, _TTL, IPPROTO_UDP, header, src, dst, sport, dport, length,
+                              checksum) + message
+    return _IPV6_UDP.pack(_IPV6_FIRST | mark << 16, length, IPPROTO_UDP, _TTL, src, dst, sport, dport, length,
+                          checksum) + message
 
 
 def tcp_datagram(src: bytes, dst: bytes, sport: int, dport: int, message: bytes) -> bytes:
@@ -161,16 +167,14 @@ def query_from_response(response: bytes) -> bytes | None:
     return header + question
 
 
-def _exchange(resolver: bytes, authority: bytes, authority_port: int, dns: bytes, mark: int) -> bytes | None:
+def _exchange(resolver: bytes, authority: bytes, authority_port: int, dns: bytes, mark: int) -> tuple:
     """What a query report and its response report share: addresses, the
-    authority's port, transport, DNS id and question (name lower-cased).
+    authority's port, transport, DNS id and question (lower-cased: the
+    question's bytes up to the end of the name, and type and class).
     Not the resolver's port: unbound sometimes reports another one in the
     response (seen in the lab: the query's was the one on the wire)."""
-    question = parse_question(dns, 0, len(dns)) if dns[4:6] == b"\x00\x01" else None
-    if question is None:
-        return None
-    qname, qtype, qclass = question
-    return b"".join((resolver, authority, _EXCHANGE.pack(authority_port, qtype, qclass, mark), dns[:2], qname.lower()))
+    end = dns.find(b"\x00", DNS_HEADER_LEN) + 5
+    return resolver, authority, authority_port, mark, dns[:2], dns[DNS_HEADER_LEN:end].lower()
 
 
 class Decoder:
@@ -179,6 +183,8 @@ class Decoder:
     `counters` is shared with the matcher so that the stats line has one
     list of reasons. `seen` remembers the queries reported on their own
     (bounded: DNSQR_QUERY_TIMEOUT by query time, and `seen_max` entries).
+    `decode` is written flat: it runs for every message, and each Python
+    call costs about what a protobuf field read does.
     """
 
     def __init__(
@@ -190,100 +196,82 @@ class Decoder:
         self.counters = counters
         self.query_timeout = query_timeout
         self.seen_max = seen_max
-        self.seen: OrderedDict[bytes, tuple[int, int]] = OrderedDict()  # key -> (query sec, resolver port)
-        self.messages = 0  # Dnstap payloads decoded
-        self._dnstap = schema.Dnstap()
+        self.seen: OrderedDict[tuple, tuple[int, int]] = OrderedDict()  # _exchange -> (query sec, resolver port)
+        self._trimmed_at = 0
 
     def decode(self, payload: bytes, out: list) -> bool:
         """Append the datagrams `payload` describes to `out`; False when it
         is not a Dnstap protobuf at all (the stream is not to be trusted)."""
-        dnstap = self._dnstap
         try:
-            dnstap.ParseFromString(payload)
+            # a new message each time: one reused would keep every parse in
+            # its arena (upb frees only with the message: +230 bytes a message)
+            dnstap = _parse(payload)
         except DecodeError:
             self._count("dnstap_bad_protobuf")
             return False
-        self.messages += 1
-        if dnstap.type != schema.DnstapType.MESSAGE or not dnstap.HasField("message"):
+        if dnstap.type != _DNSTAP_MESSAGE:
             self._count("dnstap_not_message")
             return True
         message = dnstap.message
         kind = message.type
-        if kind in _RESPONSE_TYPES:
-            self._response(message, out)
-        elif kind in _QUERY_TYPES:
-            self._query(message, out)
+        if kind in (_RESOLVER_RESPONSE, _FORWARDER_RESPONSE):
+            query = False
+            dns = message.response_message
+            sec = message.response_time_sec
+        elif kind in (_RESOLVER_QUERY, _FORWARDER_QUERY):
+            query = True
+            dns = message.query_message
+            sec = message.query_time_sec
         else:
             self._count(_IGNORED.get(kind, "dnstap_unknown_type"))
-        return True
-
-    def _endpoints(self, message) -> tuple[bytes, bytes, int, int, int] | None:
-        """(resolver address, authority address, their ports, mark)."""
-        query_address = message.query_address
-        response_address = message.response_address
-        size = len(query_address)
-        if size != len(response_address) or size not in (4, 16):
+            return True
+        if not DNS_HEADER_LEN <= len(dns) <= _MAX_PAYLOAD:
+            self._count("dnstap_no_dns_message" if len(dns) < DNS_HEADER_LEN else "dnstap_message_too_big")
+            return True
+        if not sec:
+            self._count("dnstap_no_time")
+            return True
+        resolver = message.query_address
+        authority = message.response_address
+        if len(resolver) != len(authority) or len(resolver) not in (4, 16):
             self._count("dnstap_no_address")
-            return None
-        query_port, response_port = message.query_port, message.response_port
+            return True
+        resolver_port = message.query_port
+        authority_port = message.response_port
         # the resolver's port may be 0: unbound reports none for TCP
-        if not 0 <= query_port < 65536 or not 0 < response_port < 65536:
+        if resolver_port > 65535 or not 0 < authority_port < 65536:
             self._count("dnstap_no_port")
-            return None
+            return True
         transport = message.socket_protocol
-        if transport == schema.SocketProtocol.TCP:
-            mark = TCP_MARK
-        elif transport in (0, schema.SocketProtocol.UDP):
+        if transport in (_UDP, 0):
             mark = 0
+        elif transport == _TCP_TRANSPORT:
+            mark = TCP_MARK
         else:
             self._count(_OTHER_TRANSPORTS.get(transport, "dnstap_unknown_transport"))
-            return None
-        return query_address, response_address, query_port, response_port, mark
-
-    def _query(self, message, out: list) -> None:
-        dns = message.query_message
-        if len(dns) < DNS_HEADER_LEN or len(dns) > _MAX_PAYLOAD:
-            self._count("dnstap_no_dns_message" if len(dns) < DNS_HEADER_LEN else "dnstap_message_too_big")
-            return
-        sec = message.query_time_sec
-        if not sec:
-            self._count("dnstap_no_time")
-            return
-        ends = self._endpoints(message)
-        if ends is None:
-            return
-        resolver, authority, resolver_port, authority_port, mark = ends
+            return True
         key = _exchange(resolver, authority, authority_port, dns, mark)
-        if key is not None:
-            self._remember(key, sec, resolver_port)
-        out.append((udp_datagram(resolver, authority, resolver_port, authority_port, dns, mark), sec,
-                    message.query_time_nsec))
-
-    def _response(self, message, out: list) -> None:
-        dns = message.response_message
-        if len(dns) < DNS_HEADER_LEN or len(dns) > _MAX_PAYLOAD:
-            self._count("dnstap_no_dns_message" if len(dns) < DNS_HEADER_LEN else "dnstap_message_too_big")
-            return
-        sec = message.response_time_sec
-        if not sec:
-            self._count("dnstap_no_time")
-            return
-        ends = self._endpoints(message)
-        if ends is None:
-            return
-        resolver, authority, resolver_port, authority_port, mark = ends
-        key = _exchange(resolver, authority, authority_port, dns, mark)
-        reported = self.seen.pop(key, None) if key is not None else None
+        seen = self.seen
+        if query:
+            seen[key] = (sec, resolver_port)
+            if sec != self._trimmed_at or len(seen) > self.seen_max:
+                self._trim(sec)
+            out.append((udp_datagram(resolver, authority, resolver_port, authority_port, dns, mark), sec,
+                        message.query_time_nsec))
+            return True
+        reported = seen.pop(key, None)
         if reported is None:
-            self._query_of_response(message, dns, ends, out)
+            self._query_of_response(message, dns, resolver, authority, resolver_port, authority_port, mark, out)
         elif reported[1] != resolver_port:
             # the query's report is the one made when the port was in use
             self._count("dnstap_response_port_differs")
             resolver_port = reported[1]
         out.append((udp_datagram(authority, resolver, authority_port, resolver_port, dns, mark), sec,
                     message.response_time_nsec))
+        return True
 
-    def _query_of_response(self, message, response: bytes, ends: tuple, out: list) -> None:
+    def _query_of_response(self, message, response: bytes, resolver: bytes, authority: bytes, resolver_port: int,
+                           authority_port: int, mark: int, out: list) -> None:
         """The query datagram a response message carries (or implies by its
         query_time), for a query not reported on its own."""
         query_sec = message.query_time_sec
@@ -298,14 +286,14 @@ class Decoder:
             query_sec, query_nsec = message.response_time_sec, message.response_time_nsec
         else:
             query_nsec = message.query_time_nsec
-        resolver, authority, resolver_port, authority_port, mark = ends
         out.append((udp_datagram(resolver, authority, resolver_port, authority_port, query, mark), query_sec,
                     query_nsec))
 
-    def _remember(self, key: bytes, sec: int, resolver_port: int) -> None:
+    def _trim(self, sec: int) -> None:
+        """Forget queries older than the timeout (once a second of message
+        time) and the oldest beyond `seen_max`."""
+        self._trimmed_at = sec
         seen = self.seen
-        seen[key] = (sec, resolver_port)
-        seen.move_to_end(key)
         oldest = sec - self.query_timeout
         while seen:
             first = next(iter(seen))
