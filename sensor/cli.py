@@ -14,6 +14,8 @@ from . import config as configuration
 from . import daemon, logs, spooldir, spoolfile
 from .bpf import Vantage, build_filter
 from .capture import Capture, CaptureError
+from .dnstap import Decoder, DnstapMatcher
+from .dnstap_capture import DnstapFile, DnstapListener
 from .linklayer import UnsupportedLinkType
 from .matcher import Matcher, Settings
 from .options import config_option, load_config
@@ -35,7 +37,11 @@ def main() -> None:
 @config_option
 @click.option("--pcap", "pcap_path", type=click.Path(exists=True, dir_okay=False),
               help="replay this capture file instead of capturing live")
-@click.option("--interface", help="capture on this interface (overrides `interface`)")
+@click.option("--dnstap", "dnstap_spec", metavar="unix:/PATH|tcp:HOST:PORT",
+              help="take dnstap from resolvers at this socket instead of capturing (overrides `dnstap_socket`)")
+@click.option("--dnstap-file", "dnstap_path", type=click.Path(exists=True, dir_okay=False),
+              help="replay this dnstap (Frame Streams) file instead of capturing live")
+@click.option("--interface", help="capture on this interface (overrides `interface` and `dnstap_socket`)")
 @click.option("--spooldir", type=click.Path(file_okay=False), help="overrides `spooldir`")
 @click.option("--daemon", "daemon_mode", is_flag=True, help="detach into the background (init scripts)")
 @click.option("--pidfile", type=click.Path(dir_okay=False), help="write the process id here")
@@ -43,6 +49,8 @@ def main() -> None:
               help="as root: after opening the capture, run as this user (if it exists)")
 def run(
     config_path: str | None,
+    dnstap_spec: str | None,
+    dnstap_path: str | None,
     pcap_path: str | None,
     interface: str | None,
     spooldir: str | None,
@@ -51,13 +59,22 @@ def run(
     user: str,
 ) -> None:
     """Capture (or replay) until stopped, writing spool files."""
-    cfg = _configured(config_path, interface, spooldir)
-    _refuse_incomplete(cfg, live=pcap_path is None)
-    logs.setup(cfg.syslog_priority, foreground=not daemon_mode and (daemon.foreground() or pcap_path is not None))
+    if pcap_path and dnstap_path:
+        raise click.UsageError("--pcap and --dnstap-file exclude each other")
+    replay = pcap_path or dnstap_path
+    cfg = _configured(config_path, interface, spooldir, dnstap_spec)
+    dnstap_live = not replay and bool(cfg.dnstap_socket)
+    _refuse_incomplete(cfg, live=not replay, dnstap=dnstap_live)
+    logs.setup(cfg.syslog_priority, foreground=not daemon_mode and (daemon.foreground() or replay is not None))
     bpf = build_filter(cfg.res_addrs, cfg.auth_addrs, cfg.capture_qr)
+    matcher = (DnstapMatcher if dnstap_path or dnstap_live else Matcher)(matcher_settings(cfg))
     try:
         if pcap_path:
             capture = Capture.open_file(pcap_path, bpf)
+        elif dnstap_path:
+            capture = DnstapFile(dnstap_path, _decoder(cfg, matcher))
+        elif dnstap_live:
+            capture = DnstapListener.open(cfg.dnstap_socket, _decoder(cfg, matcher))
         else:
             capture = Capture.open_live(cfg.device, cfg.promiscuous, bpf)
     except (CaptureError, UnsupportedLinkType) as exc:
@@ -68,7 +85,7 @@ def run(
     try:
         if claimed:
             claimed.claim()
-        if not pcap_path:
+        if not replay:
             # The service's cap and identity; a replay is a tool run, run as
             # whoever runs it (often in-process in tests: a setuid there
             # would change the test process itself).
@@ -81,14 +98,17 @@ def run(
     except (daemon.DaemonError, SpoolBusy, OSError) as exc:
         log.error("cannot start: %s", exc)
         raise click.ClickException(str(exc)) from None
-    sensor = Sensor(capture, Matcher(matcher_settings(cfg)), writer, reload=_reloader(config_path, cfg))
+    sensor = Sensor(capture, matcher, writer, reload=_reloader(config_path, cfg))
     signal.signal(signal.SIGTERM, lambda *_: sensor.stop())
     signal.signal(signal.SIGINT, lambda *_: sensor.stop())
     signal.signal(signal.SIGHUP, lambda *_: sensor.hangup())
     if not cfg.res_addrs and not cfg.auth_addrs:
         log.info("no address filter is set (DNSQR_RES_ADDRS, DNSQR_AUTH_ADDRS): every DNS exchange "
-                 "in %s is recorded, direction taken from the QR bit", pcap_path)
-    log.info("capturing from %s as uid %d with filter: %s", capture.description, os.getuid(), bpf)
+                 "in %s is recorded, direction taken from the QR bit", replay or capture.description)
+    if isinstance(capture, Capture):
+        log.info("capturing from %s as uid %d with filter: %s", capture.description, os.getuid(), bpf)
+    else:
+        log.info("capturing from %s as uid %d", capture.description, os.getuid())
     try:
         sensor.run()
     finally:
@@ -117,24 +137,40 @@ def spool_format(cfg: configuration.Config) -> CborFormat | NmsgFormat:
     return NmsgFormat(cfg.nmsg_compress, cfg.nmsg_source, cfg.nmsg_operator, cfg.nmsg_group)
 
 
-def _configured(config_path: str | None, interface: str | None, spooldir: str | None) -> configuration.Config:
+def _decoder(cfg: configuration.Config, matcher: Matcher) -> Decoder:
+    """dnstap's decoder counts into the matcher's counters: one stats line."""
+    return Decoder(matcher.counters, query_timeout=cfg.query_timeout, seen_max=cfg.state_table_max)
+
+
+def _configured(
+    config_path: str | None, interface: str | None, spooldir: str | None, dnstap_spec: str | None = None
+) -> configuration.Config:
     cfg = load_config(config_path)
     changes = {}
     if interface:
         changes["interface"] = interface
+        changes["dnstap_socket"] = ""  # an explicit interface means packet capture
+    if dnstap_spec:
+        try:
+            configuration.dnstap_endpoint(dnstap_spec)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--dnstap") from None
+        changes["dnstap_socket"] = dnstap_spec
     if spooldir:
         changes["spooldir"] = spooldir
     return cfg.with_overrides(**changes)
 
 
-def _refuse_incomplete(cfg: configuration.Config, live: bool) -> None:
+def _refuse_incomplete(cfg: configuration.Config, live: bool, dnstap: bool = False) -> None:
     """Say now, in words, what would otherwise fail later or silently.
 
     Live capture needs an address list: without one it would record end
     users' queries to the resolver. A replay (`--pcap`) may go without, as
-    the reference does, to pair every DNS exchange in a file.
+    the reference does, to pair every DNS exchange in a file; so may
+    dnstap, where the resolver reports only its own upstream traffic and
+    client-side messages are dropped by type.
     """
-    if live:
+    if live and not dnstap:
         try:
             cfg.require_capture_addresses()
         except configuration.ConfigError as exc:
@@ -146,7 +182,7 @@ def _refuse_incomplete(cfg: configuration.Config, live: bool) -> None:
 
 
 # Settings that a SIGHUP can change; the rest need a restart.
-RESTART_ONLY = ("interface", "res_addrs", "auth_addrs", "capture_qr", "spooldir", "channel")
+RESTART_ONLY = ("interface", "res_addrs", "auth_addrs", "capture_qr", "spooldir", "channel", "dnstap_socket")
 
 
 def _reloader(config_path: str | None, started: configuration.Config):
@@ -228,10 +264,15 @@ def check_config(config_path: str | None) -> None:
         try:
             if check is cfg.require_upload_settings and not cfg.upload:
                 continue
+            if check is cfg.require_capture_addresses and cfg.dnstap_socket:
+                continue  # the resolver reports only its own upstream traffic
             check()
         except configuration.ConfigError as exc:
             problems.append(str(exc))
-    click.echo(f"# capture filter: {build_filter(cfg.res_addrs, cfg.auth_addrs, cfg.capture_qr)}")
+    if cfg.dnstap_socket:
+        click.echo(f"# input: dnstap at {cfg.dnstap_socket} (no packet capture)")
+    else:
+        click.echo(f"# capture filter: {build_filter(cfg.res_addrs, cfg.auth_addrs, cfg.capture_qr)}")
     for problem in problems:
         click.echo(f"error: {problem}", err=True)
     if problems:

@@ -178,6 +178,25 @@ def _optional_u32(text: str) -> int | None:
     return value
 
 
+def dnstap_endpoint(text: str) -> tuple[str, str | tuple[str, int]] | None:
+    """`unix:/PATH` -> ("unix", path); `tcp:HOST:PORT` (`[v6]` in brackets)
+    -> ("tcp", (host, port)); empty -> None. The one reading of the syntax,
+    for the configuration check and for the listener."""
+    if text == "":
+        return None
+    if text.startswith("unix:/"):
+        return "unix", text[len("unix:") :]
+    match = re.fullmatch(r"tcp:(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9_.-]+)):(\d+)", text)
+    if match and 0 < int(match.group(3)) < 65536:
+        return "tcp", (match.group(1) or match.group(2), int(match.group(3)))
+    raise ValueError(f"{text!r} is not unix:/PATH or tcp:HOST:PORT")
+
+
+def _dnstap_socket(text: str) -> str:
+    dnstap_endpoint(text)
+    return text
+
+
 def _syslog_priority(text: str) -> str:
     facility, _, level = text.partition(".")
     if facility not in SYSLOG_FACILITIES or level not in SYSLOG_LEVELS:
@@ -224,6 +243,7 @@ VARIABLES: dict[str, Variable] = {
     "nmsg_operator": Variable("nmsg_operator", _optional_u32, ""),
     "nmsg_group": Variable("nmsg_group", _optional_u32, ""),
     "upload_method": Variable("upload_method", _choice("rsync", "sftp"), "rsync"),
+    "dnstap_socket": Variable("dnstap_socket", _dnstap_socket, ""),
 }
 
 
@@ -260,6 +280,7 @@ class Config:
     nmsg_operator: int | None
     nmsg_group: int | None
     upload_method: str
+    dnstap_socket: str
     # variable name -> where its value came from ("file:line", "environment")
     origins: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
 

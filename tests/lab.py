@@ -167,7 +167,11 @@ while True:
 class DnsLab:
     """Context manager: everything up on enter, everything gone on exit."""
 
-    def __init__(self) -> None:
+    def __init__(self, dnstap_socket: str | None = None) -> None:
+        """`dnstap_socket`: a unix socket path that unbound sends dnstap to
+        (its resolver query and response messages); the listener must be
+        there before the lab starts."""
+        self.dnstap_socket = dnstap_socket
         tag = uuid.uuid4().hex[:5]
         self.client, self.resolver, self.auth = f"siec{tag}", f"sier{tag}", f"siea{tag}"
         self.client_if, self.front_if = f"lc{tag}", f"lf{tag}"
@@ -280,9 +284,28 @@ class DnsLab:
                 '  local-zone: "test." nodefault\n'  # RFC 6761 keeps test. local otherwise
                 '  harden-referral-path: no\n  target-fetch-policy: "0 0 0 0 0"\n'
                 "remote-control:\n  control-enable: no\n"
+                + self._dnstap_section()
             )
         _run("unbound-checkconf", conf)
         self._start(self.resolver, ["/usr/sbin/unbound", "-d", "-c", conf], "unbound")
+
+    def _dnstap_section(self) -> str:
+        if not self.dnstap_socket:
+            return ""
+        return (
+            f'dnstap:\n  dnstap-enable: yes\n  dnstap-socket-path: "{self.dnstap_socket}"\n'
+            "  dnstap-send-identity: yes\n  dnstap-send-version: yes\n"
+            "  dnstap-log-resolver-query-messages: yes\n  dnstap-log-resolver-response-messages: yes\n"
+            "  dnstap-log-client-query-messages: yes\n  dnstap-log-client-response-messages: yes\n"
+        )
+
+    def stop_resolver(self) -> None:
+        """Stop unbound: no more upstream traffic (and the end of its dnstap
+        stream), so every observer has seen all there was."""
+        for process in self.processes:
+            if "/usr/sbin/unbound" in process.args:
+                process.terminate()
+                process.wait(timeout=30)
 
     def _start(self, ns: str, argv: list[str], name: str) -> None:
         log = open(os.path.join(self.work, f"{name}.out"), "w")  # noqa: SIM115 - owned by the process

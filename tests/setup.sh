@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 # the sensor, its live and upload tests, packaging (deb, rpm, checks), the DNS lab
 packages="python3 python3-venv python3-dev libpcap-dev iproute2 ethtool openssh-server openssh-client passwd procps
  build-essential debhelper dpkg-dev fakeroot lintian shellcheck rpm systemd git
- unbound nsd ldnsutils tshark dnsutils tcpreplay rsync"
+ unbound nsd ldnsutils tshark dnsutils tcpreplay rsync fstrm-bin dnstap-ldns"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

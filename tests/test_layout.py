@@ -53,7 +53,7 @@ def test_no_sys_path_edits_in_tests_or_benchmarks():
 
 
 def test_the_spool_layout_is_defined_once():
-    patterns = ('"locks"', '"waiting"', "-{channel}.lock", r"\.(\d+)\.(\d{6})")
+    patterns = ('"locks")', '"waiting",', '"waiting")', "-{channel}.lock", r"\.(\d+)\.(\d{6})")
     for path in glob.glob(f"{REPO}/sensor/*.py") + glob.glob(f"{REPO}/uploader/*.py"):
         if path.endswith("spooldir.py"):
             continue
