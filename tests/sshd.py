@@ -67,6 +67,9 @@ class Sshd:
         subprocess.run(["usermod", "-p", "*", self.user], check=True, capture_output=True)  # no password, not locked
         entry = pwd.getpwnam(self.user)
         os.chown(self.home, entry.pw_uid, entry.pw_gid)
+        if mode == "rsync":  # the SIE collector's layout: up/ is there, channels are made by rsync
+            os.mkdir(os.path.join(self.home, "up"))
+            os.chown(os.path.join(self.home, "up"), entry.pw_uid, entry.pw_gid)
         self.host_key = os.path.join(workdir, "host_key")
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", self.host_key], check=True)
         self.authorized_keys = os.path.join(workdir, "authorized_keys")

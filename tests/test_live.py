@@ -102,3 +102,34 @@ def test_idle_live_capture_stops_promptly_on_sigterm(tmp_path):
         assert sensor.returncode == 0, err
         assert time.monotonic() - started < 5
         assert "packets=0" in err
+
+
+def test_records_before_a_quiet_spell_survive_a_sigkill(tmp_path):
+    """The open file is synced on a timer, not only when a later write comes."""
+    spool = tmp_path / "spool"
+    config = tmp_path / "sie-dns-sensor"
+    config.write_text(
+        f'spooldir="{spool}"\nDNSQR_RES_ADDRS="192.0.2.53,2001:db8::53"\nDNSQR_CAPTURE_RD="0"\n'
+        'interval="3600"\nupload="no"\narchive="yes"\n'
+    )
+    env = dict(os.environ, PYTHONPATH=REPO)
+    with netns.Lab(["192.0.2.53/24", "2001:db8::53/64"], ["198.51.100.1/24", "2001:db8:1::1/64"]) as lab:
+        for ns, route in ((lab.a, "198.51.100.0/24"), (lab.b, "192.0.2.0/24")):
+            netns._ip("-n", ns, "route", "add", route, "dev", lab.a_if if ns == lab.a else lab.b_if)
+        for ns, route in ((lab.a, "2001:db8:1::/64"), (lab.b, "2001:db8::/64")):
+            netns._ip("-n", ns, "-6", "route", "add", route, "dev", lab.a_if if ns == lab.a else lab.b_if)
+        responder = lab.popen(lab.b, [sys.executable, "-c", RESPONDER], stdout=subprocess.PIPE, env=env)
+        assert responder.stdout.readline().strip() == b"ready"
+        sensor = lab.popen(
+            lab.a, [sys.executable, "-m", "sensor", "run", "-c", str(config), "--interface", lab.a_if],
+            stderr=subprocess.PIPE, env=env, text=True,
+        )
+        netns.wait_for_line(sensor, "capturing from")
+        time.sleep(0.5)
+        lab.run(lab.a, [sys.executable, "-c", ASKER, "40"], check=True, env=env, timeout=120)  # a burst...
+        time.sleep(3)  # ...then silence
+        sensor.send_signal(signal.SIGKILL)
+        sensor.wait(timeout=30)
+    (left,) = glob.glob(str(spool / "new/ch202/*"))  # the crash left the open file
+    records = spoolfile.records(left, allow_cut=True)
+    assert len(records) == 70  # every pair answered before the silence (35 per address)

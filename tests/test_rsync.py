@@ -60,7 +60,7 @@ def test_host_key_changed_or_unknown_sends_nothing_and_keeps_the_file(rsync_coll
     assert result.returncode == 1
     assert "unknown or has changed" in result.stderr and "nothing sent" in result.stderr
     assert server.accepted_sessions() == 0
-    assert not os.path.exists(server.path("up"))
+    assert os.listdir(server.path("up")) == []
     assert pending(str(spool / "waiting" / CHANNEL)) == paths
 
 

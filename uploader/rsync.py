@@ -4,7 +4,11 @@ This is how the SIE collector takes files: its sshd forces `rsync
 --server` (rrsync) in a chroot for the sensor's login. One rsync run per
 batch of at most `maxper` files:
 
-    rsync --remove-source-files --mkpath --timeout=60 -e "ssh ..." FILES login@host:up/<channel>/
+    rsync --remove-source-files --times --timeout=60 -e "ssh ..." FILES login@host:up/<channel>/
+
+as the reference package runs it: rsync creates `<channel>/` when missing
+(one level), `up/` is the collector's; no `--mkpath`, which a collector's
+older rsync refuses.
 
 - ssh runs with no user or system configuration (`-F /dev/null`), the
   upload key only, no agent, no forwarding, batch mode, and host keys
@@ -114,7 +118,7 @@ class RsyncCollector:
             return
         destination = f"{self.login}@{_host(self.host)}:{remote_dir}/"
         command = [
-            "rsync", "--remove-source-files", "--mkpath", "--times", f"--timeout={STALL_TIMEOUT}",
+            "rsync", "--remove-source-files", "--times", f"--timeout={STALL_TIMEOUT}",
             "-e", shlex.join(ssh_command(self.port, self.key_path, self.known_hosts)),
             "--", *sizes, destination,
         ]
