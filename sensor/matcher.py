@@ -554,8 +554,13 @@ class Matcher:
         question = (qname, query[_QTYPE], query[_QCLASS]) if qname is not None else None
         record = self._base(RecordType.UDP_UNANSWERED_QUERY, src, dst, sport, dport, ident, question)
         _add_side(record, QUERY_SIDE, query[_FRAGMENTS] or ((query[_PACKET], query[_SEC], query[_NSEC]),))
-        waited = (self.now_sec - query[_SEC]) + (self.now_nsec - query[_NSEC]) / 1e9
-        record[Field.TIMEOUT] = max(waited, 0.0)
+        # As nmsg computes it (borrowing a second before dividing), so the
+        # double is the reference's to the last bit.
+        seconds, nanos = self.now_sec - query[_SEC], self.now_nsec - query[_NSEC]
+        if nanos < 0:
+            seconds -= 1
+            nanos += 1_000_000_000
+        record[Field.TIMEOUT] = max(seconds + nanos / 1e9, 0.0)
         self._emit(record, question, query[_FLAGS], out)
 
     def _emit(self, record: Record, question, flags: int, out: list, filterable: bool = True) -> bool:
