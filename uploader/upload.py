@@ -121,6 +121,10 @@ class Uploader:
         self.remote_dir = f"{REMOTE_ROOT}/{config.channel}"
         self.uploaded = 0
         self.failures = 0
+        # for `sie-dns-sensor status` (written out by watch.py)
+        self.last_success: float | None = None  # wall time the last file arrived
+        self.last_error: str | None = None
+        self.last_error_time: float | None = None
 
     def round(self) -> bool:
         """Trim, then upload everything waiting; False if anything failed."""
@@ -142,13 +146,15 @@ class Uploader:
                     size = c.upload(path, self.remote_dir)
                     os.unlink(path)
                     self.uploaded += 1
+                    self.last_success = time.time()
                     seconds = time.monotonic() - started
                     log.info("uploaded %s (%d bytes, %.1f s) to %s:%d/%s",
                              os.path.basename(path), size, seconds, host, port, self.remote_dir)
         except (UploadError, OSError, EOFError, paramiko.SSHException) as exc:
             # anything else from a dying connection is a failed round too
             self.failures += 1
-            log.error("upload failed: %s", exc or type(exc).__name__)
+            self.last_error, self.last_error_time = str(exc or type(exc).__name__), time.time()
+            log.error("upload failed: %s", self.last_error)
             return False
         return True
 
