@@ -144,7 +144,7 @@ class Capture:
         """(received, dropped by the kernel, dropped by the interface)."""
         try:
             return tuple(self.handle.stats())
-        except pcapy.PcapError:
+        except (pcapy.PcapError, ValueError):  # ValueError: already closed
             return (0, 0, 0)
 
     def close(self) -> None:

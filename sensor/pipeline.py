@@ -308,10 +308,10 @@ class Sensor:
             self._write(matcher.flush(FLUSH_CHUNK), matcher.now_sec, matcher.now_nsec)
         self.writer.close()
         summary = self._snapshot()
-        if self.lost_since is None:
-            self.capture.close()
         if self.state is not None:
             self._write_state(stopped=time.time())
+        if self.lost_since is None:
+            self.capture.close()
         log.info("stopped: %s", summary.line())
 
     def _snapshot(self) -> Summary:
