@@ -19,7 +19,7 @@ from .bpf import Vantage, build_filter
 from .capture import Capture, CaptureError
 from .linklayer import UnsupportedLinkType
 from .matcher import Matcher, Settings
-from .options import config_option, load_config
+from .options import ConfigProblem, config_option, load_config
 from .pipeline import Sensor
 from .spool import SpoolError, read_spool
 from .state import SENSOR, StateFile, state_path
@@ -176,12 +176,12 @@ def _refuse_incomplete(cfg: configuration.Config, live: bool) -> None:
         try:
             cfg.require_capture_addresses()
         except configuration.ConfigError as exc:
-            raise click.ClickException(f"configuration: {exc}") from None
+            raise ConfigProblem(f"configuration: {exc}") from None
     if live and cfg.upload:
         try:
             cfg.require_upload_key()
         except configuration.ConfigError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise ConfigProblem(str(exc)) from None
 
 
 # Settings that a SIGHUP cannot change (they need a restart), by their attribute.

@@ -10,7 +10,7 @@ import click
 
 from sensor import config as configuration
 from sensor import daemon, logs
-from sensor.options import config_option, load_config
+from sensor.options import ConfigProblem, config_option, load_config
 
 from . import keys
 from .upload import Uploader, UploaderBusy, channel_lock
@@ -35,7 +35,7 @@ def upload_main(config_path: str | None, once: bool, daemon_mode: bool, pidfile:
     try:
         uploader = Uploader(cfg)
     except configuration.ConfigError as exc:
-        raise click.ClickException(f"configuration: {exc}") from None
+        raise ConfigProblem(f"configuration: {exc}") from None
     logs.setup(cfg.syslog_priority, foreground=daemon.foreground() or once, detached=daemon_mode,
                program="sie-upload")
     detached = daemon.detach() if daemon_mode else None
