@@ -42,8 +42,9 @@ def main() -> None:
 @click.option("--spooldir", type=click.Path(file_okay=False), help="overrides `spooldir`")
 @click.option("--daemon", "daemon_mode", is_flag=True, help="detach into the background (init scripts)")
 @click.option("--pidfile", type=click.Path(dir_okay=False), help="write the process id here")
-@click.option("--user", default=daemon.SERVICE_USER, show_default=True,
-              help="as root: after opening the capture, run as this user (if it exists)")
+@click.option("--user", default=None,
+              help=f"as root: after opening the capture, run as this user if it exists "
+                   f"(default for live capture: {daemon.SERVICE_USER}; a --pcap replay keeps its user)")
 def run(
     config_path: str | None,
     pcap_path: str | None,
@@ -51,7 +52,7 @@ def run(
     spooldir: str | None,
     daemon_mode: bool,
     pidfile: str | None,
-    user: str,
+    user: str | None,
 ) -> None:
     """Capture (or replay) until stopped, writing spool files."""
     if daemon_mode:
@@ -78,7 +79,11 @@ def run(
             # the service's cap; a replay is a tool run (often in-process in tests)
             daemon.limit_memory(cfg.memory_ulimit_kbytes)
         # before the first packet is read; CAP_NET_RAW stays dormant to reopen a lost interface
-        daemon.drop_privileges(user, keep=() if pcap_path else (capabilities.CAP_NET_RAW,))
+        if pcap_path:
+            if user:
+                daemon.drop_privileges(user)
+        else:
+            daemon.drop_privileges(user or daemon.SERVICE_USER, keep=(capabilities.CAP_NET_RAW,))
         writer = SpoolWriter(
             cfg.spooldir, cfg.channel, socket.gethostname(), cfg.interval, cfg.archive, cfg.upload
         )

@@ -65,9 +65,12 @@ def detach() -> Detached:
     exits with 0 if it is, 1 if it ended during start-up.
     """
     read_end, write_end = os.pipe()
-    if os.fork() > 0:
+    child = os.fork()
+    if child > 0:
         os.close(write_end)
-        os._exit(_relay_start_up(read_end))
+        status = _relay_start_up(read_end)
+        os.waitpid(child, 0)  # the middle process, gone at once: no zombie
+        os._exit(status)
     os.close(read_end)
     os.setsid()
     if os.fork() > 0:

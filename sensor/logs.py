@@ -23,7 +23,8 @@ import os
 from .constants import SYSLOG_TAG
 
 SYSLOG_SOCKET = "/dev/log"
-LOG_DIR = "/var/log/sie-dns-sensor"
+# the package makes this folder for the service user; tests point it elsewhere
+LOG_DIR = os.environ.get("SIE_DNS_SENSOR_LOG_DIR", "/var/log/sie-dns-sensor")
 LOG_FILE = os.path.join(LOG_DIR, "sie-dns-sensor.log")
 
 _LEVELS = {
@@ -94,11 +95,23 @@ def setup(priority: str, foreground: bool, detached: bool = False, program: str 
     return " and ".join(where)
 
 
+class _LogFile(logging.handlers.WatchedFileHandler):
+    """WatchedFileHandler whose reopen check cannot raise out of a log call
+    (in Python 3.11 it runs outside emit's error handling: a log folder the
+    service user cannot read would stop the daemon at its next log line)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            super().emit(record)
+        except Exception:
+            self.handleError(record)
+
+
 def _log_file(program: str) -> logging.Handler | None:
     """LOG_FILE, reopened when logrotate has moved it (WatchedFileHandler)."""
     try:
         os.makedirs(LOG_DIR, mode=0o750, exist_ok=True)
-        handler = logging.handlers.WatchedFileHandler(LOG_FILE, encoding="utf-8")
+        handler = _LogFile(LOG_FILE, encoding="utf-8")
     except OSError:
         return None
     handler.setFormatter(

@@ -231,13 +231,16 @@ def test_a_start_up_failure_after_detaching_reaches_the_terminal(tmp_path):
         pidfile.write_text(f"{sleeper.pid}\n")
         result = subprocess.run(
             [sys.executable, "-m", "sensor", "run", "-c", cfg, "--pcap", pcap, "--daemon", "--pidfile", str(pidfile)],
-            capture_output=True, text=True, timeout=30, env=dict(os.environ, PYTHONPATH=REPO),
+            capture_output=True, text=True, timeout=30,
+            env=dict(os.environ, PYTHONPATH=REPO, SIE_DNS_SENSOR_LOG_DIR=str(tmp_path / "log")),
         )
     finally:
         sleeper.kill()
         sleeper.wait()
     assert result.returncode == 1
     assert f"already running as pid {sleeper.pid}" in result.stderr
+    if not os.path.exists("/dev/log"):  # no syslog: the log file
+        assert "cannot start: already running" in (tmp_path / "log" / "sie-dns-sensor.log").read_text()
 
 
 def test_run_pcap_shows_progress_and_a_summary_on_a_terminal_only(tmp_path):
