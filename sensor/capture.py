@@ -10,7 +10,10 @@ look at the same packets.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import select
+import socket
 import struct
 
 import pcapy
@@ -29,7 +32,21 @@ Datagram = tuple[bytes, int, int]
 
 
 class CaptureError(RuntimeError):
-    """The interface or file could not be opened or filtered."""
+    """The interface or file could not be opened or filtered, or a live
+    capture failed while running (the interface went away)."""
+
+
+def device_exists(device: str) -> bool:
+    """Whether the kernel knows this interface now (libpcap's own message
+    for a missing one, "not-yet-activated pcap_t passed to pcap_compile",
+    says nothing useful)."""
+    if device == "any":
+        return True
+    try:
+        socket.if_nametoindex(device)
+    except OSError:
+        return False
+    return True
 
 
 def _set_filter(handle, bpf: str) -> None:
@@ -54,6 +71,8 @@ class Capture:
 
     @classmethod
     def open_live(cls, device: str, promiscuous: bool, bpf: str) -> Capture:
+        if not device_exists(device):
+            raise CaptureError(f"interface {device!r} names no network device (configuration variable `interface`)")
         try:
             handle = pcapy.create(device)
             handle.set_snaplen(SNAPLEN)
@@ -106,15 +125,28 @@ class Capture:
         and a signal does not end it, so a quiet sensor could not be stopped;
         the handle is non-blocking and this select() does the waiting.
         """
-        ready, _, _ = select.select([self.fd], [], [], LIVE_TIMEOUT_MS / 1000)
+        try:
+            ready, _, _ = select.select([self.fd], [], [], LIVE_TIMEOUT_MS / 1000)
+        except (OSError, ValueError) as exc:
+            raise CaptureError(f"{self.description}: {exc}") from None
         return bool(ready)
+
+    def position(self) -> int:
+        """Bytes of a capture file read so far (for a progress bar); 0 live."""
+        if self.live:
+            return 0
+        try:
+            return os.lseek(self.handle.getfd(), 0, os.SEEK_CUR)
+        except (OSError, pcapy.PcapError):
+            return 0
 
     def kernel_stats(self) -> tuple[int, int, int]:
         """(received, dropped by the kernel, dropped by the interface)."""
         try:
             return tuple(self.handle.stats())
-        except pcapy.PcapError:
+        except (pcapy.PcapError, ValueError):  # ValueError: already closed
             return (0, 0, 0)
 
     def close(self) -> None:
-        self.handle.close()
+        with contextlib.suppress(pcapy.PcapError):
+            self.handle.close()

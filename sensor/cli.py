@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import socket
 import sys
+import time
 
 import click
 
+from . import capabilities, daemon, logs, spooldir, spoolfile
 from . import config as configuration
-from . import daemon, logs, spooldir, spoolfile
+from . import status as status_report
 from .bpf import Vantage, build_filter
 from .capture import Capture, CaptureError
 from .dnstap import Decoder, DnstapMatcher
 from .dnstap_capture import DnstapFile, DnstapListener
 from .linklayer import UnsupportedLinkType
 from .matcher import Matcher, Settings
-from .options import config_option, load_config
+from .options import ConfigProblem, config_option, load_config
 from .pipeline import Sensor
 from .spool import SpoolError
 from .spoolfile import CborFormat, NmsgFormat
+from .state import SENSOR, StateFile, state_path
 from .writer import SpoolBusy, SpoolWriter
 
 log = logging.getLogger("sensor")
@@ -45,8 +49,9 @@ def main() -> None:
 @click.option("--spooldir", type=click.Path(file_okay=False), help="overrides `spooldir`")
 @click.option("--daemon", "daemon_mode", is_flag=True, help="detach into the background (init scripts)")
 @click.option("--pidfile", type=click.Path(dir_okay=False), help="write the process id here")
-@click.option("--user", default=daemon.SERVICE_USER, show_default=True,
-              help="as root: after opening the capture, run as this user (if it exists)")
+@click.option("--user", default=None,
+              help=f"as root: after opening the capture, run as this user if it exists "
+                   f"(default for live capture: {daemon.SERVICE_USER}; a --pcap replay keeps its user)")
 def run(
     config_path: str | None,
     dnstap_spec: str | None,
@@ -56,18 +61,25 @@ def run(
     spooldir: str | None,
     daemon_mode: bool,
     pidfile: str | None,
-    user: str,
+    user: str | None,
 ) -> None:
     """Capture (or replay) until stopped, writing spool files."""
     if pcap_path and dnstap_path:
         raise click.UsageError("--pcap and --dnstap-file exclude each other")
+    if daemon_mode:
+        daemon.close_inherited_fds()
     replay = pcap_path or dnstap_path
     cfg = _configured(config_path, interface, spooldir, dnstap_spec)
     dnstap_live = not replay and bool(cfg.dnstap_socket)
     _refuse_incomplete(cfg, live=not replay, dnstap=dnstap_live)
-    logs.setup(cfg.syslog_priority, foreground=not daemon_mode and (daemon.foreground() or replay is not None))
+    logs.setup(cfg.syslog_priority, foreground=daemon.foreground() or replay is not None, detached=daemon_mode)
     bpf = build_filter(cfg.res_addrs, cfg.auth_addrs, cfg.capture_qr)
     matcher = (DnstapMatcher if dnstap_path or dnstap_live else Matcher)(matcher_settings(cfg))
+
+    def open_live() -> Capture:
+        with capabilities.raised(capabilities.CAP_NET_RAW):
+            return Capture.open_live(cfg.device, cfg.promiscuous, bpf)
+
     try:
         if pcap_path:
             capture = Capture.open_file(pcap_path, bpf)
@@ -76,11 +88,10 @@ def run(
         elif dnstap_live:
             capture = DnstapListener.open(cfg.dnstap_socket, _decoder(cfg, matcher))
         else:
-            capture = Capture.open_live(cfg.device, cfg.promiscuous, bpf)
+            capture = open_live()
     except (CaptureError, UnsupportedLinkType) as exc:
         raise click.ClickException(str(exc)) from None
-    if daemon_mode:
-        daemon.detach()
+    detached = daemon.detach() if daemon_mode else None
     claimed = daemon.PidFile(pidfile) if pidfile else None
     try:
         if claimed:
@@ -90,7 +101,13 @@ def run(
             # whoever runs it (often in-process in tests: a setuid there
             # would change the test process itself).
             daemon.limit_memory(cfg.memory_ulimit_kbytes)
-            daemon.drop_privileges(user)  # before the first packet is read
+        # before the first packet is read; CAP_NET_RAW stays dormant to reopen a lost interface
+        if replay:
+            if user:
+                daemon.drop_privileges(user)
+        else:
+            keep = () if dnstap_live else (capabilities.CAP_NET_RAW,)
+            daemon.drop_privileges(user or daemon.SERVICE_USER, keep=keep)
         writer = SpoolWriter(
             cfg.spooldir, cfg.channel, socket.gethostname(), cfg.interval, cfg.archive, cfg.upload,
             spool_format(cfg),
@@ -98,7 +115,15 @@ def run(
     except (daemon.DaemonError, SpoolBusy, OSError) as exc:
         log.error("cannot start: %s", exc)
         raise click.ClickException(str(exc)) from None
-    sensor = Sensor(capture, matcher, writer, reload=_reloader(config_path, cfg))
+    sensor = Sensor(
+        capture,
+        matcher,
+        writer,
+        reload=_reloader(config_path, cfg),
+        reopen=None if replay or dnstap_live else open_live,
+        state=None if replay else StateFile(state_path(cfg.spooldir, SENSOR, cfg.channel)),
+        progress=_ProgressBar(pcap_path) if pcap_path and sys.stderr.isatty() else None,
+    )
     signal.signal(signal.SIGTERM, lambda *_: sensor.stop())
     signal.signal(signal.SIGINT, lambda *_: sensor.stop())
     signal.signal(signal.SIGHUP, lambda *_: sensor.hangup())
@@ -109,11 +134,44 @@ def run(
         log.info("capturing from %s as uid %d with filter: %s", capture.description, os.getuid(), bpf)
     else:
         log.info("capturing from %s as uid %d", capture.description, os.getuid())
+    if detached:
+        detached.ready()
     try:
-        sensor.run()
+        summary = sensor.run()
+    except Exception as exc:  # a bug: say so in the log, once, and exit non-zero (no bare traceback)
+        log.critical("stopped by an unexpected error: %s", exc, exc_info=True)
+        sys.exit(70)
     finally:
         if claimed:
             claimed.release()
+    if sensor.progress is not None:
+        sensor.progress.finish(summary)
+
+
+class _ProgressBar:
+    """`run --pcap` on a terminal: bytes of the file read, then a summary."""
+
+    def __init__(self, path: str) -> None:
+        self.started = time.monotonic()
+        self.bar = click.progressbar(length=os.path.getsize(path), label="replaying", file=sys.stderr,
+                                     show_eta=True, show_percent=True)
+        self.bar.__enter__()
+
+    def __call__(self, capture: Capture) -> None:
+        position = capture.position()
+        if position > self.bar.pos:
+            self.bar.update(position - self.bar.pos)
+
+    def finish(self, summary) -> None:
+        self.bar.update(self.bar.length - self.bar.pos)
+        self.bar.__exit__(None, None, None)
+        seconds = max(time.monotonic() - self.started, 1e-9)
+        click.echo(
+            f"{summary.packets} packets in {seconds:.1f} s ({summary.packets / seconds:.0f} packets/s): "
+            f"{summary.records} records ({summary.pairs} pairs), {summary.files} files, "
+            f"{summary.bytes_written} bytes",
+            err=True,
+        )
 
 
 def matcher_settings(cfg: configuration.Config) -> Settings:
@@ -174,14 +232,15 @@ def _refuse_incomplete(cfg: configuration.Config, live: bool, dnstap: bool = Fal
         try:
             cfg.require_capture_addresses()
         except configuration.ConfigError as exc:
-            raise click.ClickException(f"configuration: {exc}") from None
-    if live and cfg.upload and not os.path.exists(cfg.uploadkey):
-        raise click.ClickException(
-            f'upload key {cfg.uploadkey} is missing: run sie-gen-key first (or set upload="no")'
-        )
+            raise ConfigProblem(f"configuration: {exc}") from None
+    if live and cfg.upload:
+        try:
+            cfg.require_upload_key()
+        except configuration.ConfigError as exc:
+            raise ConfigProblem(str(exc)) from None
 
 
-# Settings that a SIGHUP can change; the rest need a restart.
+# Settings that a SIGHUP cannot change (they need a restart), by their attribute.
 RESTART_ONLY = ("interface", "res_addrs", "auth_addrs", "capture_qr", "spooldir", "channel", "dnstap_socket")
 
 
@@ -197,7 +256,8 @@ def _reloader(config_path: str | None, started: configuration.Config):
             return
         for name in RESTART_ONLY:
             if getattr(cfg, name) != getattr(current[0], name):
-                log.warning("SIGHUP: %s changed; it takes effect at the next restart", name)
+                log.warning("SIGHUP: %s changed; it takes effect at the next restart",
+                            configuration.variable_name(name))
                 cfg = cfg.with_overrides(**{name: getattr(current[0], name)})
         sensor.matcher.apply(matcher_settings(cfg))
         sensor.writer.interval, sensor.writer.archive, sensor.writer.upload = cfg.interval, cfg.archive, cfg.upload
@@ -254,26 +314,59 @@ def _spool_files(paths: tuple[str, ...]) -> list[str]:
 
 @main.command("check-config")
 @config_option
-def check_config(config_path: str | None) -> None:
-    """Validate the configuration and print the effective settings."""
+@click.option("--quiet", "-q", is_flag=True, help="print only problems (init scripts, before a restart or reload)")
+def check_config(config_path: str | None, quiet: bool) -> None:
+    """Validate the configuration and print the effective settings.
+
+    Exits non-zero on anything that would stop `run` or `sie-upload` from
+    starting, so the init scripts can refuse a restart or reload while the
+    running sensor is left as it is.
+    """
     cfg = load_config(config_path)
-    for line in cfg.as_text_lines():
-        click.echo(line)
-    problems = []
-    for check in (cfg.require_capture_addresses, cfg.require_upload_settings):
+    if not quiet:
+        for line in cfg.as_text_lines():
+            click.echo(line)
+    for problem in problems(cfg):
+        click.echo(f"error: {problem}", err=True)
+    if not quiet and cfg.dnstap_socket:
+        click.echo(f"# input: dnstap at {cfg.dnstap_socket} (no packet capture)")
+    elif not quiet:
+        click.echo(f"# capture filter: {build_filter(cfg.res_addrs, cfg.auth_addrs, cfg.capture_qr)}")
+    if problems(cfg):
+        sys.exit(1)
+
+
+def problems(cfg: configuration.Config) -> list[str]:
+    """What would stop a live start with this configuration."""
+    # dnstap: the resolver reports only its own upstream traffic, no address list needed
+    checks = [] if cfg.dnstap_socket else [cfg.require_capture_addresses]
+    if cfg.upload:
+        checks += [cfg.require_upload_settings, cfg.require_upload_key]
+    found = []
+    for check in checks:
         try:
-            if check is cfg.require_upload_settings and not cfg.upload:
-                continue
-            if check is cfg.require_capture_addresses and cfg.dnstap_socket:
-                continue  # the resolver reports only its own upstream traffic
             check()
         except configuration.ConfigError as exc:
-            problems.append(str(exc))
-    if cfg.dnstap_socket:
-        click.echo(f"# input: dnstap at {cfg.dnstap_socket} (no packet capture)")
+            found.append(str(exc))
+    return found
+
+
+@main.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="one JSON object (for monitoring systems)")
+@click.option("--stall-intervals", type=click.IntRange(min=1), default=status_report.STALL_INTERVALS,
+              show_default=True, help="no upload success for this many intervals while files wait is a problem")
+def status(config_path: str | None, as_json: bool, stall_intervals: int) -> None:
+    """Say whether capture and upload are running and what is wrong.
+
+    Exit status 0 when all is well, 3 when the sensor is not running,
+    1 for any other problem (upload stalled, capture lost, drops rising).
+    """
+    cfg = load_config(config_path)
+    found = status_report.report(cfg, stall_intervals)
+    if as_json:
+        click.echo(json.dumps(found, sort_keys=True))
     else:
-        click.echo(f"# capture filter: {build_filter(cfg.res_addrs, cfg.auth_addrs, cfg.capture_qr)}")
-    for problem in problems:
-        click.echo(f"error: {problem}", err=True)
-    if problems:
-        sys.exit(1)
+        for line in status_report.text_lines(found):
+            click.echo(line)
+    sys.exit(found["exit_status"])

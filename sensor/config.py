@@ -307,6 +307,13 @@ class Config:
             if not value:
                 raise ConfigError(f"{name} must be set when upload is enabled")
 
+    def require_upload_key(self) -> None:
+        """The uploader authenticates with it: without it, every upload fails."""
+        if not os.path.exists(self.uploadkey):
+            raise ConfigError(
+                f'upload key {self.uploadkey} is missing: run sie-gen-key first (or set upload="no")'
+            )
+
     def with_overrides(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
@@ -317,6 +324,14 @@ class Config:
             value = getattr(self, var.attr)
             lines.append(f'{name}="{_render(value)}"  # {self.origins.get(name, "default")}')
         return lines
+
+
+def variable_name(attr: str) -> str:
+    """The name an operator writes in the file for a Config attribute."""
+    for name, var in VARIABLES.items():
+        if var.attr == attr:
+            return name
+    raise KeyError(attr)
 
 
 def _render(value: Any) -> str:

@@ -18,6 +18,8 @@ import pwd
 import resource
 import sys
 
+from . import capabilities
+
 SERVICE_USER = "sie-dns-sensor"
 
 log = logging.getLogger(__name__)
@@ -27,19 +29,92 @@ class DaemonError(RuntimeError):
     """The service cannot start as asked (pidfile taken, user missing...)."""
 
 
-def detach() -> None:
-    """Become a background daemon: double fork, new session, no terminal."""
-    if os.fork() > 0:
-        os._exit(0)
+READY = b"\0"  # the final child's "start-up went well" to the waiting parent
+
+
+class Detached:
+    """The detached daemon's line back to the terminal that started it.
+
+    Until `ready()`, the daemon's stderr is a pipe to the original process,
+    which waits and copies what comes through to its own stderr: a start-up
+    failure after detaching (pidfile taken, spool locked, no such user) is
+    printed on the terminal of `service ... start`, and its exit status says
+    whether the start worked.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def ready(self) -> None:
+        """Start-up is over: the parent exits 0; stderr goes to /dev/null."""
+        if self.fd < 0:
+            return
+        sys.stderr.flush()
+        os.write(self.fd, READY)
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 2)
+        os.close(null)
+        os.close(self.fd)
+        self.fd = -1
+
+
+def detach() -> Detached:
+    """Become a background daemon: double fork, new session, no terminal.
+
+    The first process stays until the daemon is ready (see Detached) and
+    exits with 0 if it is, 1 if it ended during start-up.
+    """
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child > 0:
+        os.close(write_end)
+        status = _relay_start_up(read_end)
+        os.waitpid(child, 0)  # the middle process, gone at once: no zombie
+        os._exit(status)
+    os.close(read_end)
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
     os.chdir("/")
     null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
+    for fd in (0, 1):
         os.dup2(null, fd)
-    if null > 2:
-        os.close(null)
+    os.dup2(write_end, 2)
+    os.close(null)
+    return Detached(write_end)
+
+
+def _relay_start_up(fd: int) -> int:
+    said = b""
+    while chunk := os.read(fd, 4096):
+        said += chunk
+    ready = said.endswith(READY)
+    message = said[:-1] if ready else said
+    if message:
+        os.write(2, message)
+    if not ready and not message:
+        os.write(2, b"the daemon ended during start-up (see its log)\n")
+    return 0 if ready else 1
+
+
+def close_inherited_fds() -> None:
+    """Close the file descriptors the starting shell left open to us.
+
+    Python opens every file close-on-exec (PEP 446), so a descriptor past
+    stderr without that flag came through exec from whoever started us: a
+    daemon must not keep it (it would hold a terminal, a pipe or a deleted
+    file open for as long as it runs).
+    """
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for fd in sorted(int(name) for name in names):
+        if fd <= 2:
+            continue
+        with contextlib.suppress(OSError):
+            if os.get_inheritable(fd):
+                os.close(fd)
 
 
 def _running(pid: int) -> bool:
@@ -98,8 +173,11 @@ def service_user(name: str = SERVICE_USER) -> pwd.struct_passwd | None:
         return None
 
 
-def drop_privileges(name: str = SERVICE_USER) -> bool:
-    """As root, become `name` for good (if it exists); True when dropped."""
+def drop_privileges(name: str = SERVICE_USER, keep: tuple[int, ...] = ()) -> bool:
+    """As root, become `name` for good (if it exists); True when dropped.
+
+    `keep`: capabilities left dormant in the permitted set (see capabilities.py).
+    """
     if os.geteuid() != 0:
         return False
     entry = service_user(name)
@@ -108,7 +186,12 @@ def drop_privileges(name: str = SERVICE_USER) -> bool:
         return False
     os.setgroups([g.gr_gid for g in grp.getgrall() if name in g.gr_mem])
     os.setgid(entry.pw_gid)
+    if keep:
+        capabilities.keep_across_setuid(True)
     os.setuid(entry.pw_uid)
+    if keep:
+        capabilities.keep_across_setuid(False)
+        capabilities.limit_to(*keep)
     os.environ["HOME"] = entry.pw_dir
     os.environ["USER"] = os.environ["LOGNAME"] = name
     if os.geteuid() == 0 or os.getuid() == 0:

@@ -7,20 +7,29 @@ quiet (so queries still time out and files still rotate at night).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
+import operator
 import resource
 import time
 from collections.abc import Callable
 
-from .capture import Capture
+from .capture import Capture, CaptureError
+from .constants import Field, RecordType
 from .matcher import Matcher
+from .state import StateFile
 from .writer import INFINITY, SpoolWriter
 
 log = logging.getLogger(__name__)
 
 STATS_SECONDS = 300
 FLUSH_CHUNK = 1024  # records made at a time at shutdown (bounds memory)
+REOPEN_FIRST = 1.0  # seconds before the first try to reopen a lost capture
+REOPEN_MAX = 30.0  # the longest wait between tries
+LOST_POLL = 0.2  # while the capture is lost, the loop's pace (signals, rotation)
+
+_record_type = operator.itemgetter(Field.TYPE)
 
 
 @dataclasses.dataclass
@@ -76,14 +85,35 @@ class Sensor:
         matcher: Matcher,
         writer: SpoolWriter,
         reload: Callable[[Sensor], None] | None = None,
+        reopen: Callable[[], Capture] | None = None,
+        state: StateFile | None = None,
+        progress: Callable[[Capture], None] | None = None,
     ) -> None:
         self.capture = capture
         self.matcher = matcher
         self.writer = writer
         self.reload = reload
+        self.reopen = reopen  # how to open the live capture again after it is lost
+        self.state = state
+        self.progress = progress  # told after every batch (a replay's progress bar)
         self.summary = Summary()
         self._stopping = False
         self._hangup = False
+        self.lost_since: float | None = None  # wall time the capture was lost
+        self.lost_reason = ""
+        self._retry_at = 0.0
+        self._backoff = REOPEN_FIRST
+        self._kernel_before = (0, 0, 0)  # counters of captures closed since the start
+        self.last_error: str | None = None
+        self.last_error_time: float | None = None
+        # records by type in the current and the last interval, for `status`
+        self.by_type: collections.Counter = collections.Counter()
+        self.by_type_last: dict[str, int] = {}
+        self._interval_ends = time.monotonic() + writer.interval
+        self._dropped_before = 0
+        self.dropped_last_interval = 0
+        self._rate = (time.monotonic(), 0)
+        self.packets_per_second = 0.0
 
     def stop(self) -> None:
         """Safe from a signal handler: the loop notices within one batch."""
@@ -100,7 +130,9 @@ class Sensor:
             log.warning("finished %d spool file(s) left by an earlier crash", len(recovered))
         next_stats = time.monotonic() + STATS_SECONDS
         while not self._stopping:
-            batch = self.capture.read_batch()
+            batch = self._read()
+            if self.progress is not None:
+                self.progress(self.capture)
             if batch is None:
                 break
             if batch:
@@ -112,23 +144,141 @@ class Sensor:
                 self.writer.finish()
                 if self.reload is not None:
                     self.reload(self)
-            if time.monotonic() >= next_stats:
+            now = time.monotonic()
+            if now >= next_stats:
                 next_stats += STATS_SECONDS
                 log.info("%s", self._snapshot().line())
+            if now >= self._interval_ends:
+                self._end_interval(now)
+            if self.state is not None and self.state.due():
+                self._write_state()
         self._shutdown()
         return self.summary
+
+    # ------------------------------------------------------ a lost capture
+    def _read(self) -> list | None:
+        """The next batch; [] while the capture is lost (the loop goes on)."""
+        if self.lost_since is not None:
+            self._try_reopen()
+            return []
+        try:
+            return self.capture.read_batch()
+        except CaptureError as exc:
+            self._lose(str(exc))
+            return [] if self.reopen is not None else None
+
+    def _lose(self, reason: str) -> None:
+        """Log it, finish the open file, keep the table, and retry later."""
+        self._error(f"capture lost: {reason}")
+        if self.reopen is None:
+            log.error("capture lost (%s): stopping", reason)
+            return
+        self._kernel_before = self._kernel_now()
+        self.capture.close()
+        self.writer.finish()
+        self.lost_since, self.lost_reason = time.time(), reason
+        self._backoff = REOPEN_FIRST
+        self._retry_at = time.monotonic() + self._backoff
+        log.error("capture lost (%s): the open spool file is finished, the query table kept; "
+                  "reopening %s, first try in %.0f s", reason, self.capture.description, self._backoff)
+
+    def _try_reopen(self) -> None:
+        wait = self._retry_at - time.monotonic()
+        if wait > 0:
+            time.sleep(min(wait, LOST_POLL))
+            return
+        try:
+            capture = self.reopen()
+        except CaptureError as exc:
+            self._backoff = min(self._backoff * 2, REOPEN_MAX)
+            self._retry_at = time.monotonic() + self._backoff
+            self.lost_reason = str(exc)
+            log.info("capture still lost (%s): next try in %.0f s", exc, self._backoff)
+            return
+        log.warning("capture on %s again after %.0f s without it", capture.description, time.time() - self.lost_since)
+        self.capture = capture
+        self.lost_since = None
+        self.lost_reason = ""
+
+    def _error(self, message: str) -> None:
+        self.last_error, self.last_error_time = message, time.time()
+
+    def _kernel_now(self) -> tuple[int, int, int]:
+        """Kernel counters summed over every capture this run has opened."""
+        before = self._kernel_before
+        if not self.capture.live or self.lost_since is not None:
+            return before
+        current = self.capture.kernel_stats()
+        return tuple(a + b for a, b in zip(before, current, strict=True))
+
+    # ------------------------------------------------------------- status
+    def _end_interval(self, now: float) -> None:
+        """Every interval: roll the per-interval figures, warn while something is wrong."""
+        from .status import capture_problems  # status reads the state this writes
+
+        self._interval_ends = now + self.writer.interval
+        self.by_type_last = {RecordType(k).name: v for k, v in sorted(self.by_type.items())}
+        self.by_type.clear()
+        dropped = sum(self._kernel_now()[1:])
+        self.dropped_last_interval = dropped - self._dropped_before
+        self._dropped_before = dropped
+        for problem in capture_problems(self._state()):
+            log.warning("%s", problem)
+
+    def _state(self) -> dict:
+        now = time.monotonic()
+        since, packets = self._rate
+        if now - since >= 1.0:
+            self.packets_per_second = (self.summary.packets - packets) / (now - since)
+            self._rate = (now, self.summary.packets)
+        received, dropped, if_dropped = self._kernel_now()
+        return {
+            "capture": self.capture.description,
+            "capturing": self.lost_since is None,
+            "capture_error": self.lost_reason or None,
+            "capture_lost_since": self.lost_since,
+            "packets": self.summary.packets,
+            "packets_per_second": round(self.packets_per_second, 1),
+            "kernel_received": received,
+            "kernel_dropped": dropped,
+            "if_dropped": if_dropped,
+            "dropped_last_interval": self.dropped_last_interval,
+            "table": len(self.matcher.table),
+            "table_max": self.matcher.settings.table_max,
+            "interval": self.writer.interval,
+            "records_last_interval": self.by_type_last,
+            "records": self.writer.records_written,
+            "files": self.writer.files_done,
+            "unwritten": self.writer.unwritten,
+            "last_error": self.last_error,
+            "last_error_time": self.last_error_time,
+        }
+
+    def _write_state(self, **extra) -> None:
+        failed = self.state.failed
+        self.state.write(dict(self._state(), **extra))
+        if self.state.failed and not failed:
+            log.warning("cannot write the state file %s (status will say the sensor is not running)",
+                        self.state.path)
+
+    def _write(self, records: list, sec: int, nsec: int) -> None:
+        """Hand records to the writer, counted by type for `status`."""
+        if records:
+            self.by_type.update(map(_record_type, records))
+            self.writer.write(records, sec, nsec)
 
     def _process(self, batch: list) -> None:
         """Feed one batch, writing records into the file of their interval."""
         feed = self.matcher.feed
         writer = self.writer
+        write = self._write
         records: list = []
         first_sec = first_nsec = 0
         deadline = writer.deadline
         for packet, sec, nsec in batch:
             if sec >= deadline:
                 if records:
-                    writer.write(records, first_sec, first_nsec)
+                    write(records, first_sec, first_nsec)
                     records = []
                 writer.advance(sec)
                 deadline = writer.deadline
@@ -140,7 +290,7 @@ class Sensor:
                         deadline = writer.boundary_after(sec)
                 records += made
         if records:
-            writer.write(records, first_sec, first_nsec)
+            write(records, first_sec, first_nsec)
         self.summary.packets += len(batch)
 
     def _quiet(self) -> None:
@@ -148,7 +298,7 @@ class Sensor:
         now = time.time()
         sec, nsec = int(now), int((now % 1) * 1e9)
         records = self.matcher.tick(sec, nsec)
-        self.writer.write(records, sec, nsec)
+        self._write(records, sec, nsec)
         self.writer.advance(sec)
         self.writer.sync()  # what came before the quiet spell reaches the disk
 
@@ -156,10 +306,13 @@ class Sensor:
         """Every outstanding query leaves as unanswered; the file is finished."""
         matcher = self.matcher
         while matcher.table:
-            self.writer.write(matcher.flush(FLUSH_CHUNK), matcher.now_sec, matcher.now_nsec)
+            self._write(matcher.flush(FLUSH_CHUNK), matcher.now_sec, matcher.now_nsec)
         self.writer.close()
         summary = self._snapshot()
-        self.capture.close()
+        if self.state is not None:
+            self._write_state(stopped=time.time())
+        if self.lost_since is None:
+            self.capture.close()
         log.info("stopped: %s", summary.line())
 
     def _snapshot(self) -> Summary:
@@ -173,5 +326,5 @@ class Sensor:
         summary.not_ip = self.capture.not_ip
         summary.counters = dict(self.matcher.counters)
         if self.capture.live:
-            summary.kernel = self.capture.kernel_stats()
+            summary.kernel = self._kernel_now()
         return summary

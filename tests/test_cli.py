@@ -29,7 +29,9 @@ def write_config(tmp_path, text: str) -> str:
 
 
 def test_check_config_prints_effective_settings_and_filter(runner, tmp_path):
-    path = write_config(tmp_path, 'DNSQR_RES_ADDRS="192.0.2.53"\nlogin="sensor1"\nsubmitserver="c.example"\n')
+    (tmp_path / "key").write_text("a key")
+    path = write_config(tmp_path, f'DNSQR_RES_ADDRS="192.0.2.53"\nlogin="sensor1"\nsubmitserver="c.example"\n'
+                                  f'uploadkey="{tmp_path}/key"\n')
     result = runner.invoke(main, ["check-config", "-c", path])
     assert result.exit_code == 0, result.output
     assert 'DNSQR_RES_ADDRS="192.0.2.53/32"' in result.output
@@ -142,3 +144,46 @@ def test_times_after_2038_are_kept(runner, tmp_path):
     assert line["time"].startswith("2040-01-01 00:00:00")
     assert line["message"]["query_time_sec"] == [t2040]
     assert line["message"]["response_time_sec"] == [t2040]
+
+
+def test_check_config_fails_when_the_upload_key_is_missing(runner, tmp_path):
+    """start refuses without the key, so check-config (what the scripts run first) must too."""
+    path = write_config(tmp_path, f'DNSQR_RES_ADDRS="192.0.2.53"\nlogin="sensor1"\nsubmitserver="c.example"\n'
+                                  f'uploadkey="{tmp_path}/keys/none"\n')
+    result = runner.invoke(main, ["check-config", "-c", path])
+    assert result.exit_code == 1
+    assert f"upload key {tmp_path}/keys/none is missing" in result.output
+
+
+def test_check_config_accepts_upload_no_without_login_or_key(runner, tmp_path):
+    """The archive-only debugging setup: no login, no server, no key."""
+    path = write_config(tmp_path, f'DNSQR_RES_ADDRS="192.0.2.53"\nupload="no"\narchive="yes"\n'
+                                  f'uploadkey="{tmp_path}/keys/none"\n')
+    result = runner.invoke(main, ["check-config", "-q", "-c", path])
+    assert result.exit_code == 0, result.output
+    assert result.output == ""
+
+
+def test_a_missing_interface_is_named_as_such(runner, tmp_path):
+    path = write_config(tmp_path, 'DNSQR_RES_ADDRS="192.0.2.53"\nupload="no"\ninterface="sienosuch9"\n')
+    result = runner.invoke(main, ["run", "-c", path])
+    assert result.exit_code != 0
+    assert "interface 'sienosuch9' names no network device" in result.output
+
+
+def test_reload_warning_names_the_variable_as_written_in_the_file(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from sensor import config as configuration
+    from sensor.cli import _reloader
+
+    path = write_config(tmp_path, 'DNSQR_RES_ADDRS="192.0.2.53"\n')
+    started = configuration.load(path)
+    applied = []
+    sensor = SimpleNamespace(matcher=SimpleNamespace(apply=applied.append), writer=SimpleNamespace())
+    (tmp_path / "sie-dns-sensor").write_text(f'spooldir="{tmp_path / "spool"}"\nDNSQR_RES_ADDRS="192.0.2.54"\n')
+    with caplog.at_level("WARNING"):
+        _reloader(path, started)(sensor)
+    assert "SIGHUP: DNSQR_RES_ADDRS changed" in caplog.text
+    assert "res_addrs" not in caplog.text
+    assert len(applied) == 1  # the rest applied at once

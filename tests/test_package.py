@@ -9,6 +9,7 @@ SIE_PACKAGE_TEST=1, as root, and is skipped elsewhere. The static checks
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -64,6 +65,7 @@ def test_rpmbuild_builds_the_same_content(tmp_path):
         [
             "rpmbuild",
             "-bb",
+            "--nodeps",  # BuildRequires name Fedora packages; this rpm database is empty
             "--define",
             f"_topdir {top}",
             "--define",
@@ -87,8 +89,17 @@ def test_rpmbuild_builds_the_same_content(tmp_path):
         "/usr/lib/systemd/system/sie-upload.service",
         "/usr/lib/sie-dns-sensor/sensor/matcher.py",
         "/usr/lib/sie-dns-sensor/pcapy.cpython-311-x86_64-linux-gnu.so",
+        "/usr/lib/sie-dns-sensor/sensor/__pycache__/matcher.cpython-311.pyc",
+        "/usr/share/doc/sie-dns-sensor/README.md.gz",
+        "/etc/logrotate.d/sie-dns-sensor",
     ):
         assert path in listing, path
+    assert not any("dpkt" in path for path in listing)  # a test dependency only
+    requires = subprocess.run(["rpm", "-qp", "--requires", rpm], capture_output=True, text=True, check=True).stdout
+    for needed in ("python3 >= 3.11", "python3 < 3.12", "libpcap"):
+        assert needed in requires, requires
+    scripts = subprocess.run(["rpm", "-qp", "--scripts", rpm], capture_output=True, text=True, check=True).stdout
+    assert "%systemd" not in scripts and "systemctl" in scripts and "try-restart" in scripts
 
 
 # ------------------------------------------------------------- the .deb
@@ -104,9 +115,7 @@ def _why_not_end_to_end() -> str | None:
 REASON = _why_not_end_to_end()
 
 
-@pytest.fixture(scope="module")
-def deb(tmp_path_factory):
-    work = tmp_path_factory.mktemp("deb")
+def _build_deb(work) -> str:
     source = _tracked_copy(str(work / "sie-dns-sensor"))
     result = subprocess.run(
         ["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=source, capture_output=True, text=True, timeout=1200
@@ -114,6 +123,18 @@ def deb(tmp_path_factory):
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     (path,) = glob.glob(str(work / "sie-dns-sensor_*.deb"))
     return path
+
+
+@pytest.fixture(scope="module")
+def deb(tmp_path_factory):
+    return _build_deb(tmp_path_factory.mktemp("deb"))
+
+
+def _libraries(deb_path: str) -> list[str]:
+    """The bundled distributions and versions (their .dist-info folders)."""
+    listing = subprocess.run(["dpkg-deb", "-c", deb_path], capture_output=True, text=True, check=True).stdout
+    return sorted({line.split("/usr/lib/sie-dns-sensor/")[1].split("/")[0]
+                   for line in listing.splitlines() if ".dist-info/" in line})
 
 
 def _sh(*argv: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
@@ -131,11 +152,110 @@ def test_lintian_reports_no_errors(deb):
 
 
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
+def test_two_builds_carry_the_same_libraries_at_the_same_versions(deb, tmp_path):
+    """Built from the lock file: nothing is resolved at build time."""
+    first = _libraries(deb)
+    assert any(name.startswith("paramiko-") for name in first) and any(n.startswith("dnspython-") for n in first)
+    assert not any(name.startswith("dpkt-") for name in first)  # a test dependency only
+    assert _libraries(_build_deb(tmp_path)) == first
+
+
+CONFIG = "/etc/default/sie-dns-sensor"
+LOG = "/var/log/sie-dns-sensor/sie-dns-sensor.log"
+ARRIVED_GLOB = "[!.]*"  # finished spool files at the collector (not the .part temporaries)
+
+
+class Wire:
+    """The sensor's interface in the root namespace, an authority behind it."""
+
+    def __init__(self) -> None:
+        tag = uuid.uuid4().hex[:5]
+        self.host_if, self.peer_if, self.ns = f"vsen{tag}", f"vaut{tag}", f"sieauth{tag}"
+        self.responder: subprocess.Popen | None = None
+        self.env = dict(os.environ, PYTHONPATH=REPO)
+        _sh("ip", "netns", "add", self.ns)
+
+    def up(self) -> None:
+        """Make (or make again) the link, its addresses and the authority."""
+        _sh("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.peer_if, "netns", self.ns)
+        _sh("ip", "addr", "add", "192.0.2.53/32", "dev", self.host_if)
+        _sh("ip", "link", "set", self.host_if, "up")
+        _sh("ip", "route", "add", "198.51.100.0/24", "dev", self.host_if, "src", "192.0.2.53")
+        _sh("ip", "-n", self.ns, "addr", "add", "198.51.100.1/24", "dev", self.peer_if)
+        _sh("ip", "-n", self.ns, "addr", "add", "2001:db8:1::1/64", "dev", self.peer_if, "nodad")
+        _sh("ip", "-n", self.ns, "link", "set", self.peer_if, "up")
+        _sh("ip", "-n", self.ns, "link", "set", "lo", "up")
+        _sh("ip", "-n", self.ns, "route", "add", "192.0.2.53/32", "dev", self.peer_if)
+        _sh("ip", "netns", "exec", self.ns, "ethtool", "-K", self.peer_if, "tx", "off")
+        _sh("ethtool", "-K", self.host_if, "tx", "off")
+        self.stop_responder()
+        self.responder = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, sys.executable, "-c", RESPONDER], stdout=subprocess.PIPE, env=self.env
+        )
+        assert self.responder.stdout.readline().strip() == b"ready"
+
+    def ask(self, count: int) -> None:
+        """`count` IPv4 queries from the resolver's address (see dnstraffic.ASKER)."""
+        subprocess.run([sys.executable, "-c", ASKER, str(count), "4"], check=True, env=self.env, timeout=120)
+
+    def cut(self) -> None:
+        _sh("ip", "link", "del", self.host_if)
+
+    def stop_responder(self) -> None:
+        if self.responder is not None:
+            self.responder.kill()
+            self.responder.wait()
+            self.responder = None
+
+    def close(self) -> None:
+        self.stop_responder()
+        _sh("ip", "link", "del", self.host_if, check=False)
+        _sh("ip", "netns", "del", self.ns, check=False)
+
+
+def _pids() -> tuple[int, int]:
+    found = []
+    for name in ("sensor", "upload"):
+        with open(f"/run/sie-dns-sensor/{name}.pid") as handle:
+            found.append(int(handle.read()))
+    return found[0], found[1]
+
+
+def _status() -> tuple[int, dict]:
+    result = _sh("sie-dns-sensor", "status", "--json", check=False)
+    return result.returncode, json.loads(result.stdout)
+
+
+def _wait(condition, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"not within {seconds} s: {what}")
+
+
+def _set(name: str, value: str) -> None:
+    """Change one variable of the installed configuration file."""
+    with open(CONFIG) as handle:
+        lines = [line for line in handle.read().splitlines() if not line.startswith(f"{name}=")]
+    with open(CONFIG, "w") as handle:
+        handle.write("\n".join([*lines, f'{name}="{value}"']) + "\n")
+
+
+def _records(paths) -> list[dict]:
+    records = []
+    for path in paths:
+        records += spoolfile.records(path)
+    return records
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
 def test_installed_package_runs_as_a_service_end_to_end(deb, tmp_path):
-    tag = uuid.uuid4().hex[:5]
-    host_if, peer_if, auth_ns = f"vsen{tag}", f"vaut{tag}", f"sieauth{tag}"
+    """Install, configure, run; every mistake an operator makes; purge while running."""
+    wire = None
     server = None
-    responder = None
     try:
         _sh("dpkg", "-i", deb, timeout=300)
         _sh(
@@ -144,26 +264,15 @@ def test_installed_package_runs_as_a_service_end_to_end(deb, tmp_path):
             "/lib/systemd/system/sie-dns-sensor.service",
             "/lib/systemd/system/sie-upload.service",
         )
-        # the wire: the sensor's interface in the root namespace, an authority behind it
-        _sh("ip", "netns", "add", auth_ns)
-        _sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", peer_if, "netns", auth_ns)
-        _sh("ip", "addr", "add", "192.0.2.53/32", "dev", host_if)
-        _sh("ip", "link", "set", host_if, "up")
-        _sh("ip", "route", "add", "198.51.100.0/24", "dev", host_if, "src", "192.0.2.53")
-        _sh("ip", "-n", auth_ns, "addr", "add", "198.51.100.1/24", "dev", peer_if)
-        _sh("ip", "-n", auth_ns, "addr", "add", "2001:db8:1::1/64", "dev", peer_if, "nodad")
-        _sh("ip", "-n", auth_ns, "link", "set", peer_if, "up")
-        _sh("ip", "-n", auth_ns, "link", "set", "lo", "up")
-        _sh("ip", "-n", auth_ns, "route", "add", "192.0.2.53/32", "dev", peer_if)
-        for ns_argv in (["ip", "netns", "exec", auth_ns], []):
-            dev = peer_if if ns_argv else host_if
-            _sh(*ns_argv, "ethtool", "-K", dev, "tx", "off")
-        env = dict(os.environ, PYTHONPATH=REPO)
-        responder = subprocess.Popen(
-            ["ip", "netns", "exec", auth_ns, sys.executable, "-c", RESPONDER], stdout=subprocess.PIPE, env=env
-        )
-        assert responder.stdout.readline().strip() == b"ready"
+        assert os.path.exists("/etc/logrotate.d/sie-dns-sensor")
+        assert os.path.exists("/usr/lib/sie-dns-sensor/sensor/__pycache__")  # py3compile ran
+        # unconfigured: the start refuses with the reasons, nothing keeps running
+        refused = _sh("service", "sie-dns-sensor", "start", check=False)
+        assert refused.returncode != 0 and "DNSQR_RES_ADDRS or DNSQR_AUTH_ADDRS" in refused.stderr
+        assert _sh("pgrep", "-u", "sie-dns-sensor", check=False).stdout == ""
 
+        wire = Wire()
+        wire.up()
         # what the operator does: a key, the collector's host key, the settings
         made = _sh("sie-gen-key")
         assert "ssh-ed25519" in made.stdout
@@ -172,28 +281,64 @@ def test_installed_package_runs_as_a_service_end_to_end(deb, tmp_path):
         with open("/var/spool/sie/keys/known_hosts", "a") as handle:
             handle.write(server.known_hosts_line())
         server.start()
-        with open("/etc/default/sie-dns-sensor", "a") as handle:
-            handle.write(
-                f'\ninterface="{host_if}"\nDNSQR_RES_ADDRS="192.0.2.53"\nlogin="{server.user}"\n'
-                f'submitserver="127.0.0.1:{server.port}"\ninterval="2"\n'
-            )
+        for name, value in (("interface", wire.host_if), ("DNSQR_RES_ADDRS", "192.0.2.53"), ("login", server.user),
+                            ("submitserver", f"127.0.0.1:{server.port}"), ("interval", "2")):
+            _set(name, value)
         _sh("service", "sie-dns-sensor", "start")
         status = _sh("service", "sie-dns-sensor", "status").stdout
         assert "sie-dns-sensor is running" in status and "sie-upload is running" in status
-        with open("/run/sie-dns-sensor/sensor.pid") as handle:
-            sensor_pid = int(handle.read())
-        with open("/run/sie-dns-sensor/upload.pid") as handle:
-            upload_pid = int(handle.read())
+        sensor_pid, upload_pid = _pids()
         for pid in (sensor_pid, upload_pid):
             assert _sh("ps", "-o", "user=", "-p", str(pid)).stdout.strip() == "sie-dns-sensor"
         time.sleep(1)
 
-        subprocess.run([sys.executable, "-c", ASKER, "30", "4"], check=True, env=env, timeout=120)
+        wire.ask(30)
         arrived = server.path("up", "ch202")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not glob.glob(os.path.join(arrived, "*.nmsg")):
-            time.sleep(0.5)
-        assert glob.glob(os.path.join(arrived, "*.nmsg")), "no spool file reached the collector"
+        _wait(lambda: glob.glob(os.path.join(arrived, ARRIVED_GLOB)), 60, "a spool file at the collector")
+        _code, found = _wait(lambda: (s := _status())[0] == 0 and s, 30, "status ok")
+        assert found["sensor"]["capturing"] and found["uploader"]["last_success"]
+        assert found["sensor"]["records_last_interval"] or found["sensor"]["records"]
+
+        if not os.path.exists("/dev/log"):  # no syslog daemon here: the log file has it all
+            with open(LOG) as handle:
+                logged = handle.read()
+            assert "capturing from interface" in logged and "uploaded " in logged
+
+        # a typo: restart and reload refuse, say why, and leave both daemons as they are
+        _set("interval", "sixty")
+        for action in ("restart", "reload"):
+            result = _sh("service", "sie-dns-sensor", action, check=False)
+            assert result.returncode != 0, action
+            assert "interval: 'sixty' is not a whole number" in result.stdout + result.stderr, action
+            assert _pids() == (sensor_pid, upload_pid)
+            for pid in (sensor_pid, upload_pid):
+                assert os.path.exists(f"/proc/{pid}"), action
+        _set("interval", "2")
+
+        # an upload failure, induced by a reload with a wrong login: status says so
+        _set("login", "nobody-registered")
+        _sh("service", "sie-dns-sensor", "reload")
+        wire.ask(10)
+        _code, found = _wait(lambda: (s := _status())[0] == 1 and s, 60, "status reports the stalled upload")
+        assert any("no upload succeeded" in problem for problem in found["problems"]), found
+        assert found["uploader"]["last_error"] and found["backlog"]["files"] > 0
+        # fixed by a reload, not a restart: the files go
+        _set("login", server.user)
+        _sh("service", "sie-dns-sensor", "reload")
+        _wait(lambda: _status()[0] == 0, 60, "status ok again")
+        assert _pids() == (sensor_pid, upload_pid)
+
+        # the interface goes away and comes back under the running sensor
+        wire.ask(10)
+        time.sleep(3)
+        wire.cut()
+        _wait(lambda: not _status()[1]["sensor"].get("capturing", True), 30, "status: capture lost")
+        wire.up()
+        _wait(lambda: _status()[1]["sensor"].get("capturing"), 60, "status: capturing again")
+        time.sleep(1)
+        wire.ask(10)
+        time.sleep(3)
+        assert _pids() == (sensor_pid, upload_pid)
 
         _sh("service", "sie-dns-sensor", "stop", timeout=180)
         for pid in (sensor_pid, upload_pid):
@@ -201,25 +346,42 @@ def test_installed_package_runs_as_a_service_end_to_end(deb, tmp_path):
         assert _sh("pgrep", "-u", "sie-dns-sensor", check=False).stdout == ""
         assert os.listdir("/var/spool/sie/new/ch202") == []  # no partial file
         assert _sh("service", "sie-dns-sensor", "status", check=False).returncode == 3
+        assert _sh("sie-dns-sensor", "status", check=False).returncode == 3
 
-        records = []
-        for path in glob.glob(os.path.join(arrived, "*.nmsg")) + glob.glob("/var/spool/sie/waiting/ch202/*"):
-            records += spoolfile.records(path)
+        files = glob.glob(os.path.join(arrived, ARRIVED_GLOB)) + glob.glob("/var/spool/sie/waiting/ch202/*")
+        names = sorted(os.path.basename(path) for path in files)
+        assert len(names) == len(set(names))
+        records = _records(files)
         kinds = sorted(r[1] for r in records)
-        assert kinds.count(1) == 26 and kinds.count(2) == 3, kinds  # 27 answered, one with RD; 3 dropped
-        assert len(records) == 29
+        # 30 + 4 runs of 10 queries: every tenth is never answered, one per run has RD set (filtered)
+        assert kinds.count(1) == 26 + 3 * 8 and kinds.count(2) == 3 + 3, kinds
+        if not os.path.exists("/dev/log"):
+            with open(LOG) as handle:
+                logged = handle.read()
+            assert "capture lost" in logged and "again after" in logged
+            assert "Traceback" not in logged
+
+        # purge while the service runs: both stop, the scripts say nothing wrong
+        _sh("service", "sie-dns-sensor", "start")
+        sensor_pid, upload_pid = _pids()
+        purged = _sh("dpkg", "--purge", "sie-dns-sensor", timeout=300)
+        assert "error" not in purged.stderr.lower() and "warning" not in purged.stderr.lower(), purged.stderr
+        for pid in (sensor_pid, upload_pid):
+            assert not os.path.exists(f"/proc/{pid}"), f"pid {pid} still running after purge"
+        assert _sh("pgrep", "-u", "sie-dns-sensor", check=False).stdout == ""
     finally:
-        if responder is not None:
-            responder.kill()
-            responder.wait()
         _sh("service", "sie-dns-sensor", "stop", check=False, timeout=180)
         if server is not None:
             server.close()
-        _sh("ip", "link", "del", host_if, check=False)
-        _sh("ip", "netns", "del", auth_ns, check=False)
+        if wire is not None:
+            wire.close()
         _sh("dpkg", "--purge", "sie-dns-sensor", check=False, timeout=300)
-    # purge removes what the package made
-    assert _sh("getent", "passwd", "sie-dns-sensor", check=False).returncode != 0
+    # purge removes what the package made, except the system user (Debian policy)
+    assert _sh("getent", "passwd", "sie-dns-sensor", check=False).returncode == 0
     assert not os.path.exists("/var/spool/sie")
-    assert not os.path.exists("/etc/default/sie-dns-sensor")
+    assert not os.path.exists("/var/log/sie-dns-sensor")
+    assert not os.path.exists(CONFIG)
     assert not os.path.exists("/usr/lib/sie-dns-sensor")
+    # the test's own cleanup: other tests run tools as root that would become this user
+    _sh("userdel", "sie-dns-sensor", check=False)
+    _sh("groupdel", "sie-dns-sensor", check=False)

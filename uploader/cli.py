@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 
@@ -9,10 +10,11 @@ import click
 
 from sensor import config as configuration
 from sensor import daemon, logs
-from sensor.options import config_option, load_config
+from sensor.options import ConfigProblem, config_option, load_config
 
 from . import keys
 from .upload import Uploader, UploaderBusy, channel_lock
+from .watch import Watch
 
 
 @click.command()
@@ -24,6 +26,8 @@ from .upload import Uploader, UploaderBusy, channel_lock
               help="as root: run as this user (if it exists)")
 def upload_main(config_path: str | None, once: bool, daemon_mode: bool, pidfile: str | None, user: str) -> None:
     """Ship finished spool files to the collector over SFTP."""
+    if daemon_mode:
+        daemon.close_inherited_fds()
     cfg = load_config(config_path)
     if not cfg.upload:
         click.echo('upload="no" in the configuration: nothing to do', err=True)
@@ -31,27 +35,68 @@ def upload_main(config_path: str | None, once: bool, daemon_mode: bool, pidfile:
     try:
         uploader = Uploader(cfg)
     except configuration.ConfigError as exc:
-        raise click.ClickException(f"configuration: {exc}") from None
-    logs.setup(cfg.syslog_priority, foreground=not daemon_mode and (daemon.foreground() or once))
-    if daemon_mode:
-        daemon.detach()
+        raise ConfigProblem(f"configuration: {exc}") from None
+    logs.setup(cfg.syslog_priority, foreground=daemon.foreground() or once, detached=daemon_mode,
+               program="sie-upload")
+    detached = daemon.detach() if daemon_mode else None
     claimed = daemon.PidFile(pidfile) if pidfile else None
     stopping = []
+    hangup = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGHUP, lambda *_: hangup.append(True))
+
+    def should_stop() -> bool:
+        if hangup:
+            hangup.clear()
+            _reload(config_path, uploader)
+        return bool(stopping)
+
+    watch = None
     try:
         if claimed:
             claimed.claim()
         daemon.drop_privileges(user)
         with channel_lock(cfg):
-            ok = uploader.run(once, should_stop=lambda: bool(stopping))
+            if not once:
+                watch = Watch(uploader)
+                watch.beat()
+                watch.start()
+            if detached:
+                detached.ready()
+            ok = uploader.run(once, should_stop=should_stop)
     except (UploaderBusy, daemon.DaemonError) as exc:
+        logging.getLogger("uploader").error("cannot start: %s", exc)
         raise click.ClickException(str(exc)) from None
     finally:
+        if watch is not None:
+            watch.stop()
         if claimed:
             claimed.release()
     if once and not ok:
         sys.exit(1)
+
+
+# the uploader's folders and lock are taken from these at start
+RESTART_ONLY = ("spooldir", "channel")
+
+
+def _reload(config_path: str | None, uploader: Uploader) -> None:
+    """SIGHUP: re-read the file; login, server, key, maxper... apply from the next round."""
+    log = logging.getLogger("uploader")
+    try:
+        cfg = configuration.load(config_path)
+        if cfg.upload:
+            cfg.require_upload_settings()
+    except configuration.ConfigError as exc:
+        log.error("SIGHUP: configuration not reloaded: %s", exc)
+        return
+    for name in RESTART_ONLY:
+        if getattr(cfg, name) != getattr(uploader.config, name):
+            log.warning("SIGHUP: %s changed; it takes effect at the next restart", name)
+            cfg = cfg.with_overrides(**{name: getattr(uploader.config, name)})
+    uploader.config = cfg
+    log.info("SIGHUP: configuration re-read")
 
 
 @click.command()

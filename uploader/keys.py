@@ -22,6 +22,20 @@ class KeyExists(FileExistsError):
     """An upload key is already there; it is never overwritten."""
 
 
+def host_fqdn() -> str:
+    """This host's name as `hostname -f` prints it: the canonical name that
+    getaddrinfo gives for gethostname(). (socket.getfqdn() asks
+    gethostbyaddr instead, which often answers `localhost`.)"""
+    name = socket.gethostname()
+    try:
+        for *_, canonical, _ in socket.getaddrinfo(name, None, flags=socket.AI_CANONNAME):
+            if canonical:
+                return canonical
+    except OSError:
+        pass
+    return name
+
+
 def generate(path: str, kind: str = "ed25519", bits: int = DEFAULT_RSA_BITS, comment: str | None = None) -> str:
     """Write `path` (mode 0600) and `path.pub`; return the public key line."""
     public_path = path + ".pub"
@@ -40,7 +54,7 @@ def generate(path: str, kind: str = "ed25519", bits: int = DEFAULT_RSA_BITS, com
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
     )
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    line = f"{public.decode('ascii')} {comment or socket.getfqdn()}\n"
+    line = f"{public.decode('ascii')} {comment or host_fqdn()}\n"
     os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:

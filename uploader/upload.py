@@ -111,6 +111,10 @@ class Uploader:
         self.remote_dir = f"{REMOTE_ROOT}/{config.channel}"
         self.uploaded = 0
         self.failures = 0
+        # for `sie-dns-sensor status` (written out by watch.py)
+        self.last_success: float | None = None  # wall time the last file arrived
+        self.last_error: str | None = None
+        self.last_error_time: float | None = None
 
     def round(self) -> bool:
         """Trim, then upload everything waiting; False if anything failed."""
@@ -125,23 +129,26 @@ class Uploader:
         host, port = self.config.submitserver
         found = discovery.targets(host, port, self.config.upload_method)
         if not found:
-            self.failures += 1
-            log.error("upload failed: no collector to try for %s", host)
+            self._failed(f"no collector to try for {host}")
             return False
         for number, target in enumerate(found, 1):
             try:
                 self._send(target, files)
                 return True
             except HostKeyError as exc:
-                self.failures += 1
-                log.error("upload failed: %s", exc)
+                self._failed(str(exc))
                 return False  # never try the next one with a key that does not match
             except (UploadError, OSError, EOFError, paramiko.SSHException) as exc:
                 # anything else from a dying connection is a failed round too
-                self.failures += 1
                 more = f"; trying the next of {len(found)}" if number < len(found) else ""
-                log.error("upload failed: %s%s", exc or type(exc).__name__, more)
+                self._failed(f"{exc or type(exc).__name__}{more}")
         return False
+
+    def _failed(self, reason: str) -> None:
+        """Count, remember for `status`, and log one failure."""
+        self.failures += 1
+        self.last_error, self.last_error_time = reason, time.time()
+        log.error("upload failed: %s", reason)
 
     def _send(self, target: discovery.Target, files: list[str]) -> None:
         config = self.config
@@ -149,6 +156,7 @@ class Uploader:
 
         def sent(path: str, size: int) -> None:
             self.uploaded += 1
+            self.last_success = time.time()
             log.info("uploaded %s (%d bytes, %.1f s) to %s:%d/%s", os.path.basename(path), size,
                      time.monotonic() - started, target.host, target.port, self.remote_dir)
 

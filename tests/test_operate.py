@@ -1,0 +1,338 @@
+"""Operating the service: status, logs, a lost capture, start-up errors, small fixes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pty
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from sensor import logs, pipeline, state, status
+from sensor.capture import CaptureError
+from sensor.cli import main
+from sensor.matcher import Matcher, Settings
+from sensor.pipeline import Sensor
+from sensor.spool import read_spool
+from sensor.writer import SpoolWriter
+from tests import packets as P
+from tests.uploadkit import CHANNEL, needs_sshd, run_tool, spool_files, start_tool, write_config
+from uploader import keys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+T0 = 1_700_000_000
+
+
+# ------------------------------------------------------------ a lost capture
+class FakeLive:
+    """A live capture that yields the given batches, then fails (or idles)."""
+
+    live = True
+    not_ip = 0
+    description = "interface fake0"
+
+    def __init__(self, batches, then_fail: str | None = None) -> None:
+        self.batches = list(batches)
+        self.then_fail = then_fail
+        self.closed = False
+
+    def read_batch(self):
+        if self.batches:
+            return self.batches.pop(0)
+        if self.then_fail:
+            raise CaptureError(f"interface fake0: {self.then_fail}")
+        time.sleep(0.01)
+        return []
+
+    def kernel_stats(self):
+        return (10, 0, 0)
+
+    def close(self):
+        self.closed = True
+
+
+def exchange(i: int, t: float):
+    """A query and its response as capture batches' entries."""
+    sec = int(t)
+    return [
+        (P.query(ident=i, sport=20000 + i), sec, 0),
+        (P.response(ident=i, dport=20000 + i), sec, 1000),
+    ]
+
+
+def test_a_lost_capture_is_reopened_and_nothing_is_lost(tmp_path, caplog, monkeypatch):
+    now = int(time.time())
+    before = FakeLive([[*exchange(1, now), (P.query(ident=9, sport=30000), now, 2000)]], then_fail="went down")
+    after = FakeLive([[(P.response(ident=9, dport=30000), now + 1, 0), *exchange(2, now + 1)]])
+    tries = []
+
+    def reopen():
+        tries.append(time.monotonic())
+        if len(tries) < 2:
+            raise CaptureError("interface 'fake0' names no network device")
+        return after
+
+    writer = SpoolWriter(str(tmp_path), CHANNEL, "host", 3600, archive=False, upload=True)
+    sensor = Sensor(before, Matcher(Settings()), writer, reopen=reopen)
+    monkeypatch.setattr(pipeline, "REOPEN_FIRST", 0.05)
+    threading.Timer(2.0, sensor.stop).start()
+    with caplog.at_level(logging.INFO):
+        sensor.run()
+    assert before.closed and len(tries) == 2
+    assert "capture lost (interface fake0: went down)" in caplog.text
+    assert "capture on interface fake0 again" in caplog.text
+    files = sorted(os.listdir(tmp_path / "waiting" / CHANNEL))
+    assert len(files) == 2  # the open file was finished when the capture was lost
+    records = [r for name in files for r in read_spool(str(tmp_path / "waiting" / CHANNEL / name))[1]]
+    # query 9 was outstanding across the outage: the table was kept, it paired
+    assert sorted((r[1], r[7]) for r in records) == [(1, 1), (1, 2), (1, 9)]
+    assert sensor.last_error == "capture lost: interface fake0: went down"
+
+
+def test_a_capture_error_in_a_replay_stops_with_a_log_line_not_a_traceback(tmp_path, caplog):
+    broken = FakeLive([exchange(1, T0)], then_fail="read error")
+    writer = SpoolWriter(str(tmp_path), CHANNEL, "host", 3600, archive=False, upload=True)
+    with caplog.at_level(logging.INFO):
+        Sensor(broken, Matcher(Settings()), writer).run()
+    assert "capture lost (interface fake0: read error): stopping" in caplog.text
+    assert "stopped: packets=2" in caplog.text
+
+
+# ------------------------------------------------------------------- status
+def _config(tmp_path, **settings):
+    from sensor import config as configuration
+
+    lines = [f'spooldir="{tmp_path}"', 'interval="10"'] + [f'{k}="{v}"' for k, v in settings.items()]
+    (tmp_path / "conf").write_text("\n".join(lines) + "\n")
+    return configuration.load(str(tmp_path / "conf")), str(tmp_path / "conf")
+
+
+def _write(tmp_path, program, **fields):
+    os.makedirs(tmp_path / "locks", exist_ok=True)
+    now = time.time()
+    base = {"pid": os.getpid(), "updated": now, "started": now - 100}
+    state.write_state(state.state_path(str(tmp_path), program, CHANNEL), dict(base, **fields))
+
+
+def test_status_is_ok_when_both_run_and_nothing_waits(tmp_path):
+    _cfg, path = _config(tmp_path)
+    _write(tmp_path, state.SENSOR, capturing=True, capture="interface eth0", packets_per_second=12.0,
+           records_last_interval={"UDP_QUERY_RESPONSE": 5}, table=3, table_max=10)
+    _write(tmp_path, state.UPLOADER, last_success=time.time() - 30)
+    result = CliRunner().invoke(main, ["status", "-c", path])
+    assert result.exit_code == 0, result.output
+    assert "UDP_QUERY_RESPONSE=5" in result.output and "table 3/10" in result.output
+    assert result.output.rstrip().endswith("ok")
+
+
+def test_status_not_running_is_exit_3(tmp_path):
+    cfg, path = _config(tmp_path)
+    result = CliRunner().invoke(main, ["status", "-c", path, "--json"])
+    assert result.exit_code == status.NOT_RUNNING
+    found = json.loads(result.output)
+    assert found["problems"][:2] == ["the sensor is not running", "the uploader is not running"]
+    # a dead pid in a fresh file is not running either
+    _write(tmp_path, state.SENSOR, pid=2**22 + 1)
+    assert status.report(cfg)["sensor"]["running"] is False
+
+
+def test_status_flags_a_stalled_upload_a_lost_capture_and_drops(tmp_path):
+    _cfg, path = _config(tmp_path)
+    old = time.time() - 600
+    for name in spool_files(tmp_path, [100, 200]):
+        os.utime(name, (old, old))
+    _write(tmp_path, state.SENSOR, capturing=False, capture_error="went down", dropped_last_interval=7)
+    _write(tmp_path, state.UPLOADER, last_success=None, last_error="cannot connect", last_error_time=old)
+    result = CliRunner().invoke(main, ["status", "-c", path, "--json"])
+    assert result.exit_code == status.PROBLEM
+    found = json.loads(result.output)
+    assert found["backlog"]["files"] == 2 and found["backlog"]["bytes"] == 300
+    problems = " | ".join(found["problems"])
+    assert "capture lost: went down" in problems
+    assert "dropped 7 packets" in problems
+    assert "no upload succeeded for more than 5 intervals (never) while 2 files wait" in problems
+    assert "cannot connect" in problems
+    # the same files, a recent success: not stalled
+    _write(tmp_path, state.UPLOADER, last_success=time.time() - 5)
+    assert status.upload_problems(state.read_state(state.state_path(str(tmp_path), "upload", CHANNEL)),
+                                  status.backlog(str(tmp_path / "waiting" / CHANNEL)), 10) == []
+
+
+def test_upload_no_needs_no_uploader(tmp_path):
+    cfg, _path = _config(tmp_path, upload="no")
+    _write(tmp_path, state.SENSOR, capturing=True)
+    assert status.report(cfg)["problems"] == []
+
+
+# --------------------------------------------------------------------- logs
+@pytest.fixture
+def root_logger():
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield root
+    for handler in root.handlers:
+        handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_a_daemon_without_syslog_writes_the_log_file(tmp_path, monkeypatch, root_logger):
+    monkeypatch.setattr(logs, "SYSLOG_SOCKET", str(tmp_path / "no-dev-log"))
+    monkeypatch.setattr(logs, "LOG_DIR", str(tmp_path / "log"))
+    monkeypatch.setattr(logs, "LOG_FILE", str(tmp_path / "log" / "sie-dns-sensor.log"))
+    for name in ("JOURNAL_STREAM", "INVOCATION_ID"):
+        monkeypatch.delenv(name, raising=False)
+    where = logs.setup("local5.info", foreground=False, detached=True, program="sie-upload")
+    assert where == str(tmp_path / "log" / "sie-dns-sensor.log")
+    logging.getLogger("uploader").error("upload failed: because")
+    text = (tmp_path / "log" / "sie-dns-sensor.log").read_text()
+    assert "sie-upload[" in text and "ERROR upload failed: because" in text
+
+
+def test_under_systemd_lines_go_to_the_journal_with_their_priority(monkeypatch, root_logger, capsys):
+    monkeypatch.setenv("INVOCATION_ID", "0123")
+    assert logs.setup("local5.info", foreground=False) == "the journal"
+    logging.getLogger("sensor").warning("drops rising")
+    assert capsys.readouterr().err == f"<{21 * 8 + 4}>drops rising\n"  # local5 = 21, warning = 4
+
+
+# ------------------------------------------------------ daemons and start-up
+def test_daemons_close_descriptors_inherited_from_the_shell(tmp_path):
+    code = (
+        "import os; from sensor import daemon\n"
+        "keep = os.open('/dev/null', os.O_RDONLY)  # ours: close-on-exec\n"
+        "daemon.close_inherited_fds()\n"
+        "print(sorted(int(f) for f in os.listdir('/proc/self/fd')), keep)\n"
+    )
+    leaked = os.open(str(tmp_path / "leak"), os.O_WRONLY | os.O_CREAT)
+    try:
+        out = subprocess.run([sys.executable, "-c", code], pass_fds=(leaked,), capture_output=True, text=True,
+                             env=dict(os.environ, PYTHONPATH=REPO), check=True).stdout.split()
+    finally:
+        os.close(leaked)
+    fds = json.loads(" ".join(out[:-1]))
+    assert leaked not in fds and int(out[-1]) in fds
+
+
+def test_a_start_up_failure_after_detaching_reaches_the_terminal(tmp_path):
+    pcap = str(tmp_path / "c.pcap")
+    P.write_pcap(pcap, [(P.ethernet(P.query()), T0)])
+    cfg = write_config(tmp_path / "conf", tmp_path / "spool", upload="no")
+    pidfile = tmp_path / "sensor.pid"
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        pidfile.write_text(f"{sleeper.pid}\n")
+        result = subprocess.run(
+            [sys.executable, "-m", "sensor", "run", "-c", cfg, "--pcap", pcap, "--daemon", "--pidfile", str(pidfile)],
+            capture_output=True, text=True, timeout=30,
+            env=dict(os.environ, PYTHONPATH=REPO, SIE_DNS_SENSOR_LOG_DIR=str(tmp_path / "log")),
+        )
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert result.returncode == 1
+    assert f"already running as pid {sleeper.pid}" in result.stderr
+    if not os.path.exists("/dev/log"):  # no syslog: the log file
+        assert "cannot start: already running" in (tmp_path / "log" / "sie-dns-sensor.log").read_text()
+
+
+def test_run_pcap_shows_progress_and_a_summary_on_a_terminal_only(tmp_path):
+    pcap = str(tmp_path / "c.pcap")
+    P.write_pcap(pcap, [(P.ethernet(P.query(ident=i, sport=20000 + i)), T0 + i) for i in range(50)])
+    cfg = write_config(tmp_path / "conf", tmp_path / "spool", upload="no", DNSQR_RES_ADDRS="192.0.2.53")
+    argv = [sys.executable, "-m", "sensor", "run", "-c", cfg, "--pcap", pcap]
+    env = dict(os.environ, PYTHONPATH=REPO)
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=terminal, env=env)
+    os.close(terminal)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    process.wait(timeout=30)
+    os.close(controller)
+    text = seen.decode(errors="replace")
+    assert "replaying" in text and "100%" in text
+    assert "50 packets in" in text and "50 records" in text
+    plain = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30)
+    assert plain.returncode == 0 and "replaying" not in plain.stderr and "packets in" not in plain.stderr
+
+
+def test_gen_key_comments_the_key_with_what_hostname_f_says(tmp_path):
+    if shutil.which("hostname") is None:
+        pytest.skip("needs hostname")
+    expected = subprocess.run(["hostname", "-f"], capture_output=True, text=True).stdout.strip()
+    line = keys.generate(str(tmp_path / "key"))
+    assert line.split()[2] == expected
+    assert keys.host_fqdn() == expected
+
+
+# ------------------------------------------------------------ the uploader
+@needs_sshd
+def test_host_key_error_shows_the_openssh_sha256_fingerprint(collector):
+    server, config, spool = collector
+    server.start()
+    (spool / "keys" / "known_hosts").write_text("")
+    spool_files(spool, [100])
+    result = run_tool("upload", "-c", config, "--once")
+    printed = subprocess.run(["ssh-keygen", "-lf", server.host_key + ".pub"], capture_output=True, text=True,
+                             check=True).stdout.split()[1]
+    assert printed.startswith("SHA256:")
+    assert f"offered ssh-ed25519 {printed}" in result.stderr
+
+
+@needs_sshd
+def test_upload_sessions_end_with_a_clean_disconnect(collector):
+    server, config, spool = collector
+    server.start()
+    spool_files(spool, [100, 100, 100])  # maxper=2: two sessions
+    assert run_tool("upload", "-c", config, "--once").returncode == 0
+    time.sleep(0.5)
+    with open(server.log) as handle:
+        log = handle.read()
+    assert log.count("Received disconnect") == 2
+    assert "Connection reset by peer" not in log
+
+
+@needs_sshd
+def test_sighup_reaches_the_uploader_and_status_follows_it(collector, tmp_path):
+    server, config, spool = collector
+    server.start()
+    with open(config) as handle:
+        right = handle.read()
+    with open(config, "w") as handle:
+        handle.write(right.replace(f'login="{server.user}"', 'login="nobody-here"') + 'interval="1"\n')
+    spool_files(spool, [100])
+    uploader = start_tool("upload", "-c", config)
+    state_file = state.state_path(str(spool), state.UPLOADER, CHANNEL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (state.read_state(state_file) or {}).get("last_error"):
+            time.sleep(0.2)
+        found = state.read_state(state_file)
+        assert "SSH session" in found["last_error"] and found["last_success"] is None
+        with open(config, "w") as handle:
+            handle.write(right + 'interval="1"\n')
+        uploader.send_signal(1)  # SIGHUP
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (state.read_state(state_file) or {}).get("last_success"):
+            time.sleep(0.2)
+        assert os.listdir(server.path("up", CHANNEL))
+    finally:
+        uploader.terminate()
+        _, err = uploader.communicate(timeout=30)
+    assert "SIGHUP: configuration re-read" in err
+    assert state.read_state(state_file)["stopped"]
+
