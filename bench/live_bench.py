@@ -61,7 +61,7 @@ def one_rate(lab: netns.Lab, pcap: str, responses: int, rate: int, work: str, lo
     env = dict(os.environ, PYTHONPATH=REPO)
     sensor = lab.popen(
         lab.a,
-        [sys.executable, "-m", "sensor", "run", "-c", config, "--interface", lab.a_if],
+        [sys.executable, "-m", "sensor", "run", "-c", config, "--interface", lab.a_if, *netns.STAY_AS_IS],
         stderr=subprocess.PIPE,
         text=True,
         env=env,

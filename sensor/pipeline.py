@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 
 from .capture import Capture, CaptureError
-from .constants import Field, RecordType
 from .matcher import Matcher
+from .record import Field, RecordType
 from .state import StateFile
 from .writer import INFINITY, SpoolWriter
 

@@ -13,6 +13,11 @@ import subprocess
 import time
 import uuid
 
+# Programs started as root by tests run as the service user when it exists
+# (the package test creates it, and purge keeps it): name one that does
+# not, so they stay the test's user and can use its root-only temp dirs.
+STAY_AS_IS = ("--user", "sie-test-no-such-user")
+
 
 def available() -> str | None:
     """None when namespaces can be used here, else why not."""

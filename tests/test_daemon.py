@@ -13,6 +13,7 @@ import pytest
 from sensor import daemon
 from tests import netns
 from tests import packets as P
+from tests.netns import STAY_AS_IS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -75,7 +76,7 @@ def test_sighup_finishes_the_open_file_and_rereads_settings(tmp_path):
     exchange = P.ethernet(P.query()).hex() + " " + P.ethernet(P.response()).hex()
     with netns.Lab(["192.0.2.53/24"], ["198.51.100.1/24"]) as lab:
         sensor = lab.popen(lab.a, [sys.executable, "-m", "sensor", "run", "-c", str(config),
-                                   "--interface", lab.a_if], stderr=subprocess.PIPE, env=env, text=True)
+                                   "--interface", lab.a_if, *STAY_AS_IS], stderr=subprocess.PIPE, env=env, text=True)
         while "capturing from" not in sensor.stderr.readline():
             assert sensor.poll() is None
         time.sleep(0.5)

@@ -197,6 +197,7 @@ def test_every_exchange_tshark_sees_is_one_record_and_replay_equals_live(tmp_pat
                 config,
                 "--interface",
                 lab.upstream_if,
+                *netns.STAY_AS_IS,
             ],
             stderr=subprocess.PIPE,
             text=True,

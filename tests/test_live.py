@@ -22,6 +22,7 @@ import pytest
 from sensor import render, spoolfile
 from tests import netns
 from tests.dnstraffic import ASKER, RESPONDER, USER
+from tests.netns import STAY_AS_IS
 from uploader import keys
 
 REASON = netns.available()
@@ -49,7 +50,7 @@ def test_live_capture_on_veth_pairs_everything_and_stops_cleanly(tmp_path):
         assert responder.stdout.readline().strip() == b"ready"
         sensor = lab.popen(
             lab.a,
-            [sys.executable, "-m", "sensor", "run", "-c", str(config), "--interface", lab.a_if],
+            [sys.executable, "-m", "sensor", "run", "-c", str(config), "--interface", lab.a_if, *STAY_AS_IS],
             stderr=subprocess.PIPE,
             env=env,
             text=True,
@@ -91,7 +92,7 @@ def test_idle_live_capture_stops_promptly_on_sigterm(tmp_path):
         netns._ip("-n", lab.a, "link", "set", lab.a_if, "arp", "off")
         sensor = lab.popen(
             lab.a,
-            [sys.executable, "-m", "sensor", "run", "-c", str(config), "--interface", lab.a_if],
+            [sys.executable, "-m", "sensor", "run", "-c", str(config), "--interface", lab.a_if, *STAY_AS_IS],
             stderr=subprocess.PIPE, env=env, text=True,
         )
         netns.wait_for_line(sensor, "capturing from")
@@ -121,7 +122,7 @@ def test_records_before_a_quiet_spell_survive_a_sigkill(tmp_path):
         responder = lab.popen(lab.b, [sys.executable, "-c", RESPONDER], stdout=subprocess.PIPE, env=env)
         assert responder.stdout.readline().strip() == b"ready"
         sensor = lab.popen(
-            lab.a, [sys.executable, "-m", "sensor", "run", "-c", str(config), "--interface", lab.a_if],
+            lab.a, [sys.executable, "-m", "sensor", "run", "-c", str(config), "--interface", lab.a_if, *STAY_AS_IS],
             stderr=subprocess.PIPE, env=env, text=True,
         )
         netns.wait_for_line(sensor, "capturing from")

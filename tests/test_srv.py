@@ -89,7 +89,8 @@ def test_submitserver_srv_domain_leads_to_the_collector_on_its_own_port(tmp_path
             paths = spool_files(spool, [4000, 9000])
             sent = contents(paths)
             code = "import sys; from uploader.cli import upload_main; sys.argv[0] = 'sie-upload'; upload_main()"
-            result = lab.run(lab.a, [sys.executable, "-c", code, "-c", config, "--once"], capture_output=True,
+            result = lab.run(lab.a, [sys.executable, "-c", code, "-c", config, "--once", *netns.STAY_AS_IS],
+                             capture_output=True,
                              text=True, timeout=120, env=dict(os.environ, PYTHONPATH=REPO))
             assert result.returncode == 0, result.stderr
             assert "refusing.collector.test port 1" in result.stderr  # tried first: priority 5

@@ -10,6 +10,7 @@ import pytest
 
 from sensor import spooldir
 from tests import sshd as sshd_helper
+from tests.netns import STAY_AS_IS
 from uploader import keys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,8 +20,9 @@ CHANNEL = "ch202"
 def run_tool(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     module = {"upload": "upload_main", "gen-key": "gen_key_main"}[tool]
     code = f"import sys; from uploader.cli import {module}; sys.argv[0] = 'sie-{tool}'; {module}()"
+    stay = STAY_AS_IS if tool == "upload" else ()
     return subprocess.run(
-        [sys.executable, "-c", code, *args],
+        [sys.executable, "-c", code, *args, *stay],
         capture_output=True, text=True, timeout=timeout, env=dict(os.environ, PYTHONPATH=REPO),
     )
 
@@ -29,7 +31,7 @@ def start_tool(tool: str, *args: str) -> subprocess.Popen:
     module = {"upload": "upload_main"}[tool]
     code = f"from uploader.cli import {module}; {module}()"
     return subprocess.Popen(
-        [sys.executable, "-c", code, *args],
+        [sys.executable, "-c", code, *args, *STAY_AS_IS],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=REPO),
     )
 
