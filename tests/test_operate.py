@@ -299,9 +299,13 @@ def test_upload_sessions_end_with_a_clean_disconnect(collector):
     server.start()
     spool_files(spool, [100, 100, 100])  # maxper=2: two sessions
     assert run_tool("upload", "-c", config, "--once").returncode == 0
-    time.sleep(0.5)
-    with open(server.log) as handle:
-        log = handle.read()
+    deadline = time.monotonic() + 10  # sshd writes its log line a moment after the session
+    while True:
+        with open(server.log) as handle:
+            log = handle.read()
+        if log.count("Received disconnect") >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert log.count("Received disconnect") == 2
     assert "Connection reset by peer" not in log
 
