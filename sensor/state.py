@@ -19,6 +19,8 @@ import os
 import time
 from typing import Any
 
+from .spooldir import LOCKS
+
 STATE_SECONDS = 5.0  # how often a daemon rewrites its state file
 STALE_SECONDS = 4 * STATE_SECONDS  # a file older than this belongs to a hung or dead daemon
 
@@ -27,7 +29,7 @@ UPLOADER = "upload"
 
 
 def state_path(spooldir: str, program: str, channel: str) -> str:
-    return os.path.join(spooldir, "locks", f"{program}-{channel}.state")
+    return os.path.join(spooldir, LOCKS, f"{program}-{channel}.state")
 
 
 def write_state(path: str, state: dict[str, Any]) -> None:

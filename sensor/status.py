@@ -15,6 +15,7 @@ import os
 import time
 from typing import Any
 
+from . import spooldir
 from .config import Config
 from .state import SENSOR, STALE_SECONDS, UPLOADER, read_state, state_path
 
@@ -127,7 +128,7 @@ def report(cfg: Config, stall_intervals: int = STALL_INTERVALS, now: float | Non
     now = time.time() if now is None else now
     sensor = read_state(state_path(cfg.spooldir, SENSOR, cfg.channel))
     uploader = read_state(state_path(cfg.spooldir, UPLOADER, cfg.channel))
-    waiting = backlog(os.path.join(cfg.spooldir, "waiting", cfg.channel), now)
+    waiting = backlog(spooldir.folder(cfg.spooldir, spooldir.WAITING, cfg.channel), now)
     problems = []
     sensor_running = running(sensor, now)
     upload_running = running(uploader, now)
@@ -151,7 +152,7 @@ def report(cfg: Config, stall_intervals: int = STALL_INTERVALS, now: float | Non
         "sensor": dict(sensor or {}, running=sensor_running),
         "uploader": dict(uploader or {}, running=upload_running),
         "backlog": dataclasses.asdict(waiting),
-        "open_files": open_files(os.path.join(cfg.spooldir, "new", cfg.channel), now),
+        "open_files": open_files(spooldir.folder(cfg.spooldir, spooldir.NEW, cfg.channel), now),
     }
 
 

@@ -14,7 +14,10 @@ import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # sensor modules both programs use: configuration, service plumbing, the spool
-SHARED_WITH_UPLOADER = {"sensor", "sensor.config", "sensor.daemon", "sensor.logs", "sensor.options", "sensor.spooldir"}
+SHARED_WITH_UPLOADER = {
+    "sensor", "sensor.config", "sensor.daemon", "sensor.logs", "sensor.options", "sensor.spooldir",
+    "sensor.state", "sensor.status",
+}
 CORE = ("matcher", "bpf", "fragments", "checksum", "dns", "record", "wire")
 
 
