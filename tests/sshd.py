@@ -36,9 +36,13 @@ def free_port() -> int:
 
 
 class Sshd:
-    """One sshd process serving one sftp-only user on 127.0.0.1."""
+    """One sshd process serving one sftp-only user on 127.0.0.1.
 
-    def __init__(self, authorized_key: str) -> None:
+    `sftp_script` (shell script text) replaces OpenSSH's own SFTP server,
+    run as the user: a collector that misbehaves on purpose.
+    """
+
+    def __init__(self, authorized_key: str, sftp_script: str | None = None) -> None:
         # Its own folder under /tmp, readable on the way down: sshd reads
         # authorized_keys and the session writes the home as the user.
         workdir = tempfile.mkdtemp(prefix="sie-sshd-", dir="/tmp")
@@ -53,8 +57,8 @@ class Sshd:
         os.makedirs(self.home)
         os.makedirs("/run/sshd", exist_ok=True)
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--home-dir", self.home, "--shell", "/usr/sbin/nologin",
-             self.user],
+            ["useradd", "--system", "--no-create-home", "--home-dir", self.home, "--shell",
+             "/bin/sh" if sftp_script else "/usr/sbin/nologin", self.user],
             check=True, capture_output=True,
         )
         subprocess.run(["usermod", "-p", "*", self.user], check=True, capture_output=True)  # no password, not locked
@@ -65,13 +69,19 @@ class Sshd:
         self.authorized_keys = os.path.join(workdir, "authorized_keys")
         with open(self.authorized_keys, "w") as handle:
             handle.write(authorized_key)
+        subsystem = "internal-sftp\nForceCommand internal-sftp"
+        if sftp_script:
+            subsystem = os.path.join(workdir, "sftp-server")
+            with open(subsystem, "w") as handle:
+                handle.write(sftp_script)
+            os.chmod(subsystem, 0o755)
         with open(self.config, "w") as handle:
             handle.write(
                 f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\n"
                 f"PidFile {workdir}/sshd.pid\nAuthorizedKeysFile {self.authorized_keys}\n"
                 "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
                 "UsePAM no\nStrictModes no\nPermitRootLogin no\n"
-                f"AllowUsers {self.user}\nSubsystem sftp internal-sftp\nForceCommand internal-sftp\n"
+                f"AllowUsers {self.user}\nSubsystem sftp {subsystem}\n"
                 "LogLevel VERBOSE\nMaxStartups 100\n"
             )
 

@@ -15,8 +15,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHANNEL = "ch202"
 
 
+def _as_root(tool: str, args: tuple[str, ...]) -> tuple[str, ...]:
+    """sie-upload stays root: the service user, where the package made it,
+    could not read pytest's private temporary folders."""
+    if tool == "upload" and "--user" not in args:
+        return (*args, "--user", "nobody-here")
+    return args
+
+
 def run_tool(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     module = {"upload": "upload_main", "gen-key": "gen_key_main"}[tool]
+    args = _as_root(tool, args)
     code = f"import sys; from uploader.cli import {module}; sys.argv[0] = 'sie-{tool}'; {module}()"
     return subprocess.run(
         [sys.executable, "-c", code, *args],
@@ -26,6 +35,7 @@ def run_tool(tool: str, *args: str, timeout: float = 120) -> subprocess.Complete
 
 def start_tool(tool: str, *args: str) -> subprocess.Popen:
     module = {"upload": "upload_main"}[tool]
+    args = _as_root(tool, args)
     code = f"from uploader.cli import {module}; {module}()"
     return subprocess.Popen(
         [sys.executable, "-c", code, *args],
@@ -57,12 +67,12 @@ REASON = sshd_helper.available()
 needs_sshd = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
 
-def make_collector(tmp_path):
+def make_collector(tmp_path, sftp_script: str | None = None):
     """(sshd, config path, spool): key made by sie-gen-key, host key known."""
     spool = tmp_path / "spool"
     spool.mkdir()
     keys.generate(str(spool / "keys" / "upload"), comment="sensor1.example")
-    server = sshd_helper.Sshd((spool / "keys" / "upload.pub").read_text())
+    server = sshd_helper.Sshd((spool / "keys" / "upload.pub").read_text(), sftp_script=sftp_script)
     (spool / "keys" / "known_hosts").write_text(server.known_hosts_line())
     config = write_config(
         tmp_path / "conf",
