@@ -16,7 +16,9 @@ import logging
 import os
 import pwd
 import resource
+import stat
 import sys
+import tempfile
 
 SERVICE_USER = "sie-dns-sensor"
 
@@ -51,35 +53,66 @@ def _running(pid: int) -> bool:
 
 
 class PidFile:
-    """`path` holds our pid while we run; a stale one (dead pid) is replaced."""
+    """`path` holds our pid while we run; a stale one (dead pid) is replaced.
+
+    It is written as root, so nothing in its folder is followed: the pid
+    goes to a fresh name made with O_CREAT|O_EXCL|O_NOFOLLOW (mkstemp) that
+    is then renamed over `path`, and an old pidfile is read without
+    following a link. Even in a folder the service user can write, a link
+    planted there cannot make root write through it.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.pid = 0
 
     def claim(self) -> None:
-        try:
-            with open(self.path) as handle:
-                old = int(handle.read().strip() or 0)
-        except (FileNotFoundError, ValueError):
-            old = 0
+        old = _read_pid(self.path)
         if old and old != os.getpid() and _running(old):
             raise DaemonError(f"already running as pid {old} ({self.path})")
         directory = os.path.dirname(self.path) or "."
         os.makedirs(directory, exist_ok=True)
-        temporary = f"{self.path}.{os.getpid()}"
-        with open(temporary, "w") as handle:
-            handle.write(f"{os.getpid()}\n")
-        os.replace(temporary, self.path)
+        fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(self.path)}.", dir=directory)
+        try:
+            os.fchmod(fd, 0o644)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            os.close(fd)
+            os.replace(temporary, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
         self.pid = os.getpid()
 
     def release(self) -> None:
-        """Remove the file if it is still ours (not a successor's)."""
+        """Remove the file if it is still ours (not a successor's).
+
+        After the privilege drop this fails in a root-owned folder; the
+        init script removes the file once the process has gone.
+        """
         if self.pid != os.getpid():
             return
-        with contextlib.suppress(OSError), open(self.path) as handle:
-            if int(handle.read().strip() or 0) == self.pid:
+        if _read_pid(self.path) == self.pid:
+            with contextlib.suppress(OSError):
                 os.unlink(self.path)
+
+
+def _read_pid(path: str) -> int:
+    """The pid in a pidfile, 0 if none; never follows a link or blocks on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return 0
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return 0
+        return int(os.read(fd, 32).strip() or 0)
+    except (OSError, ValueError):
+        return 0
+    finally:
+        os.close(fd)
 
 
 def limit_memory(kbytes: int) -> None:
@@ -116,11 +149,13 @@ def drop_privileges(name: str = SERVICE_USER) -> bool:
     return True
 
 
-def chown_to_service_user(path: str, name: str = SERVICE_USER) -> None:
-    """Let the service user own a file root made for it (e.g. the upload key)."""
+def service_owner(name: str = SERVICE_USER) -> tuple[int, int] | None:
+    """(uid, gid) to give files root makes for the service (the upload key),
+    or None when not root or the user does not exist."""
     entry = service_user(name)
-    if entry is not None and os.geteuid() == 0:
-        os.chown(path, entry.pw_uid, entry.pw_gid)
+    if entry is None or os.geteuid() != 0:
+        return None
+    return entry.pw_uid, entry.pw_gid
 
 
 def foreground() -> bool:

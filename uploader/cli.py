@@ -62,12 +62,10 @@ def gen_key_main(config_path: str | None, kind: str, bits: int) -> None:
     """Make the upload key pair at `uploadkey` and show the public half."""
     cfg = load_config(config_path)
     try:
-        line = keys.generate(cfg.uploadkey, kind, bits)
+        # the uploader runs as the service user and must be able to read it
+        line = keys.generate(cfg.uploadkey, kind, bits, owner=daemon.service_owner())
     except (keys.KeyExists, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
-    # the uploader runs as the service user and must be able to read it
-    daemon.chown_to_service_user(cfg.uploadkey)
-    daemon.chown_to_service_user(cfg.uploadkey + ".pub")
     click.echo(f"Wrote the private key to {cfg.uploadkey} (mode 0600) and the public key to {cfg.uploadkey}.pub:")
     click.echo("")
     click.echo(line.rstrip("\n"))

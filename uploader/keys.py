@@ -22,8 +22,19 @@ class KeyExists(FileExistsError):
     """An upload key is already there; it is never overwritten."""
 
 
-def generate(path: str, kind: str = "ed25519", bits: int = DEFAULT_RSA_BITS, comment: str | None = None) -> str:
-    """Write `path` (mode 0600) and `path.pub`; return the public key line."""
+def generate(
+    path: str,
+    kind: str = "ed25519",
+    bits: int = DEFAULT_RSA_BITS,
+    comment: str | None = None,
+    owner: tuple[int, int] | None = None,
+) -> str:
+    """Write `path` (mode 0600) and `path.pub`; return the public key line.
+
+    `owner` (uid, gid) is given to both files through their open
+    descriptors: run as root in a folder the service user can write, a
+    chown by name could be sent through a link swapped in meanwhile.
+    """
     public_path = path + ".pub"
     for existing in (path, public_path):
         if os.path.exists(existing):
@@ -42,10 +53,15 @@ def generate(path: str, kind: str = "ed25519", bits: int = DEFAULT_RSA_BITS, com
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     line = f"{public.decode('ascii')} {comment or socket.getfqdn()}\n"
     os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(private)
-    fd = os.open(public_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(line)
+    _write_new(path, private, 0o600, owner)
+    _write_new(public_path, line.encode("ascii"), 0o644, owner)
     return line
+
+
+def _write_new(path: str, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
+    """Create `path` (never an existing name or a link), chown it by descriptor, fill it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "wb") as handle:
+        if owner is not None:
+            os.fchown(fd, *owner)
+        handle.write(data)

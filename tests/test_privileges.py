@@ -1,0 +1,150 @@
+"""Root never follows or signals what the service user controls (issue 12, item 2).
+
+The attacker here is the service account: it can write where the service
+writes. Each test plants what it could plant (a link where root writes a
+pidfile, a stranger's pid in a pidfile, a link swapped in for the new key)
+and checks that root did not write, signal or chown through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import signal
+import subprocess
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from sensor import daemon
+from tests.uploadkit import REPO, write_config
+from uploader import cli as uploader_cli
+from uploader import keys
+
+INIT_SCRIPT = os.path.join(REPO, "initscripts", "sie-dns-sensor.init")
+# stands in for sie-dns-sensor and sie-upload: accepts the configuration,
+# and "detaches" (a forked copy of itself, so its command line names this
+# program and the pidfile) writing its pid where --pidfile, the last
+# argument, says
+FAKE_PROGRAM = """#!/bin/sh
+[ "$1" = check-config ] && exit 0
+for pidfile; do :; done
+( trap 'exit 0' TERM; while :; do sleep 0.1; done ) >/dev/null 2>&1 &
+echo $! > "$pidfile"
+"""
+
+
+def test_pidfile_claim_does_not_write_through_a_planted_link(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    victim = tmp_path / "root-only"
+    victim.write_text("root's secret\n")
+    os.chmod(victim, 0o600)
+    path = run / "sensor.pid"
+    # the names the old code wrote as root: <pidfile>.<pid>, then <pidfile>
+    os.symlink(victim, f"{path}.{os.getpid()}")
+    pidfile = daemon.PidFile(str(path))
+    pidfile.claim()
+    assert victim.read_text() == "root's secret\n"
+    assert not path.is_symlink() and path.read_text() == f"{os.getpid()}\n"
+    pidfile.release()
+    assert not path.exists()
+
+
+def test_pidfile_that_is_a_link_is_neither_read_through_nor_written_through(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text(f"{os.getppid()}\n")  # a live pid: read through the link, it would block the start
+    path = tmp_path / "sensor.pid"
+    os.symlink(victim, path)
+    daemon.PidFile(str(path)).claim()
+    assert victim.read_text() == f"{os.getppid()}\n"
+    assert not path.is_symlink()
+
+
+@pytest.fixture
+def init_script(tmp_path):
+    """The SysV script with its paths pointed at a scratch folder and fake programs."""
+    rundir = tmp_path / "run"
+    rundir.mkdir()
+    programs = {}
+    for name in ("sie-dns-sensor", "sie-upload"):
+        program = tmp_path / name
+        program.write_text(FAKE_PROGRAM)
+        program.chmod(0o755)
+        programs[name] = str(program)
+    with open(INIT_SCRIPT) as handle:
+        text = handle.read()
+    for variable, value in (("RUNDIR", rundir), ("SENSOR", programs["sie-dns-sensor"]),
+                            ("UPLOADER", programs["sie-upload"])):
+        assert f"\n{variable}=" in text
+        text = text.replace(f"\n{variable}=", f"\n{variable}={value}\n# was: {variable}=", 1)
+    script = tmp_path / "sie-dns-sensor.init"
+    script.write_text(text)
+    return str(script), rundir, programs
+
+
+def test_init_stop_does_not_signal_a_stranger_named_in_the_pidfile(init_script):
+    script, rundir, _ = init_script
+    stranger = subprocess.Popen(["sleep", "300"])  # a root process the service user wants dead
+    try:
+        for name in ("sensor.pid", "upload.pid"):
+            (rundir / name).write_text(f"{stranger.pid}\n")
+        result = subprocess.run(["sh", script, "stop"], capture_output=True, text=True, timeout=90)
+        time.sleep(0.3)
+        assert stranger.poll() is None, "the init script killed a process it did not start"
+        assert result.returncode == 0, result.stderr
+        assert not (rundir / "sensor.pid").exists()
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_init_start_takes_the_pidfile_folder_back_and_stop_stops_the_programs(init_script):
+    script, rundir, _ = init_script
+    nobody = pwd.getpwnam("nobody")
+    os.chown(rundir, nobody.pw_uid, nobody.pw_gid)  # as the old script left it: the service user's
+    pids = []
+    try:
+        result = subprocess.run(["sh", script, "start"], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert os.stat(rundir).st_uid == 0 and os.stat(rundir).st_mode & 0o022 == 0
+        pids = [int((rundir / name).read_text()) for name in ("sensor.pid", "upload.pid")]
+        status = subprocess.run(["sh", script, "status"], capture_output=True, text=True, timeout=30)
+        assert f"is running (pid {pids[0]})" in status.stdout
+        assert f"sie-upload is running (pid {pids[1]})" in status.stdout
+        result = subprocess.run(["sh", script, "stop"], capture_output=True, text=True, timeout=90)
+        assert result.returncode == 0, result.stderr
+        assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)
+        assert not os.listdir(rundir)
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_gen_key_gives_the_key_away_by_descriptor_not_by_name(tmp_path, monkeypatch):
+    nobody = pwd.getpwnam("nobody")
+    monkeypatch.setattr(daemon, "service_user", lambda name=daemon.SERVICE_USER: nobody)
+    victim = tmp_path / "root-only"
+    victim.write_text("root's\n")
+    os.chmod(victim, 0o600)
+    real_generate = keys.generate
+
+    def generate_then_swap(path, *args, **kwargs):
+        # the service user wins the race: the new key is swapped for a link
+        line = real_generate(path, *args, **kwargs)
+        os.rename(path, path + ".made")
+        os.symlink(victim, path)
+        return line
+
+    monkeypatch.setattr(keys, "generate", generate_then_swap)
+    config = write_config(tmp_path / "conf", tmp_path)
+    result = CliRunner().invoke(uploader_cli.gen_key_main, ["-c", config])
+    assert result.exit_code == 0, result.output
+    assert os.stat(victim).st_uid == 0, "root chowned the file a link pointed at"
+    made = os.stat(str(tmp_path / "keys" / "upload.made"))
+    assert (made.st_uid, made.st_gid) == (nobody.pw_uid, nobody.pw_gid)
+    assert os.stat(str(tmp_path / "keys" / "upload.pub")).st_uid == nobody.pw_uid
