@@ -107,12 +107,18 @@ def matcher_settings(cfg: configuration.Config) -> Settings:
 
 
 def _configured(config_path: str | None, interface: str | None, spooldir: str | None) -> configuration.Config:
+    """The configuration with the command line's overrides, checked as the
+    file's and the environment's values are (a relative --spooldir would
+    land at / once --daemon has changed to it)."""
     cfg = load_config(config_path)
     changes = {}
-    if interface:
-        changes["interface"] = interface
-    if spooldir:
-        changes["spooldir"] = spooldir
+    for name, option, value in (("interface", "--interface", interface), ("spooldir", "--spooldir", spooldir)):
+        if value:
+            variable = configuration.VARIABLES[name]
+            try:
+                changes[variable.attr] = variable.parse(value)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint=option) from None
     return cfg.with_overrides(**changes)
 
 
