@@ -6,11 +6,17 @@ Each batch becomes a list of (IP datagram, seconds, nanoseconds); the link
 header is stripped here so the matcher only ever sees IP. The same filter
 expression is set on files as on interfaces, so replay and live capture
 look at the same packets.
+
+A damaged record in a file (a lying length, a cut) makes libpcap fail the
+whole batch it falls in, and with it the packets before it in that batch;
+those are read again one at a time up to the damage, and a warning says
+where the file ended and what was read before it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import socket
@@ -29,6 +35,8 @@ LIVE_BUFFER_BYTES = 64 * 1024 * 1024
 _META = struct.Struct("=IIII")  # sec, usec, offset, caplen (native, as pcapy packs it)
 
 Datagram = tuple[bytes, int, int]
+
+log = logging.getLogger(__name__)
 
 
 class CaptureError(RuntimeError):
@@ -58,10 +66,13 @@ def _set_filter(handle, bpf: str) -> None:
 class Capture:
     """One open pcap handle and how to find IP inside its frames."""
 
-    def __init__(self, handle, description: str, live: bool) -> None:
+    def __init__(self, handle, description: str, live: bool, path: str = "", bpf: str = "") -> None:
         self.handle = handle
         self.description = description
         self.live = live
+        self.path, self.bpf = path, bpf  # a file's, to re-read it up to a damaged record
+        self.delivered = 0  # records handed out so far (a file's, after the filter)
+        self.damaged = ""  # a file's: where it ended early, in words
         self.find_ip = finder_for(handle.datalink())
         self.not_ip = 0  # frames that carried no IP (ARP, LLDP, ...)
         self.fd = -1
@@ -92,20 +103,23 @@ class Capture:
             _set_filter(handle, bpf)
         except pcapy.PcapError as exc:
             raise CaptureError(f"cannot read {path}: {exc}") from None
-        return cls(handle, f"file {path}", live=False)
+        return cls(handle, f"file {path}", live=False, path=path, bpf=bpf)
 
     def read_batch(self) -> list[Datagram] | None:
         """The next datagrams; [] when a live capture timed out, None at EOF."""
         if self.live and not self._readable():
             return []
+        if self.damaged:
+            return None
         try:
             buf, meta = self.handle.next_batch(BATCH)
         except pcapy.PcapError as exc:
             if self.live:
                 raise CaptureError(f"{self.description}: {exc}") from None
-            return None  # a file cut short ends where it is cut
+            return self._up_to_damage(exc)
         if not meta:
             return [] if self.live else None
+        self.delivered += len(meta) // _META.size
         find_ip = self.find_ip
         batch = []
         append = batch.append
@@ -116,6 +130,38 @@ class Capture:
                 self.not_ip += 1
                 continue
             append((buf[start:end], sec, usec * 1000))
+        return batch
+
+    def _up_to_damage(self, error: pcapy.PcapError) -> list[Datagram]:
+        """The packets of the failed batch before the damaged record, and a warning.
+
+        Off the hot path: the file is opened again, the records already
+        handed out are skipped in batches, then read one at a time.
+        """
+        batch = []
+        try:
+            handle = pcapy.open_offline(self.path)
+            _set_filter(handle, self.bpf)
+            _skip(handle, self.delivered)
+            while True:
+                header, frame = handle.next()
+                if header is None:
+                    break
+                sec, usec = header.getts()
+                start = self.find_ip(frame, 0, len(frame))
+                if start < 0:
+                    self.not_ip += 1
+                    continue
+                batch.append((frame[start:], sec, usec * 1000))
+        except pcapy.PcapError:
+            pass  # the same damage, reached again
+        self.delivered += len(batch)
+        before = _records_before_damage(self.path)
+        self.damaged = (
+            f"{self.description} is damaged at packet {before + 1} ({error}): read {before} packets "
+            f"before it, nothing after"
+        )
+        log.warning("%s", self.damaged)
         return batch
 
     def _readable(self) -> bool:
@@ -150,3 +196,34 @@ class Capture:
     def close(self) -> None:
         with contextlib.suppress(pcapy.PcapError):
             self.handle.close()
+
+
+def _skip(handle, count: int) -> None:
+    """Read past `count` records in batches."""
+    while count > 0:
+        _, meta = handle.next_batch(min(BATCH, count))
+        if not meta:
+            return
+        count -= len(meta) // _META.size
+
+
+def _records_before_damage(path: str) -> int:
+    """How many records of the file (unfiltered) precede the first it cannot read."""
+    count = 0
+    try:
+        handle = pcapy.open_offline(path)
+        while True:  # whole batches while they read, then one at a time in the failing one
+            _, meta = handle.next_batch(BATCH)
+            if not meta:
+                return count
+            count += len(meta) // _META.size
+    except pcapy.PcapError:
+        pass
+    try:
+        handle = pcapy.open_offline(path)
+        _skip(handle, count)
+        while handle.next()[0] is not None:
+            count += 1
+    except pcapy.PcapError:
+        pass
+    return count

@@ -105,3 +105,41 @@ def test_unsupported_link_type_is_a_clear_error(tmp_path):
     P.write_pcap(path, [(b"\x00" * 40, T0)], linktype=105)  # 802.11
     with pytest.raises(UnsupportedLinkType, match="link type"):
         Capture.open_file(path, "")
+
+
+def _damaged_pcap(path, damage: str, total: int = 2000, at: int = 1500) -> list[bytes]:
+    """`total` frames, every 10th end-user traffic (filtered out), record `at`
+    (1-based) damaged; returns the resolver's queries before it."""
+    frames, kept = [], []
+    for i in range(total):
+        if i % 10 == 9:
+            datagram = P.query(src="203.0.113.9", dst=P.RESOLVER, ident=i)
+        else:
+            datagram = P.query(ident=i % 65536, sport=1024 + i)
+            if i < at - 1:
+                kept.append(datagram)
+        frames.append((P.ethernet(datagram), T0 + i / 1000))
+    P.write_pcap(str(path), frames)
+    data = bytearray(path.read_bytes())
+    offset = 24
+    for _ in range(at - 1):
+        offset += 16 + struct.unpack_from("<I", data, offset + 8)[0]
+    if damage == "lying caplen":
+        struct.pack_into("<I", data, offset + 8, 0x7FFFFFFF)
+    else:  # cut short in the middle of the record
+        data = data[: offset + 16 + 20]
+    path.write_bytes(bytes(data))
+    return kept
+
+
+@pytest.mark.parametrize("damage", ["lying caplen", "cut short"])
+def test_damaged_record_ends_the_file_keeping_the_packets_before_it_and_says_where(tmp_path, caplog, damage):
+    path = tmp_path / "damaged.pcap"
+    kept = _damaged_pcap(path, damage)
+    records, capture = _replay(str(path))
+    assert sorted(r[Field.QUERY_PACKET][0] for r in records) == sorted(kept)  # nothing before it lost
+    assert len(kept) == 1350
+    warning = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warning) == 1 and warning[0] == capture.damaged
+    assert warning[0].startswith(f"file {path} is damaged at packet 1500 (")
+    assert warning[0].endswith("): read 1499 packets before it, nothing after")
