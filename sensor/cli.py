@@ -203,10 +203,19 @@ def _decoder(cfg: configuration.Config, matcher: Matcher) -> Decoder:
 def _configured(
     config_path: str | None, interface: str | None, spooldir: str | None, dnstap_spec: str | None = None
 ) -> configuration.Config:
+    """The configuration with the command line's overrides, checked as the
+    file's and the environment's values are (a relative --spooldir would
+    land at / once --daemon has changed to it)."""
     cfg = load_config(config_path)
     changes = {}
+    for name, option, value in (("interface", "--interface", interface), ("spooldir", "--spooldir", spooldir)):
+        if value:
+            variable = configuration.VARIABLES[name]
+            try:
+                changes[variable.attr] = variable.parse(value)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint=option) from None
     if interface:
-        changes["interface"] = interface
         changes["dnstap_socket"] = ""  # an explicit interface means packet capture
     if dnstap_spec:
         try:
@@ -214,8 +223,6 @@ def _configured(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--dnstap") from None
         changes["dnstap_socket"] = dnstap_spec
-    if spooldir:
-        changes["spooldir"] = spooldir
     return cfg.with_overrides(**changes)
 
 

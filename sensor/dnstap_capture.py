@@ -218,7 +218,9 @@ def _unix_listener(path: str) -> socket.socket:
     finally:
         os.umask(umask)
     os.chmod(path, SOCKET_MODE)
-    daemon.chown_to_service_user(path)
+    owner = daemon.service_owner()
+    if owner is not None:  # as root: the service user (and its group) own it; never through a link
+        os.chown(path, *owner, follow_symlinks=False)
     sock.listen(16)
     sock.setblocking(False)
     return sock

@@ -187,3 +187,18 @@ def test_reload_warning_names_the_variable_as_written_in_the_file(tmp_path, capl
     assert "SIGHUP: DNSQR_RES_ADDRS changed" in caplog.text
     assert "res_addrs" not in caplog.text
     assert len(applied) == 1  # the rest applied at once
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--spooldir", "relative/spool", "'relative/spool' must be an absolute path"),
+    ("--interface", "eth0;reboot", "'eth0;reboot' is not an interface name"),
+])
+def test_command_line_overrides_get_the_checks_the_file_gets(runner, tmp_path, monkeypatch, option, value, message):
+    monkeypatch.chdir(tmp_path)
+    path = write_config(tmp_path, "")
+    pcap = str(tmp_path / "c.pcap")
+    P.write_pcap(pcap, [(P.ethernet(P.query()), T0)])
+    result = runner.invoke(main, ["run", "-c", path, "--pcap", pcap, "--user", "nobody-here", option, value])
+    assert result.exit_code == 2, result.output
+    assert option in result.output and message in result.output
+    assert not os.path.exists(tmp_path / "relative") and not os.path.exists(tmp_path / "spool")
