@@ -294,6 +294,10 @@ def read(fmt: str, paths: tuple[str, ...]) -> None:
         try:
             for record, envelope in spoolfile.read(path):
                 click.echo(show(record, envelope))
+        except BrokenPipeError:
+            # the reader went away (`read ... | head`): stop quietly, as Unix tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1 if failed else 0)
         except (SpoolError, OSError) as exc:
             click.echo(f"sie-dns-sensor: {exc}", err=True)
             failed = True
