@@ -10,7 +10,7 @@ scripts (which create `FOLDERS` under the spool root):
     <spooldir>/damaged/<channel>/   what a crash left that could not be read
 
 A spool file is named `<host>.<epoch seconds>.<microseconds>.<ext>` after
-its first record, so names sort by time.
+the packet time at which its first record was made, so names sort by time.
 """
 
 from __future__ import annotations
