@@ -17,9 +17,7 @@ serialization" would pick shorter heads). Decoding always uses cbor2.
 from __future__ import annotations
 
 import io
-import queue
 import struct
-import threading
 import zlib
 from collections.abc import Iterator
 
@@ -247,76 +245,3 @@ class Compressor:
 
     def finish(self) -> None:
         self.sink.write(self.deflater.flush(zlib.Z_FINISH))
-
-
-class BackgroundCompressor:
-    """A Compressor whose deflate and writes run on a second thread.
-
-    zlib and file writes release the GIL, so on a two-core resolver the
-    compression (a third of the work per packet) overlaps with decoding
-    and matching instead of adding to it. Order is kept (one queue, one
-    thread); an error there (a full disk) is raised at the next call here.
-    """
-
-    _SYNC = object()
-    _FINISH = object()
-
-    def __init__(self, sink: io.RawIOBase | io.BufferedIOBase, level: int = COMPRESSION_LEVEL) -> None:
-        self._inner = Compressor(sink, level)
-        self._queue: queue.Queue = queue.Queue(maxsize=16)
-        self._error: BaseException | None = None
-        self.lost_records = 0  # records in chunks that could not be written
-        self._thread = threading.Thread(target=self._work, name="spool-compressor", daemon=True)
-        self._thread.start()
-
-    @property
-    def raw_bytes(self) -> int:
-        return self._inner.raw_bytes
-
-    def _work(self) -> None:
-        inner = self._inner
-        while True:
-            item = self._queue.get()
-            if item is self._FINISH:
-                return
-            records = 0
-            if isinstance(item, tuple):
-                item, records = item
-            if self._error is not None:
-                self.lost_records += records  # drain after a failure; the caller hears of it
-                continue
-            try:
-                if item is self._SYNC:
-                    inner.sync()
-                    inner.sink.flush()
-                else:
-                    inner.write(item)
-            except BaseException as exc:  # handed to the caller
-                self._error = exc
-                self.lost_records += records
-
-    def _raise_pending(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
-    def write(self, data: bytes, records: int = 0) -> None:
-        """Queue `data` (holding `records` records, for the loss count)."""
-        self._raise_pending()
-        self._queue.put((data, records))
-
-    def sync(self) -> None:
-        self._raise_pending()
-        self._queue.put(self._SYNC)
-
-    def finish(self) -> None:
-        """Wait for every queued write, then end the gzip stream."""
-        self.stop()
-        self._raise_pending()
-        self._inner.finish()
-
-    def stop(self) -> None:
-        """End the thread once the queue is drained (writes or not)."""
-        if self._thread.is_alive():
-            self._queue.put(self._FINISH)
-            self._thread.join()
