@@ -5,7 +5,7 @@ set -eu
 cd "$(dirname "$0")/.."
 # the sensor, its live and upload tests, packaging (deb, rpm, checks), the DNS lab
 packages="python3 python3-venv python3-dev libpcap-dev iproute2 ethtool openssh-server openssh-client passwd procps
- build-essential debhelper dpkg-dev fakeroot lintian shellcheck rpm systemd git
+ build-essential debhelper dh-python dpkg-dev fakeroot lintian shellcheck rpm systemd git
  unbound nsd ldnsutils tshark dnsutils tcpreplay rsync fstrm-bin dnstap-ldns"
 missing=""
 for p in $packages; do
