@@ -135,18 +135,26 @@ def test_frozen_collector_fails_after_one_stall_timeout_and_says_so(collector, m
     server, _, spool = collector
     server.start()
     monkeypatch.setattr(sftp, "TRANSFER_TIMEOUT", 4.0)
-    (path,) = spool_files(spool, [64_000_000])
+    (path,) = spool_files(spool, [128_000_000])
+    partial = server.path("up", CHANNEL, f".{os.path.basename(path)}.part")
+    frozen = []
+
+    def freeze_mid_file():
+        if _wait_for(lambda: os.path.exists(partial) and os.path.getsize(partial) > 1_000_000, 30):
+            subprocess.run(["pkill", "-STOP", "-u", server.user], check=True)  # the SFTP server freezes
+            frozen.append(time.monotonic())
+
     with _collector(server, spool) as session:
         session.ensure_directory(f"up/{CHANNEL}")
-        subprocess.run(["pkill", "-STOP", "-u", server.user], check=True)  # the SFTP server freezes
-        started = time.monotonic()
+        threading.Thread(target=freeze_mid_file, daemon=True).start()
         with pytest.raises(sftp.UploadError) as failure:
             session.upload(path, f"up/{CHANNEL}")
-        took = time.monotonic() - started
+        assert frozen, "the file went before the collector could be frozen"
+        took = time.monotonic() - frozen[0]
     message = str(failure.value)
     assert "no answer from the collector for 4 s while sending" in message, message
     assert not isinstance(failure.value, sftp.FileRefused)  # the session is over, not the file
-    assert took < 7, f"{took:.1f} s: one stall timeout is 4 s"  # it was two (write, then close)
+    assert took < 7, f"{took:.1f} s: one stall timeout is 4 s"  # it was two: write, then close
     assert os.path.exists(path)
 
 

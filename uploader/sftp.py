@@ -380,22 +380,25 @@ class Collector:
                 if not chunk:
                     break
                 target.write(chunk)
-        except BaseException:
-            self._abandon(target, temporary)
+        except BaseException as exc:
+            self._abandon(target, temporary, exc)
             raise
         try:
-            target.close()  # waits for every pipelined write's answer: a full disk shows here
-        except BaseException:
-            self._abandon(target, temporary)
+            target.close()  # waits for every pipelined write's answer
+        except BaseException as exc:
+            self._abandon(target, temporary, exc)
             raise
 
-    def _abandon(self, target: paramiko.SFTPFile, temporary: str) -> None:
-        """After a failed transfer: drop a dead connection at once (closing
-        would wait for it as long again); on a live one, free the space the
-        partial file holds (a full disk must not stay full for the next)."""
-        if not self._alive():
+    def _abandon(self, target: paramiko.SFTPFile, temporary: str, exc: BaseException) -> None:
+        """After a failed transfer: drop a silent or dead connection at once
+        (closing the file would wait for it as long again, and removing the
+        partial file as long once more); on a live one, free the space the
+        partial file holds (a full disk must not stay full for the next),
+        within one TRANSFER_TIMEOUT in all."""
+        if isinstance(exc, TimeoutError) or not self._alive():
             self.abort()
             return
+        self._watchdog.arm(TRANSFER_TIMEOUT)
         with contextlib.suppress(Exception):
             target.close()
         self._forget(temporary)
