@@ -6,8 +6,9 @@ that fails on its own (unreadable here, refused there) is passed over and
 retried later with its own backoff, so it never holds up the files behind
 it; rounds back off exponentially (capped) while the collector is
 unreachable. Only regular files owned by the uploader's user are sent
-(see localfiles). One uploader per channel: a flock on locks/upload-<channel>.lock, which the
-kernel releases when a crashed uploader's process goes away. Before each
+(see localfiles). One uploader per channel: a flock on
+locks/upload-<channel>.lock, which the kernel releases when a crashed
+uploader's process goes away. Before each
 round waiting/ is trimmed to max_spool_size_kbytes, oldest first, so a
 long outage cannot fill the disk.
 """
