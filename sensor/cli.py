@@ -17,8 +17,6 @@ from . import config as configuration
 from . import status as status_report
 from .bpf import Vantage, build_filter
 from .capture import Capture, CaptureError
-from .dnstap import Decoder, DnstapMatcher
-from .dnstap_capture import DnstapFile, DnstapListener
 from .linklayer import UnsupportedLinkType
 from .matcher import Matcher, Settings
 from .options import ConfigProblem, config_option, load_config
@@ -74,7 +72,11 @@ def run(
     _refuse_incomplete(cfg, live=not replay, dnstap=dnstap_live)
     logs.setup(cfg.syslog_priority, foreground=daemon.foreground() or replay is not None, detached=daemon_mode)
     bpf = build_filter(cfg.res_addrs, cfg.auth_addrs, cfg.capture_qr)
-    matcher = (DnstapMatcher if dnstap_path or dnstap_live else Matcher)(matcher_settings(cfg))
+    dnstap = dnstap_path or dnstap_live
+    if dnstap:  # here: protobuf and the dnstap schema (11 MB) are for dnstap runs only
+        from .dnstap import DnstapMatcher
+        from .dnstap_capture import DnstapFile, DnstapListener
+    matcher = (DnstapMatcher if dnstap else Matcher)(matcher_settings(cfg))
 
     def open_live() -> Capture:
         with capabilities.raised(capabilities.CAP_NET_RAW):
@@ -195,8 +197,10 @@ def spool_format(cfg: configuration.Config) -> CborFormat | NmsgFormat:
     return NmsgFormat(cfg.nmsg_compress, cfg.nmsg_source, cfg.nmsg_operator, cfg.nmsg_group)
 
 
-def _decoder(cfg: configuration.Config, matcher: Matcher) -> Decoder:
+def _decoder(cfg: configuration.Config, matcher: Matcher):
     """dnstap's decoder counts into the matcher's counters: one stats line."""
+    from .dnstap import Decoder
+
     return Decoder(matcher.counters, query_timeout=cfg.query_timeout, seen_max=cfg.state_table_max)
 
 
