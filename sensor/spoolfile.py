@@ -41,10 +41,11 @@ class BackgroundWriter:
     _SYNC = object()
     _FINISH = object()
 
-    def __init__(self, sink: io.BufferedIOBase, codec) -> None:
+    def __init__(self, sink: io.BufferedIOBase, codec, depth: int = 16) -> None:
+        """`depth`: chunks that may wait for the thread (memory, when it lags)."""
         self.sink = sink
         self.codec = codec
-        self._queue: queue.Queue = queue.Queue(maxsize=16)
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self.lost_records = 0  # records in chunks that could not be written
         self._thread = threading.Thread(target=self._work, name="spool-writer", daemon=True)
@@ -199,7 +200,8 @@ class NmsgStream:
     """Fills containers as nmsgtool does; a sync closes the open one early."""
 
     def __init__(self, sink, compress: bool, trailer: bytes) -> None:
-        self._writer = BackgroundWriter(sink, _Containers(compress))
+        # containers are 1 MiB each: at most four wait for the compressor
+        self._writer = BackgroundWriter(sink, _Containers(compress), depth=4)
         self._trailer = trailer
         self._container = nmsg.Container()
 
