@@ -225,23 +225,39 @@ def read_spool(path: str, allow_cut: bool = False) -> tuple[dict, Iterator[dict]
     return header, records()
 
 
+class Deflater:
+    """One gzip stream, in pieces: what `Compressor` writes to a file, and
+    what the background writer (spoolfile.py) deflates on its own thread."""
+
+    def __init__(self, level: int = COMPRESSION_LEVEL) -> None:
+        self._deflater = zlib.compressobj(level, zlib.DEFLATED, GZIP_WBITS)
+
+    def feed(self, data: bytes) -> bytes:
+        return self._deflater.compress(data)
+
+    def sync(self) -> bytes:
+        """Everything fed so far, made readable."""
+        return self._deflater.flush(zlib.Z_SYNC_FLUSH)
+
+    def finish(self) -> bytes:
+        return self._deflater.flush(zlib.Z_FINISH)
+
+
 class Compressor:
     """A gzip stream writer that can be flushed to a readable point."""
 
     def __init__(self, sink: io.RawIOBase | io.BufferedIOBase, level: int = COMPRESSION_LEVEL) -> None:
         self.sink = sink
-        self.deflater = zlib.compressobj(level, zlib.DEFLATED, GZIP_WBITS)
-        self.raw_bytes = 0
+        self.deflater = Deflater(level)
 
     def write(self, data: bytes) -> None:
-        self.raw_bytes += len(data)
-        out = self.deflater.compress(data)
+        out = self.deflater.feed(data)
         if out:
             self.sink.write(out)
 
     def sync(self) -> None:
         """Everything written so far becomes readable from the file."""
-        self.sink.write(self.deflater.flush(zlib.Z_SYNC_FLUSH))
+        self.sink.write(self.deflater.sync())
 
     def finish(self) -> None:
-        self.sink.write(self.deflater.flush(zlib.Z_FINISH))
+        self.sink.write(self.deflater.finish())

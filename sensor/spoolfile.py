@@ -26,7 +26,7 @@ from collections.abc import Iterator
 
 from . import dnsqr, nmsg, spool
 from .record import Envelope, record_time
-from .spool import Compressor, SpoolError, encode_header, encode_record, read_spool
+from .spool import Compressor, Deflater, SpoolError, encode_header, encode_record, read_spool
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -35,7 +35,7 @@ class BackgroundWriter:
     """Turns queued chunks into bytes (compression) and writes them, on a thread.
 
     `codec` has `feed(chunk) -> bytes`, `sync() -> bytes` and `finish() ->
-    bytes`: gzip's deflater for CBOR, container serialization for NMSG.
+    bytes`: spool.Deflater for CBOR, container serialization for NMSG.
     """
 
     _SYNC = object()
@@ -100,34 +100,9 @@ class BackgroundWriter:
 
 
 # ------------------------------------------------------------------- CBOR
-class _Gzip:
-    """The CBOR stream's codec: one gzip stream for the whole file."""
-
-    def __init__(self) -> None:
-        self._inner = Compressor(io.BytesIO())
-
-    def _take(self) -> bytes:
-        out = self._inner.sink.getvalue()
-        self._inner.sink.seek(0)
-        self._inner.sink.truncate()
-        return out
-
-    def feed(self, data: bytes) -> bytes:
-        self._inner.write(data)
-        return self._take()
-
-    def sync(self) -> bytes:
-        self._inner.sync()
-        return self._take()
-
-    def finish(self) -> bytes:
-        self._inner.finish()
-        return self._take()
-
-
 class CborStream:
     def __init__(self, sink, host: str, channel: str, sec: int, usec: int) -> None:
-        self._writer = BackgroundWriter(sink, _Gzip())
+        self._writer = BackgroundWriter(sink, Deflater())
         self._writer.put(encode_header(host, channel, sec, usec))
 
     @property
