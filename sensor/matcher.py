@@ -33,7 +33,7 @@ from . import fragments
 from .bpf import Vantage
 from .checksum import verify_udp
 from .dns import in_any_zone, parse_question
-from .record import QUERY_SIDE, RESPONSE_SIDE, Field, RecordType, UdpChecksum
+from .record import QUERY_SIDE, RESPONSE_SIDE, Field, RecordType, UdpChecksum, elapsed
 from .wire import (
     DNS_FLAG_QR,
     DNS_FLAG_RD,
@@ -554,13 +554,7 @@ class Matcher:
         question = (qname, query[_QTYPE], query[_QCLASS]) if qname is not None else None
         record = self._base(RecordType.UDP_UNANSWERED_QUERY, src, dst, sport, dport, ident, question)
         _add_side(record, QUERY_SIDE, query[_FRAGMENTS] or ((query[_PACKET], query[_SEC], query[_NSEC]),))
-        # As nmsg computes it (borrowing a second before dividing), so the
-        # double is the reference's to the last bit.
-        seconds, nanos = self.now_sec - query[_SEC], self.now_nsec - query[_NSEC]
-        if nanos < 0:
-            seconds -= 1
-            nanos += 1_000_000_000
-        record[Field.TIMEOUT] = max(seconds + nanos / 1e9, 0.0)
+        record[Field.TIMEOUT] = max(elapsed(query[_SEC], query[_NSEC], self.now_sec, self.now_nsec), 0.0)
         self._emit(record, question, query[_FLAGS], out)
 
     def _emit(self, record: Record, question, flags: int, out: list, filterable: bool = True) -> bool:

@@ -123,6 +123,17 @@ def check(item) -> dict:
     return item
 
 
+def elapsed(sec: int, nsec: int, later_sec: int, later_nsec: int) -> float:
+    """Seconds from one packet time to a later one, as nmsg computes them
+    (borrowing a second before dividing), so `timeout` and `delay` are the
+    reference's doubles to the last bit."""
+    seconds, nanos = later_sec - sec, later_nsec - nsec
+    if nanos < 0:
+        seconds -= 1
+        nanos += 1_000_000_000
+    return seconds + nanos / 1e9
+
+
 @dataclass
 class Envelope:
     """What an NMSG payload carries around the message (None: not known).

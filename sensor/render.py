@@ -34,7 +34,7 @@ import socket
 from . import dnsqr, dnstext
 from .dns import wire_to_text
 from .fragments import Reassembler
-from .record import Envelope, Field, RecordType, UdpChecksum, record_time
+from .record import Envelope, Field, RecordType, UdpChecksum, elapsed, record_time
 from .rrnames import RCODES, RRCLASSES, RRTYPES, rcode_name, rrclass_name, rrtype_name
 from .wire import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
 
@@ -54,12 +54,7 @@ def delay(record: dict) -> float | None:
     rsec, rnsec = record.get(Field.RESPONSE_TIME_SEC, ()), record.get(Field.RESPONSE_TIME_NSEC, ())
     if len(qsec) != 1 or len(qnsec) != 1 or len(rsec) != len(rnsec) or not rsec:
         return None
-    waits = []
-    for sec, nsec in zip(rsec, rnsec, strict=True):
-        seconds, nanos = sec - qsec[0], nsec - qnsec[0]
-        if nanos < 0:
-            seconds, nanos = seconds - 1, nanos + 1_000_000_000
-        waits.append(seconds + nanos / 1e9)
+    waits = [elapsed(qsec[0], qnsec[0], sec, nsec) for sec, nsec in zip(rsec, rnsec, strict=True)]
     return waits[0] if len(waits) == 1 else max([0.0, *waits])
 
 
