@@ -316,14 +316,17 @@ def _spool_files(paths: tuple[str, ...]) -> list[str]:
         if not os.path.isdir(path):
             files.append(path)
             continue
-        found = []
-        for top in (os.path.join(path, spooldir.WAITING), os.path.join(path, spooldir.ARCHIVE), path):
+        # a spool root: waiting/ and archive/ together (a file in both is one
+        # file, hard-linked); any other folder: the spool files below it
+        tops = [os.path.join(path, kind) for kind in (spooldir.WAITING, spooldir.ARCHIVE)]
+        tops = [top for top in tops if os.path.isdir(top)] or [path]
+        found: dict[str, str] = {}
+        for top in tops:
             for root, _, names in os.walk(top):
-                found += [os.path.join(root, n) for n in names if spooldir.name_time(n) is not None]
-            if found:
-                break
-        found.sort(key=lambda f: (spooldir.name_time(os.path.basename(f)), f))
-        files += found
+                for name in names:
+                    if spooldir.name_time(name) is not None:
+                        found.setdefault(name, os.path.join(root, name))
+        files += [found[name] for name in sorted(found, key=lambda n: (spooldir.name_time(n), n))]
     return files
 
 

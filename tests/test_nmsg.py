@@ -367,3 +367,17 @@ def test_read_json_of_reference_files_equals_nmsgtools_json(path):
     assert len(ours) == len(expected)
     for index, (mine, theirs) in enumerate(zip(ours, expected, strict=True)):
         assert mine == theirs, f"record {index}"
+
+
+def test_read_of_a_spool_takes_waiting_and_archive_each_file_once(tmp_path):
+    """archive="yes": uploaded files stay in archive/ alone, the rest are in both."""
+    pcap = str(tmp_path / "c.pcap")
+    P.write_pcap(pcap, [(P.ethernet(P.query(ident=i, sport=20000 + i)), T0 + 70 * i) for i in range(3)])
+    config = _config(tmp_path, 'DNSQR_RES_ADDRS="192.0.2.53"\ninterval="60"\nupload="yes"\n')
+    assert CliRunner().invoke(main, ["run", "-c", config, "--pcap", pcap]).exit_code == 0
+    (uploaded, _) = sorted(glob.glob(str(tmp_path / "spool/waiting/ch202/*.nmsg")))
+    os.unlink(uploaded)  # as the uploader does; its archive/ link stays
+    result = CliRunner().invoke(main, ["read", "--format", "text", str(tmp_path / "spool")])
+    assert result.exit_code == 0, result.output
+    ids = [line.split("id=")[1].split()[0] for line in result.output.splitlines()]
+    assert ids == ["0", "1", "2"]
