@@ -99,9 +99,7 @@ class SpoolWriter:
             if self._file is None:
                 self._open(sec, nsec // 1000)
             self._compressor.write(records)
-            if now - self._last_sync >= SYNC_SECONDS:
-                self._compressor.sync()
-                self._last_sync = now
+            self._sync_due(now)
         except OSError as exc:
             self._fail(exc, len(records))
             return
@@ -192,15 +190,16 @@ class SpoolWriter:
         quiet spell are not left in memory."""
         if self._compressor is None or self._trouble_since is not None:
             return
-        now = time.monotonic()
-        if now - self._last_sync < SYNC_SECONDS:
-            return
         try:
-            self._compressor.sync()
+            self._sync_due(time.monotonic())
         except OSError as exc:
             self._fail(exc, 0)
-            return
-        self._last_sync = now
+
+    def _sync_due(self, now: float) -> None:
+        """Sync the open file if a second has passed since the last sync."""
+        if now - self._last_sync >= SYNC_SECONDS:
+            self._compressor.sync()
+            self._last_sync = now
 
     def _open(self, sec: int, usec: int) -> None:
         while True:
