@@ -38,17 +38,7 @@ def backlog(directory: str, now: float | None = None) -> Backlog:
     now = time.time() if now is None else now
     found = Backlog()
     oldest = None
-    try:
-        entries = list(os.scandir(directory))
-    except FileNotFoundError:
-        return found
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        try:
-            info = entry.stat()
-        except FileNotFoundError:
-            continue  # uploaded meanwhile
+    for _, info in _visible_files(directory):
         found.files += 1
         found.bytes += info.st_size
         oldest = info.st_mtime if oldest is None else min(oldest, info.st_mtime)
@@ -60,19 +50,27 @@ def backlog(directory: str, now: float | None = None) -> Backlog:
 def open_files(directory: str, now: float | None = None) -> list[dict[str, Any]]:
     """The file(s) the sensor is writing now (new/<channel>/)."""
     now = time.time() if now is None else now
-    out = []
+    return [
+        {"name": name, "bytes": info.st_size, "age": max(0.0, now - info.st_ctime)}
+        for name, info in _visible_files(directory)
+    ]
+
+
+def _visible_files(directory: str) -> list[tuple[str, os.stat_result]]:
+    """(name, stat) of a folder's files by name: hidden ones (temporaries)
+    and ones gone meanwhile (uploaded, finished) left out; none if no folder."""
     try:
         entries = sorted(os.scandir(directory), key=lambda e: e.name)
     except FileNotFoundError:
-        return out
+        return []
+    out = []
     for entry in entries:
         if entry.name.startswith("."):
             continue
         try:
-            info = entry.stat()
+            out.append((entry.name, entry.stat()))
         except FileNotFoundError:
             continue
-        out.append({"name": entry.name, "bytes": info.st_size, "age": max(0.0, now - info.st_ctime)})
     return out
 
 
