@@ -5,7 +5,10 @@ production configuration (DNSQR_RES_ADDRS set, the shipped
 DNSQR_CAPTURE_RD="0", checksums verified, compression on), prints per run
 and as the median: wall packets/s, CPU seconds per million packets (user +
 sys of the sensor process, all its threads, from wait4), max RSS (the
-sensor's own VmHWM) and spool bytes per packet. Runs alternate between the
+sensor's own VmHWM), spool bytes per packet, and that CPU split by step:
+capture, matching, encoding and compression, from the thread CPU clocks
+the sensor reads around each batch and each file's writer thread (the
+stop line's cpu_* fields; see pipeline.CpuSplit), the rest as `other`. Runs alternate between the
 formats, and the records of the NMSG run are checked equal to the CBOR
 run's. The capture is made deterministically by bench/traffic.py the first
 time.
@@ -42,6 +45,17 @@ spool_format="{spool_format}"
 """
 
 
+STEPS = ("capture", "matching", "encoding", "compression")  # the stop line's cpu_* fields
+
+
+def split_line(cpu: float, split: dict, packets: int) -> str:
+    """CPU-s per million packets by step; `other` is start-up, recovery, shutdown, the GIL's hand-offs."""
+    per = 1e6 / packets
+    parts = [f"{step} {split[step] * per:.2f}" for step in STEPS]
+    parts.append(f"other {(cpu - sum(split.values())) * per:.2f}")
+    return "CPU-s per million packets by step: " + ", ".join(parts)
+
+
 def one_run(pcap: str, config: str, keep_records: bool = False) -> dict:
     spool = tempfile.mkdtemp(prefix="sie-bench-")
     try:
@@ -70,6 +84,7 @@ def one_run(pcap: str, config: str, keep_records: bool = False) -> dict:
             "packets": int(fields["packets"]),
             "records": int(fields["records"]),
             "rss_mb": int(fields["max_rss_kb"]) / 1024,  # ru_maxrss would include the parent's
+            "split": {step: float(fields[f"cpu_{step}"]) for step in STEPS},
             "output": output,
         }
     finally:
@@ -112,12 +127,16 @@ def main(count: int, runs: int, pcap: str | None, formats: tuple[str, ...]) -> N
                 f"{r['cpu'] * 1e6 / r['packets']:.2f} CPU-s per million packets; max RSS {r['rss_mb']:.1f} MB; "
                 f"output {r['output']:,} bytes = {r['output'] / r['packets']:.1f} bytes/packet; {r['records']} records"
             )
+            click.echo(f"  {split_line(r['cpu'], r['split'], r['packets'])}")
         click.echo(
             f"{spool_format} median: {statistics.median(r['packets'] / r['seconds'] for r in rows):,.0f} packets/s, "
             f"{statistics.median(r['cpu'] * 1e6 / r['packets'] for r in rows):.2f} CPU-s per million packets, "
             f"max RSS {max(r['rss_mb'] for r in rows):.1f} MB, "
             f"{statistics.median(r['output'] / r['packets'] for r in rows):.1f} bytes/packet"
         )
+        median_split = {step: statistics.median(r["split"][step] for r in rows) for step in STEPS}
+        median_cpu = statistics.median(r["cpu"] for r in rows)
+        click.echo(f"  median {split_line(median_cpu, median_split, rows[0]['packets'])}")
     if len(formats) == 2:
         same = results["nmsg"][0]["spooled"] == results["cbor"][0]["spooled"]
         click.echo(f"records of the NMSG run equal the CBOR run's: {'yes' if same else 'NO'} "

@@ -14,7 +14,8 @@ never is, so this writer never fragments, but the reader reassembles.
 Facts from nmsg 1.3.3 (nmsg.proto, container.c, output_nmsg.c, zbuf.c):
 containers of NMSG_WBUFSZ_MAX (1 MiB) for files, the "full" rule of
 `nmsg_container_add`, CRCs stored as htonl(crc32c(payload)), no sequence
-numbers in files, zlib at its default level (here: see COMPRESSION_LEVEL).
+numbers in files, zlib at its default level (here: libdeflate, see
+COMPRESSION_LEVEL).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 
+import deflate
 import google_crc32c
 
 from . import dnsqr
@@ -44,14 +46,17 @@ MAX_CONTAINER = 16 << 20
 MAX_INFLATED = 64 << 20
 MAX_FRAGMENTS = 1024
 
-# Containers are deflated with zlib at level 4 (the CBOR format's level),
-# not its default 6 that nmsgtool uses: on the million-packet benchmark's
-# containers 2.71 CPU-s per million packets for 54.6 bytes a packet,
-# against 6.99 and 52.2 at level 6. zlib-ng (1.43 / 55.1 at its level 3)
-# was cheaper, but Debian has no zlib-ng to link against and bundling it
-# is a lintian error (embedded-library); ISA-L (0.40 / 59.2) misses the
-# 58-byte target. Any zlib inflates either way.
-COMPRESSION_LEVEL = 4
+# Containers are deflated by libdeflate (the `deflate` package), whose
+# output is an ordinary zlib stream any zlib inflates, at its level 2:
+# on the million-packet benchmark's containers 1.01 CPU-s per million
+# packets for 54.3 bytes a packet, against zlib's 2.87 and 54.6 at level 4
+# and 7.33 and 52.2 at level 6 (nmsgtool's default). zlib-ng (1.43 / 55.1
+# at its level 3) cannot be bundled (its strings are zlib's: a lintian
+# embedded-library error); ISA-L (0.37 / 59.2 at level 2) misses the
+# 58-byte target. libdeflate compresses whole buffers, which is what a
+# container is; the CBOR format's gzip stream is flushed each second and
+# keeps zlib's streaming deflater.
+COMPRESSION_LEVEL = 2
 
 _ZLIB_LENGTH = struct.Struct(">I")
 _FIXED32 = struct.Struct("<I")
@@ -111,7 +116,7 @@ class Container:
         """Header and body, ready to be appended to a file."""
         body = b"".join(self.entries) + b"".join(self.crcs)
         if compress:
-            body = _ZLIB_LENGTH.pack(len(body)) + zlib.compress(body, COMPRESSION_LEVEL)
+            body = _ZLIB_LENGTH.pack(len(body)) + deflate.zlib_compress(body, COMPRESSION_LEVEL)
             return HEADER.pack(MAGIC, FLAG_ZLIB, VERSION, len(body)) + body
         return HEADER.pack(MAGIC, 0, VERSION, len(body)) + body
 

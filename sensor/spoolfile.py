@@ -21,6 +21,7 @@ import io
 import os
 import queue
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 
@@ -48,6 +49,7 @@ class BackgroundWriter:
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self.lost_records = 0  # records in chunks that could not be written
+        self.cpu_seconds = 0.0  # the thread's own CPU (compression, writes), once it has ended
         self._thread = threading.Thread(target=self._work, name="spool-writer", daemon=True)
         self._thread.start()
 
@@ -55,6 +57,7 @@ class BackgroundWriter:
         while True:
             item = self._queue.get()
             if item is self._FINISH:
+                self.cpu_seconds = time.thread_time()  # the thread serves this one file
                 return
             records = 0
             if isinstance(item, tuple):
@@ -108,6 +111,10 @@ class CborStream:
     @property
     def lost_records(self) -> int:
         return self._writer.lost_records
+
+    @property
+    def cpu_seconds(self) -> float:
+        return self._writer.cpu_seconds
 
     def write(self, records: list[dict]) -> None:
         self._writer.put(b"".join([encode_record(r) for r in records]), len(records))
@@ -183,6 +190,10 @@ class NmsgStream:
     @property
     def lost_records(self) -> int:
         return self._writer.lost_records
+
+    @property
+    def cpu_seconds(self) -> float:
+        return self._writer.cpu_seconds
 
     def write(self, records: list[dict], _encode=dnsqr.encode, _wrap=nmsg.wrap, _crc=nmsg.payload_crc) -> None:
         container = self._container

@@ -80,6 +80,7 @@ class SpoolWriter:
         self.records_written = 0
         self.bytes_written = 0
         self.unwritten = 0  # records lost because the spool could not be written
+        self.compression_cpu = 0.0  # CPU seconds of the finished files' compression threads
         self._trouble_since: float | None = None
         self._retry_at = 0.0
         self._broken: list[str] = []  # files in new/ abandoned in a failed write
@@ -224,6 +225,7 @@ class SpoolWriter:
         if self._file is None:
             return
         self._compressor.finish()
+        self.compression_cpu += self._compressor.cpu_seconds
         self._file.flush()
         os.fsync(self._file.fileno())
         self.bytes_written += self._file.tell()
