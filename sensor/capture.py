@@ -24,6 +24,7 @@ import struct
 
 import pcapy
 
+from . import fanout
 from .bpf import with_vlans
 from .linklayer import DLT_EN10MB, finder_for
 
@@ -81,7 +82,9 @@ class Capture:
             self.fd = handle.getfd()
 
     @classmethod
-    def open_live(cls, device: str, promiscuous: bool, bpf: str) -> Capture:
+    def open_live(cls, device: str, promiscuous: bool, bpf: str, fanout_group: int | None = None) -> Capture:
+        """`fanout_group`: share the interface's packets with the other
+        workers in this group (capture_workers > 1; see fanout.py)."""
         if not device_exists(device):
             raise CaptureError(f"interface {device!r} names no network device (configuration variable `interface`)")
         try:
@@ -92,7 +95,9 @@ class Capture:
             handle.set_buffer_size(LIVE_BUFFER_BYTES)
             handle.activate()
             _set_filter(handle, bpf)
-        except pcapy.PcapError as exc:
+            if fanout_group is not None:
+                fanout.join(handle.getfd(), fanout_group)
+        except (pcapy.PcapError, OSError) as exc:
             raise CaptureError(f"cannot capture on {device}: {exc}") from None
         return cls(handle, f"interface {device}", live=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -12,18 +13,19 @@ import time
 
 import click
 
-from . import capabilities, daemon, logs, spooldir, spoolfile
+from . import capabilities, daemon, fanout, logs, spooldir, spoolfile
 from . import config as configuration
 from . import status as status_report
+from . import workers as workers_mod
 from .bpf import Vantage, build_filter
 from .capture import Capture, CaptureError
 from .linklayer import UnsupportedLinkType
 from .matcher import Matcher, Settings
 from .options import ConfigProblem, config_option, load_config
-from .pipeline import Sensor
+from .pipeline import Sensor, Summary, finish_crashed_files
 from .spool import SpoolError
 from .spoolfile import CborFormat, NmsgFormat
-from .state import SENSOR, StateFile, state_path
+from .state import StateFile, read_state, state_path, worker_state_name
 from .writer import SpoolBusy, SpoolWriter
 
 log = logging.getLogger("sensor")
@@ -77,22 +79,25 @@ def run(
         from .dnstap import DnstapMatcher
         from .dnstap_capture import DnstapFile, DnstapListener
     matcher = (DnstapMatcher if dnstap else Matcher)(matcher_settings(cfg))
+    workers = 1 if replay or dnstap_live else cfg.capture_workers
+    group = fanout.group_id(os.getpid()) if workers > 1 else None
 
     def open_live() -> Capture:
         with capabilities.raised(capabilities.CAP_NET_RAW):
-            return Capture.open_live(cfg.device, cfg.promiscuous, bpf)
+            return Capture.open_live(cfg.device, cfg.promiscuous, bpf, group)
 
     try:
         if pcap_path:
-            capture = Capture.open_file(pcap_path, bpf)
+            captures = [Capture.open_file(pcap_path, bpf)]
         elif dnstap_path:
-            capture = DnstapFile(dnstap_path, _decoder(cfg, matcher))
+            captures = [DnstapFile(dnstap_path, _decoder(cfg, matcher))]
         elif dnstap_live:
-            capture = DnstapListener.open(cfg.dnstap_socket, _decoder(cfg, matcher))
+            captures = [DnstapListener.open(cfg.dnstap_socket, _decoder(cfg, matcher))]
         else:
-            capture = open_live()
+            captures = [open_live() for _ in range(workers)]  # every worker's, while CAP_NET_RAW is up
     except (CaptureError, UnsupportedLinkType) as exc:
         raise click.ClickException(str(exc)) from None
+    capture = captures[0]
     detached = daemon.detach() if daemon_mode else None
     claimed = daemon.PidFile(pidfile) if pidfile else None
     try:
@@ -110,30 +115,33 @@ def run(
         else:
             keep = () if dnstap_live else (capabilities.CAP_NET_RAW,)
             daemon.drop_privileges(user or daemon.SERVICE_USER, keep=keep)
-        writer = SpoolWriter(
-            cfg.spooldir, cfg.channel, socket.gethostname(), cfg.interval, cfg.archive, cfg.upload,
-            spool_format(cfg),
-        )
+        writer = _spool_writer(cfg)
     except (daemon.DaemonError, SpoolBusy, OSError) as exc:
         log.error("cannot start: %s", exc)
         raise click.ClickException(str(exc)) from None
-    sensor = Sensor(
-        capture,
-        matcher,
-        writer,
-        reload=_reloader(config_path, cfg),
-        reopen=None if replay or dnstap_live else open_live,
-        state=None if replay else StateFile(state_path(cfg.spooldir, SENSOR, cfg.channel)),
-        progress=_ProgressBar(pcap_path) if pcap_path and sys.stderr.isatty() else None,
-    )
-    signal.signal(signal.SIGTERM, lambda *_: sensor.stop())
-    signal.signal(signal.SIGINT, lambda *_: sensor.stop())
-    signal.signal(signal.SIGHUP, lambda *_: sensor.hangup())
+
+    def sensor_for(number: int) -> Sensor:
+        for other, each in enumerate(captures, 1):  # a worker maps only its own ring (64 MiB each)
+            if other != number and workers > 1:
+                each.close()
+        return Sensor(
+            captures[number - 1],
+            matcher,
+            writer if number == 1 else _spool_writer(cfg, lock=False),
+            reload=_reloader(config_path, cfg),
+            reopen=None if replay or dnstap_live else open_live,
+            state=None if replay else StateFile(state_path(cfg.spooldir, worker_state_name(number), cfg.channel)),
+            progress=_ProgressBar(pcap_path) if pcap_path and sys.stderr.isatty() else None,
+            worker=(number, workers),
+        )
+
+    sensor, family = _start_workers(sensor_for, workers, writer)
     if not cfg.res_addrs and not cfg.auth_addrs:
         log.info("no address filter is set (DNSQR_RES_ADDRS, DNSQR_AUTH_ADDRS): every DNS exchange "
                  "in %s is recorded, direction taken from the QR bit", replay or capture.description)
     if isinstance(capture, Capture):
-        log.info("capturing from %s as uid %d with filter: %s", capture.description, os.getuid(), bpf)
+        log.info("capturing from %s as uid %d with filter: %s%s", capture.description, os.getuid(), bpf,
+                 f" ({workers} workers, fanout group {group})" if workers > 1 else "")
     else:
         log.info("capturing from %s as uid %d", capture.description, os.getuid())
     if detached:
@@ -142,12 +150,77 @@ def run(
         summary = sensor.run()
     except Exception as exc:  # a bug: say so in the log, once, and exit non-zero (no bare traceback)
         log.critical("stopped by an unexpected error: %s", exc, exc_info=True)
+        family.signal(signal.SIGTERM)
         sys.exit(70)
     finally:
-        if claimed:
+        if claimed and not family.children:
             claimed.release()
+    if workers > 1:
+        _stop_workers(family, summary, cfg, claimed)
     if sensor.progress is not None:
         sensor.progress.finish(summary)
+
+
+def _spool_writer(cfg: configuration.Config, lock: bool = True) -> SpoolWriter:
+    return SpoolWriter(cfg.spooldir, cfg.channel, socket.gethostname(), cfg.interval, cfg.archive, cfg.upload,
+                       spool_format(cfg), lock=lock)
+
+
+def _start_workers(sensor_for, workers: int, writer: SpoolWriter) -> tuple[Sensor, workers_mod.Family]:
+    """The first worker's sensor and signals; with capture_workers > 1, the others started."""
+    family = workers_mod.Family()
+    if workers > 1:
+        finish_crashed_files(writer)  # before any other worker has a file open in new/
+        for number in range(2, workers + 1):
+            family.fork(number, lambda number=number: _work(sensor_for(number)))
+    first = sensor_for(1)
+
+    def passed_on(handler, signum: int):
+        def handle(*_) -> None:
+            handler()
+            family.signal(signum)
+        return handle
+
+    def child_ended(*_) -> None:
+        if family.reap() and not first.stopping:
+            family.unasked = True
+            first.stop()
+
+    signal.signal(signal.SIGTERM, passed_on(first.stop, signal.SIGTERM))
+    signal.signal(signal.SIGINT, passed_on(first.stop, signal.SIGTERM))
+    signal.signal(signal.SIGHUP, passed_on(first.hangup, signal.SIGHUP))
+    if workers > 1:
+        signal.signal(signal.SIGCHLD, child_ended)
+        child_ended()  # one that ended before the handler was set
+    return first, family
+
+
+def _work(sensor: Sensor) -> int:
+    """A worker process after the fork: its own signals, its own run."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, lambda *_: sensor.stop())
+    signal.signal(signal.SIGINT, lambda *_: sensor.stop())
+    signal.signal(signal.SIGHUP, lambda *_: sensor.hangup())
+    sensor.run()
+    return 0
+
+
+def _stop_workers(family: workers_mod.Family, summary, cfg: configuration.Config, claimed) -> None:
+    """Stop the other workers, then log what all of them did together."""
+    family.signal(signal.SIGTERM)
+    ended = family.wait()
+    if claimed:
+        claimed.release()
+    found = [dataclasses.asdict(summary)]
+    for number in sorted(ended):
+        state = read_state(state_path(cfg.spooldir, worker_state_name(number), cfg.channel)) or {}
+        found.append(state.get("summary") or {})
+    log.info("stopped: workers=%d %s", len(found), Summary.total(found).line())
+    failed = {number: code for number, code in ended.items() if code != 0}
+    if failed or family.unasked:
+        log.error("capture workers ended unasked (exit codes by worker: %s): the service stops whole",
+                  failed or {n: 0 for n in ended})
+        sys.exit(1)
 
 
 class _ProgressBar:

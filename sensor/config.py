@@ -244,6 +244,7 @@ VARIABLES: dict[str, Variable] = {
     "nmsg_group": Variable("nmsg_group", _optional_u32, ""),
     "upload_method": Variable("upload_method", _choice("rsync", "sftp"), "rsync"),
     "dnstap_socket": Variable("dnstap_socket", _dnstap_socket, ""),
+    "capture_workers": Variable("capture_workers", _positive_int, "1"),
 }
 
 
@@ -281,6 +282,7 @@ class Config:
     nmsg_group: int | None
     upload_method: str
     dnstap_socket: str
+    capture_workers: int
     # variable name -> where its value came from ("file:line", "environment")
     origins: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
 

@@ -70,6 +70,21 @@ class Summary:
     kernel: tuple = (0, 0, 0)
     cpu: CpuSplit = dataclasses.field(default_factory=CpuSplit)
 
+    @classmethod
+    def total(cls, summaries: list[dict]) -> Summary:
+        """Several workers' summaries (as their state files hold them) added up;
+        max_rss_kb too, since each worker is a process of its own."""
+        total = cls()
+        for found in summaries:
+            for name in ("packets", "records", "pairs", "files", "bytes_written", "not_ip", "unwritten",
+                         "max_rss_kb"):
+                setattr(total, name, getattr(total, name) + int(found.get(name, 0)))
+            total.counters = dict(collections.Counter(total.counters) + collections.Counter(found.get("counters", {})))
+            total.kernel = tuple(a + b for a, b in zip(total.kernel, found.get("kernel", (0, 0, 0)), strict=True))
+            for step, seconds in found.get("cpu", {}).items():
+                setattr(total.cpu, step, getattr(total.cpu, step) + seconds)
+        return total
+
     def line(self) -> str:
         problems = ", ".join(f"{k}={v}" for k, v in sorted(self.counters.items())) or "none"
         received, dropped, ifdropped = self.kernel
@@ -99,6 +114,14 @@ def peak_rss_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def finish_crashed_files(writer: SpoolWriter) -> None:
+    """Finish the files a crash left in new/ (with several capture workers,
+    the first does it before it starts the others)."""
+    recovered = writer.recover()
+    if recovered:
+        log.warning("finished %d spool file(s) left by an earlier crash", len(recovered))
+
+
 class Sensor:
     """Runs until the capture ends (a file) or `stop()` is called (a signal)."""
 
@@ -111,7 +134,11 @@ class Sensor:
         reopen: Callable[[], Capture] | None = None,
         state: StateFile | None = None,
         progress: Callable[[Capture], None] | None = None,
+        worker: tuple[int, int] = (1, 1),
     ) -> None:
+        """`worker`: (this one, how many) with capture_workers > 1: only
+        the first finishes a crash's files (before the others start), and
+        each names itself in its log lines and state."""
         self.capture = capture
         self.matcher = matcher
         self.writer = writer
@@ -119,6 +146,8 @@ class Sensor:
         self.reopen = reopen  # how to open the live capture again after it is lost
         self.state = state
         self.progress = progress  # told after every batch (a replay's progress bar)
+        self.worker = worker
+        self.label = f"worker {worker[0]} of {worker[1]} " if worker[1] > 1 else ""
         self.summary = Summary()
         self._stopping = False
         self._hangup = False
@@ -142,15 +171,18 @@ class Sensor:
         """Safe from a signal handler: the loop notices within one batch."""
         self._stopping = True
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
     def hangup(self) -> None:
         """SIGHUP: at the next batch, finish the open file and re-read the
         configuration (safe from a signal handler)."""
         self._hangup = True
 
     def run(self) -> Summary:
-        recovered = self.writer.recover()
-        if recovered:
-            log.warning("finished %d spool file(s) left by an earlier crash", len(recovered))
+        if self.worker[1] == 1:
+            finish_crashed_files(self.writer)
         next_stats = time.monotonic() + STATS_SECONDS
         while not self._stopping:
             batch = self._read()
@@ -170,7 +202,7 @@ class Sensor:
             now = time.monotonic()
             if now >= next_stats:
                 next_stats += STATS_SECONDS
-                log.info("%s", self._snapshot().line())
+                log.info("%s%s", self.label, self._snapshot().line())
             if now >= self._interval_ends:
                 self._end_interval(now)
             if self.state is not None and self.state.due():
@@ -259,6 +291,7 @@ class Sensor:
             self._rate = (now, self.summary.packets)
         received, dropped, if_dropped = self._kernel_now()
         return {
+            "worker": list(self.worker),
             "capture": self.capture.description,
             "capturing": self.lost_since is None,
             "capture_error": self.lost_reason or None,
@@ -342,10 +375,10 @@ class Sensor:
         self.writer.close()
         summary = self._snapshot()
         if self.state is not None:
-            self._write_state(stopped=time.time())
+            self._write_state(stopped=time.time(), summary=dataclasses.asdict(summary))
         if self.lost_since is None:
             self.capture.close()
-        log.info("stopped: %s", summary.line())
+        log.info("%sstopped: %s", self.label, summary.line())
 
     def _snapshot(self) -> Summary:
         summary = self.summary

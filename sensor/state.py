@@ -28,6 +28,12 @@ SENSOR = "sensor"
 UPLOADER = "upload"
 
 
+def worker_state_name(number: int) -> str:
+    """The sensor's state file is the first capture worker's; the others
+    (capture_workers > 1) have one each beside it."""
+    return SENSOR if number == 1 else f"{SENSOR}.{number}"
+
+
 def state_path(spooldir: str, program: str, channel: str) -> str:
     return os.path.join(spooldir, LOCKS, f"{program}-{channel}.state")
 

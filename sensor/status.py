@@ -9,6 +9,7 @@ for two years without anyone noticing is the failure this exists for.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import errno
 import os
@@ -17,7 +18,7 @@ from typing import Any
 
 from . import spooldir
 from .config import Config
-from .state import SENSOR, STALE_SECONDS, UPLOADER, read_state, state_path
+from .state import SENSOR, STALE_SECONDS, UPLOADER, read_state, state_path, worker_state_name
 
 STALL_INTERVALS = 5  # no upload success for this many intervals while files wait: a problem
 
@@ -121,10 +122,39 @@ def upload_problems(state: dict | None, waiting: Backlog, interval: int, now: fl
     ]
 
 
+# what each capture worker counts for itself, added up for the sensor as a whole
+ADDED_UP = ("packets", "packets_per_second", "kernel_received", "kernel_dropped", "if_dropped",
+            "dropped_last_interval", "table", "table_max", "records", "files", "unwritten")
+
+
+def sensor_state(spooldir: str, channel: str, now: float) -> dict[str, Any] | None:
+    """The sensor's state; with capture_workers > 1, the first worker's with
+    every worker's counts added up (a worker not running is a problem)."""
+    first = read_state(state_path(spooldir, SENSOR, channel))
+    count = int(((first or {}).get("worker") or (1, 1))[1])
+    if count <= 1:
+        return first
+    total = dict(first)
+    by_type = collections.Counter(first.get("records_last_interval") or {})
+    for number in range(2, count + 1):
+        other = read_state(state_path(spooldir, worker_state_name(number), channel))
+        if not running(other, now) and running(first, now):
+            total["capturing"] = False
+            total["capture_error"] = f"capture worker {number} of {count} is not running"
+            continue
+        for name in ADDED_UP:
+            total[name] = total.get(name, 0) + (other or {}).get(name, 0)
+        by_type.update((other or {}).get("records_last_interval") or {})
+        if not other.get("capturing", True):
+            total["capturing"], total["capture_error"] = False, other.get("capture_error")
+    total["records_last_interval"] = dict(by_type)
+    return total
+
+
 def report(cfg: Config, stall_intervals: int = STALL_INTERVALS, now: float | None = None) -> dict[str, Any]:
     """Everything `status` shows, with the problems found and the exit status."""
     now = time.time() if now is None else now
-    sensor = read_state(state_path(cfg.spooldir, SENSOR, cfg.channel))
+    sensor = sensor_state(cfg.spooldir, cfg.channel, now)
     uploader = read_state(state_path(cfg.spooldir, UPLOADER, cfg.channel))
     waiting = backlog(spooldir.folder(cfg.spooldir, spooldir.WAITING, cfg.channel), now)
     problems = []

@@ -56,8 +56,11 @@ class SpoolWriter:
         archive: bool,
         upload: bool,
         spool_format=None,
+        lock: bool = True,
     ) -> None:
-        """`spool_format` is a `spoolfile` format (NmsgFormat, CborFormat)."""
+        """`spool_format` is a `spoolfile` format (NmsgFormat, CborFormat).
+        `lock`: hold the channel's sensor lock; False for the extra capture
+        workers, whose first worker holds it for them all."""
         self.format = spool_format or CborFormat()
         self.root = root
         self.host = host
@@ -70,7 +73,7 @@ class SpoolWriter:
         }
         for path in self.dirs.values():
             os.makedirs(path, exist_ok=True)
-        self._lock = spooldir.lock(root, "sensor", channel)
+        self._lock = spooldir.lock(root, "sensor", channel) if lock else None
         self.deadline = INFINITY
         self._file = None
         self._compressor = None  # the open file's spoolfile stream
@@ -203,13 +206,16 @@ class SpoolWriter:
             self._last_sync = now
 
     def _open(self, sec: int, usec: int) -> None:
-        while True:
+        while True:  # capture workers open files at the same moments: names stay unique, in time order
             name = spooldir.file_name(self.host, sec, usec, self.format.ext)
             if not any(os.path.exists(os.path.join(d, name)) for d in self.dirs.values()):
-                break
+                try:
+                    self._file = open(os.path.join(self.dirs[spooldir.NEW], name), "xb")  # noqa: SIM115
+                    break
+                except FileExistsError:
+                    pass
             usec += 1
         self._name = name
-        self._file = open(os.path.join(self.dirs[spooldir.NEW], name), "xb")  # noqa: SIM115
         self._compressor = self.format.open(self._file, self.host, self.channel, sec, usec)
         self.deadline = self.boundary_after(sec)
         self._last_sync = time.monotonic()
@@ -260,7 +266,8 @@ class SpoolWriter:
         self.finish()
         if self._broken:
             self._retry_broken()  # one last try; else the next start finishes them
-        os.close(self._lock)
+        if self._lock is not None:
+            os.close(self._lock)
 
     # -------------------------------------------------------------- recovery
     def recover(self) -> list[str]:
