@@ -87,6 +87,12 @@ class SpoolWriter:
         self._trouble_since: float | None = None
         self._retry_at = 0.0
         self._broken: list[str] = []  # files in new/ abandoned in a failed write
+        # Exact counts after a write failure: records_written holds only what
+        # a file still holds. The open file's records are taken out of it when
+        # the file is abandoned (counted unwritten), and what a later
+        # recovery of that file keeps is put back.
+        self._file_records = 0
+        self._abandoned: dict[str, int] = {}  # this run's abandoned files: records taken out
 
     # --------------------------------------------------------------- writing
     def write(self, records: list[dict], sec: int, nsec: int) -> None:
@@ -108,6 +114,7 @@ class SpoolWriter:
             self._fail(exc, len(records))
             return
         self.records_written += len(records)
+        self._file_records += len(records)
 
     def _fail(self, exc: OSError, records: int) -> None:
         """Writing failed: drop and count, keep what the file holds, retry later."""
@@ -119,11 +126,14 @@ class SpoolWriter:
         self._retry_at = now + RETRY_SECONDS
 
     def _abandon(self) -> int:
-        """Let go of the open file after a failure; return records lost in it."""
-        lost = 0
+        """Let go of the open file after a failure; return the records taken
+        out of records_written (all the file's: which of them reached the
+        disk is known only when the file is recovered)."""
+        lost = self._file_records if self._file is not None else 0
+        self.records_written -= lost
+        self._file_records = 0
         if self._compressor is not None:
             self._compressor.stop()
-            lost = self._compressor.lost_records
         if self._file is not None:
             with contextlib.suppress(OSError):
                 self._file.close()
@@ -133,8 +143,10 @@ class SpoolWriter:
                     os.unlink(path)  # nothing reached the disk: nothing to keep
                 else:
                     self._broken.append(self._name)
+                    self._abandoned[self._name] = lost
             except OSError:
                 self._broken.append(self._name)
+                self._abandoned[self._name] = lost
         self._file = None
         self._compressor = None
         self.deadline = INFINITY
@@ -151,6 +163,7 @@ class SpoolWriter:
             try:
                 count = self._rewrite(os.path.join(self.dirs[spooldir.NEW], name))
                 self._hand_on(name)
+                self._count_back(name, count)
                 log.warning("spool file %s finished after the write failure: %d records", name, count)
             except SpoolError as exc:
                 log.warning("spool file %s lost after the write failure (%s)", name, exc)
@@ -159,6 +172,13 @@ class SpoolWriter:
             except OSError as exc:
                 self._broken.append(name)
                 self._fail(exc, 0)
+
+    def _count_back(self, name: str, count: int) -> None:
+        """An abandoned file of this run recovered with `count` records."""
+        taken = self._abandoned.pop(name, 0)
+        count = min(count, taken)
+        self.records_written += count
+        self.unwritten -= count
 
     def boundary_after(self, sec: int) -> int:
         """When a file opened at `sec` would be finished."""
@@ -237,6 +257,7 @@ class SpoolWriter:
         self.bytes_written += self._file.tell()
         self._file.close()
         self._file = None
+        self._file_records = 0
         self._compressor = None
         self.deadline = INFINITY
         try:
