@@ -62,10 +62,13 @@ _ZLIB_LENGTH = struct.Struct(">I")
 _FIXED32 = struct.Struct("<I")
 _PAYLOAD_TAG = tag(1, 2)  # Nmsg.payloads
 _CRC_TAG = tag(2, 0)  # Nmsg.payload_crcs
+_CRC_TAG_OCTET = _CRC_TAG[0]
 _PAYLOAD_HEAD = tag(1, 0) + varint(VENDOR_BASE) + tag(2, 0) + varint(MSGTYPE_DNSQR) + tag(3, 0)
 _NSEC_TAG = tag(4, 5)
 _DATA_TAG = tag(5, 2)
 _ID_TAGS = (tag(7, 0), tag(8, 0), tag(9, 0))  # source, operator, group
+_WRAP_FIXED = len(_PAYLOAD_HEAD) + len(_NSEC_TAG) + 4 + len(_DATA_TAG)  # a payload's octets but the varints'
+_CRC_ENTRY5 = struct.Struct("6B")  # the payload_crcs tag, then a five-octet varint
 
 
 class NmsgError(ValueError):
@@ -105,6 +108,30 @@ class Container:
     def fits(self, payload_len: int) -> bool:
         """False when this payload must open the next container."""
         return not self.entries or self.estimate + payload_len + 32 < self.size
+
+    def add_message(self, message: bytes, sec: int, nsec: int, trailer: bytes, _varint=varint) -> bool:
+        """Wrap a DnsQR message as a payload and add it with its CRC; False
+        (nothing added) when it must open the next container.
+
+        The same bytes as `add(wrap(...), payload_crc(...))`, flattened for
+        the hot path (one join a payload, the CRC's varint built directly):
+        3.2 against 2.3 µs a record on the benchmark's records, side by side.
+        """
+        size_varint = _varint(len(message))
+        sec_varint = _varint(sec)
+        n = _WRAP_FIXED + len(sec_varint) + len(size_varint) + len(message) + len(trailer)
+        if self.entries and self.estimate + n + 32 >= self.size:
+            return False
+        self.entries.append(b"".join((_PAYLOAD_TAG, _varint(n), _PAYLOAD_HEAD, sec_varint, _NSEC_TAG,
+                                      _FIXED32.pack(nsec), _DATA_TAG, size_varint, message, trailer)))
+        crc = int.from_bytes(google_crc32c.value(message).to_bytes(4, "little"), "big")
+        if crc >= 1 << 28:  # 15 CRCs in 16: five octets
+            self.crcs.append(_CRC_ENTRY5.pack(_CRC_TAG_OCTET, crc & 0x7F | 0x80, crc >> 7 & 0x7F | 0x80,
+                                              crc >> 14 & 0x7F | 0x80, crc >> 21 & 0x7F | 0x80, crc >> 28))
+        else:
+            self.crcs.append(_CRC_TAG + _varint(crc))
+        self.estimate += n + 2 + (n >= 1 << 7) + (n >= 1 << 14) + (n >= 1 << 21) + 6
+        return True
 
     def add(self, payload: bytes, crc: int) -> None:
         n = len(payload)

@@ -195,17 +195,16 @@ class NmsgStream:
     def cpu_seconds(self) -> float:
         return self._writer.cpu_seconds
 
-    def write(self, records: list[dict], _encode=dnsqr.encode, _wrap=nmsg.wrap, _crc=nmsg.payload_crc) -> None:
+    def write(self, records: list[dict], _encode=dnsqr.encode) -> None:
         container = self._container
         trailer = self._trailer
         for record in records:
             message = _encode(record)
             sec, nsec = record_time(record)
-            payload = _wrap(message, sec, nsec, trailer)
-            if not container.fits(len(payload)):
+            if not container.add_message(message, sec, nsec, trailer):
                 self._writer.put(container, len(container))
                 container = self._container = nmsg.Container()
-            container.add(payload, _crc(message))
+                container.add_message(message, sec, nsec, trailer)
 
     def _hand_over(self) -> None:
         if len(self._container):

@@ -14,6 +14,7 @@ import io
 import ipaddress
 import json
 import os
+import random
 import zlib
 
 import pytest
@@ -381,3 +382,26 @@ def test_read_of_a_spool_takes_waiting_and_archive_each_file_once(tmp_path):
     assert result.exit_code == 0, result.output
     ids = [line.split("id=")[1].split()[0] for line in result.output.splitlines()]
     assert ids == ["0", "1", "2"]
+
+
+def test_flattened_add_message_builds_the_containers_wrap_and_add_build():
+    """The hot path's one-step payload (nmsg.Container.add_message) against the
+    plain steps it flattens: wrap, payload_crc, fits, add; CRCs of every varint
+    length, seconds past 2**28, trailers, and the full-container rule."""
+    rng = random.Random(7)
+    messages = [rng.randbytes(rng.choice((1, 60, 127, 128, 300, 5000))) for _ in range(400)]
+    small_crcs = [m for m in (rng.randbytes(20) for _ in range(4000)) if nmsg.payload_crc(m) < 1 << 28][:20]
+    assert small_crcs  # about one in sixteen
+    for trailer in (b"", nmsg.payload_trailer(0x19721976, 7, None)):
+        flat, plain = [nmsg.Container(size=8192)], [nmsg.Container(size=8192)]
+        for index, message in enumerate(messages + small_crcs):
+            sec, nsec = T0 + index * 1000, index * 7919
+            if not flat[-1].add_message(message, sec, nsec, trailer):
+                flat.append(nmsg.Container(size=8192))
+                assert flat[-1].add_message(message, sec, nsec, trailer)
+            payload = nmsg.wrap(message, sec, nsec, trailer)
+            if not plain[-1].fits(len(payload)):
+                plain.append(nmsg.Container(size=8192))
+            plain[-1].add(payload, nmsg.payload_crc(message))
+        assert len(flat) == len(plain) > 10
+        assert [c.serialize(compress=False) for c in flat] == [c.serialize(compress=False) for c in plain]
