@@ -132,6 +132,24 @@ def test_status_is_ok_when_both_run_and_nothing_waits(tmp_path):
     assert result.output.rstrip().endswith("ok")
 
 
+def test_status_adds_up_the_capture_workers_and_misses_a_dead_one(tmp_path):
+    cfg, _path = _config(tmp_path)
+    _write(tmp_path, state.SENSOR, worker=[1, 2], capturing=True, packets=100, records=40, kernel_dropped=1,
+           table=3, table_max=10, records_last_interval={"UDP_QUERY_RESPONSE": 5})
+    _write(tmp_path, state.worker_state_name(2), worker=[2, 2], capturing=True, packets=50, records=20,
+           kernel_dropped=2, table=4, table_max=10,
+           records_last_interval={"UDP_QUERY_RESPONSE": 6, "UDP_UNANSWERED_QUERY": 1})
+    _write(tmp_path, state.UPLOADER, last_success=time.time() - 30)
+    sensor = status.report(cfg)["sensor"]
+    assert (sensor["packets"], sensor["records"], sensor["kernel_dropped"]) == (150, 60, 3)
+    assert (sensor["table"], sensor["table_max"]) == (7, 20)
+    assert sensor["records_last_interval"] == {"UDP_QUERY_RESPONSE": 11, "UDP_UNANSWERED_QUERY": 1}
+    _write(tmp_path, state.worker_state_name(2), worker=[2, 2], pid=2**22 + 1)  # worker 2 is gone
+    found = status.report(cfg)
+    assert found["exit_status"] == status.PROBLEM
+    assert "capture worker 2 of 2 is not running" in " | ".join(found["problems"])
+
+
 def test_status_not_running_is_exit_3(tmp_path):
     cfg, path = _config(tmp_path)
     result = CliRunner().invoke(main, ["status", "-c", path, "--json"])
