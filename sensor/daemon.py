@@ -143,7 +143,7 @@ class PidFile:
 
     def claim(self) -> None:
         old = _read_pid(self.path)
-        if old and old != os.getpid() and _running(old):
+        if old and old != os.getpid() and _running(old) and _started_with(old, self.path):
             raise DaemonError(f"already running as pid {old} ({self.path})")
         directory = os.path.dirname(self.path) or "."
         os.makedirs(directory, exist_ok=True)
@@ -172,6 +172,20 @@ class PidFile:
         if _read_pid(self.path) == self.pid:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
+
+
+def _started_with(pid: int, path: str) -> bool:
+    """Whether process `pid` was started with this pidfile on its command
+    line: after a crash and a reboot the old pid may belong to anything,
+    and that must not keep the service from starting (the init scripts
+    make the same check before they signal). True when /proc cannot tell."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            args = handle.read().split(b"\0")
+    except OSError:
+        return not os.path.isdir("/proc/self")  # no /proc: assume the worst
+    wanted = os.fsencode(path)
+    return wanted in args or b"--pidfile=" + wanted in args
 
 
 def _read_pid(path: str) -> int:

@@ -20,16 +20,23 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_pidfile_refuses_a_live_owner_and_replaces_a_stale_one(tmp_path):
     path = str(tmp_path / "run" / "sensor.pid")
-    sleeper = subprocess.Popen(["sleep", "30"])
+    owner = subprocess.Popen(["sh", "-c", "sleep 30", "sie-dns-sensor", "--pidfile", path])
+    stranger = subprocess.Popen(["sleep", "30"])  # a reused pid: alive, but not started with this pidfile
     try:
         os.makedirs(os.path.dirname(path))
         with open(path, "w") as handle:
-            handle.write(f"{sleeper.pid}\n")
+            handle.write(f"{owner.pid}\n")
         with pytest.raises(daemon.DaemonError, match="already running"):
             daemon.PidFile(path).claim()
+        with open(path, "w") as handle:
+            handle.write(f"{stranger.pid}\n")
+        daemon.PidFile(path).claim()
+        with open(path) as handle:
+            assert int(handle.read()) == os.getpid()
     finally:
-        sleeper.kill()
-        sleeper.wait()
+        for process in (owner, stranger):
+            process.kill()
+            process.wait()
     pidfile = daemon.PidFile(path)
     pidfile.claim()  # the old pid is gone: stale
     with open(path) as handle:

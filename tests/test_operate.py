@@ -244,7 +244,7 @@ def test_a_start_up_failure_after_detaching_reaches_the_terminal(tmp_path):
     P.write_pcap(pcap, [(P.ethernet(P.query()), T0)])
     cfg = write_config(tmp_path / "conf", tmp_path / "spool", upload="no")
     pidfile = tmp_path / "sensor.pid"
-    sleeper = subprocess.Popen(["sleep", "30"])
+    sleeper = subprocess.Popen(["sh", "-c", "sleep 30", "sie-dns-sensor", "--pidfile", str(pidfile)])
     try:
         pidfile.write_text(f"{sleeper.pid}\n")
         result = subprocess.run(
