@@ -96,7 +96,7 @@ class Capture:
             handle.activate()
             _set_filter(handle, bpf)
             if fanout_group is not None:
-                fanout.join(handle.getfd(), fanout_group)
+                handle.set_fanout(fanout_group, fanout.MODE)
         except (pcapy.PcapError, OSError) as exc:
             raise CaptureError(f"cannot capture on {device}: {exc}") from None
         return cls(handle, f"interface {device}", live=True)

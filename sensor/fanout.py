@@ -1,7 +1,7 @@
 """Live capture across processes: one Linux PACKET_FANOUT group.
 
 Each worker opens the interface with libpcap as usual, then puts its
-packet socket into the same fanout group; the kernel hands each packet to
+packet socket into the same fanout group (pcapy-ng's `set_fanout`); the kernel hands each packet to
 exactly one member. Hash mode keeps a flow in one worker: the kernel's
 fanout hash is `__skb_get_hash_symmetric` (since Linux 4.x), the same for
 both directions, so a query and its response meet in the same query table.
@@ -14,28 +14,13 @@ query and be recorded unpaired (rare: resolvers cap UDP at 1,232 bytes).
 
 from __future__ import annotations
 
-import os
-import socket
-import struct
-
-SOL_PACKET = 263  # <linux/socket.h>
-PACKET_FANOUT = 18  # <linux/if_packet.h>
-PACKET_FANOUT_HASH = 0
+PACKET_FANOUT_HASH = 0  # <linux/if_packet.h>
 PACKET_FANOUT_FLAG_DEFRAG = 0x8000
+# what pcapy-ng's set_fanout(group, type) puts in the high half of PACKET_FANOUT
+MODE = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG
 
 
 def group_id(pid: int) -> int:
     """A 16-bit group id for one sensor's workers (groups are per network
     namespace; the starting process's id keeps two sensors apart)."""
     return pid & 0xFFFF
-
-
-def join(fd: int, group: int) -> None:
-    """Put the packet socket `fd` (libpcap's) into fanout group `group`."""
-    mode = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG
-    sock = socket.socket(fileno=os.dup(fd))  # the same socket; closing the duplicate leaves libpcap's open
-    try:
-        # packed: with the defrag flag the value is over 2**31, past what an int option takes
-        sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack("=I", group | mode << 16))
-    finally:
-        sock.close()
