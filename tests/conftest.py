@@ -21,6 +21,8 @@ MARKS = {
     "test_daemon": ("network",),
     "test_upload": ("network",),
     "test_rsync": ("network",),
+    "test_upload_faults": ("network", "slow"),
+    "test_capture_workers": ("network",),
     "test_outage": ("network", "slow"),
     "test_full_disk": ("slow",),
     "test_crash": ("slow",),

@@ -42,9 +42,14 @@ RRSYNC = "/usr/bin/rrsync"
 
 
 class Sshd:
-    """One sshd process serving one user on `address` (127.0.0.1)."""
+    """One sshd process serving one user on `address` (127.0.0.1).
 
-    def __init__(self, authorized_key: str, mode: str = "sftp", address: str = "127.0.0.1") -> None:
+    `sftp_script` (shell script text, sftp mode) replaces OpenSSH's own SFTP
+    server, run as the user: a collector that misbehaves on purpose.
+    """
+
+    def __init__(self, authorized_key: str, mode: str = "sftp", address: str = "127.0.0.1",
+                 sftp_script: str | None = None) -> None:
         self.mode, self.address = mode, address
         # Its own folder under /tmp, readable on the way down: sshd reads
         # authorized_keys and the session writes the home as the user.
@@ -61,7 +66,7 @@ class Sshd:
         os.makedirs("/run/sshd", exist_ok=True)
         subprocess.run(
             ["useradd", "--system", "--no-create-home", "--home-dir", self.home, "--shell",
-             "/usr/sbin/nologin" if mode == "sftp" else "/bin/sh", self.user],
+             "/usr/sbin/nologin" if mode == "sftp" and not sftp_script else "/bin/sh", self.user],
             check=True, capture_output=True,
         )
         subprocess.run(["usermod", "-p", "*", self.user], check=True, capture_output=True)  # no password, not locked
@@ -79,6 +84,12 @@ class Sshd:
             else:
                 handle.write(authorized_key)
         forced = "Subsystem sftp internal-sftp\nForceCommand internal-sftp\n" if mode == "sftp" else ""
+        if sftp_script:
+            script = os.path.join(workdir, "sftp-server")
+            with open(script, "w") as handle:
+                handle.write(sftp_script)
+            os.chmod(script, 0o755)
+            forced = f"Subsystem sftp {script}\n"
         with open(self.config, "w") as handle:
             handle.write(
                 f"Port {self.port}\nListenAddress {address}\nHostKey {self.host_key}\n"

@@ -29,7 +29,7 @@ PACKETS = 6000
 # the kernel's arrival times of each replay, and the wait of a query left unanswered at the stop
 TIMES = (Field.QUERY_TIME_SEC, Field.QUERY_TIME_NSEC, Field.RESPONSE_TIME_SEC, Field.RESPONSE_TIME_NSEC, Field.TIMEOUT)
 
-pytestmark = [pytest.mark.network, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 
 
 def _replay(lab: netns.Lab, pcap: str, work: str, workers: int) -> tuple[list, str, dict]:

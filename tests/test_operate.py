@@ -344,7 +344,7 @@ def test_sighup_reaches_the_uploader_and_status_follows_it(collector, tmp_path):
         while time.monotonic() < deadline and not (state.read_state(state_file) or {}).get("last_error"):
             time.sleep(0.2)
         found = state.read_state(state_file)
-        assert "SSH session" in found["last_error"] and found["last_success"] is None
+        assert "Authentication failed" in found["last_error"] and found["last_success"] is None
         with open(config, "w") as handle:
             handle.write(right + 'interval="1"\n')
         uploader.send_signal(1)  # SIGHUP

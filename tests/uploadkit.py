@@ -60,13 +60,13 @@ REASON = sshd_helper.available()
 needs_sshd = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
 
-def make_collector(tmp_path, method: str = "sftp"):
+def make_collector(tmp_path, method: str = "sftp", sftp_script: str | None = None):
     """(sshd, config path, spool): key made by sie-gen-key, host key known;
     the sshd serves `method` (sftp, or rsync forced to rrsync)."""
     spool = tmp_path / "spool"
     spool.mkdir()
     keys.generate(str(spool / "keys" / "upload"), comment="sensor1.example")
-    server = sshd_helper.Sshd((spool / "keys" / "upload.pub").read_text(), mode=method)
+    server = sshd_helper.Sshd((spool / "keys" / "upload.pub").read_text(), mode=method, sftp_script=sftp_script)
     (spool / "keys" / "known_hosts").write_text(server.known_hosts_line())
     config = write_config(
         tmp_path / "conf",

@@ -79,3 +79,17 @@ def _write_new(path: str, data: bytes, mode: int, owner: tuple[int, int] | None)
         if owner is not None:
             os.fchown(fd, *owner)
         handle.write(data)
+
+
+def loose_mode(path: str) -> str | None:
+    """Why the private key must not be used, if others may read it (OpenSSH
+    refuses such a key too); None when its mode is fine or it cannot be
+    looked at (loading it then says what is wrong)."""
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        return None
+    if mode & 0o077:
+        return (f"upload key {path} is readable by others (mode {mode:04o}); not used, as OpenSSH "
+                f"would not use it either: chmod 600 {path}")
+    return None

@@ -20,15 +20,24 @@ older rsync refuses.
   receiver has it whole (checksum verified); a file still here afterwards
   was not delivered and waits for the next round.
 - `--timeout` ends a transfer that stalls; the whole run also has a
-  deadline, so nothing waits forever.
+  deadline, so nothing waits forever, and a stop (SIGTERM) kills rsync and
+  its ssh at once.
+- Only files the uploader has checked (regular, its own, no links: see
+  localfiles.py) are named; rsync without `--links` would skip a link
+  swapped in afterwards. A file rsync leaves behind in a run that
+  otherwise worked (exit 23 or 24) failed alone: it is retried later with
+  its own backoff while the others go on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
+import signal
 import subprocess
+import time
 from collections.abc import Callable
 
 from .sftp import HostKeyError, UploadError
@@ -36,6 +45,8 @@ from .sftp import HostKeyError, UploadError
 CONNECT_TIMEOUT = 20
 STALL_TIMEOUT = 60  # rsync --timeout: longest silence during a transfer
 SLOWEST_RATE = 256 * 1024  # bytes/s below which a whole run is given up (deadline)
+POLL = 0.1  # how soon a stop is seen while rsync runs
+PER_FILE_EXITS = (23, 24)  # partial transfer, vanished files: the run worked, some files did not
 
 log = logging.getLogger("uploader")
 
@@ -83,11 +94,18 @@ def ssh_command(port: int, key_path: str, known_hosts: str) -> list[str]:
 
 
 class RsyncCollector:
-    """One collector reached by rsync; the same interface as the SFTP one."""
+    """One collector reached by rsync; the same interface as the SFTP one.
 
-    def __init__(self, host: str, port: int, login: str, key_path: str, known_hosts: str) -> None:
+    `cancelled` is polled while rsync runs: once it returns True, rsync
+    and its ssh are killed and the round ends (SIGTERM stops the uploader
+    within a second whatever the collector does).
+    """
+
+    def __init__(self, host: str, port: int, login: str, key_path: str, known_hosts: str,
+                 cancelled: Callable[[], bool] = lambda: False) -> None:
         self.host, self.port, self.login = host, port, login
         self.key_path, self.known_hosts = key_path, known_hosts
+        self.cancelled = cancelled
 
     def __enter__(self) -> RsyncCollector:
         if not os.path.exists(self.key_path):
@@ -102,16 +120,19 @@ class RsyncCollector:
     def close(self) -> None:
         return None
 
-    def send(self, paths: list[str], remote_dir: str, sent: Callable[[str, int], None]) -> None:
-        """Deliver the files; call `sent(path, size)` for each one delivered.
+    def send(self, paths: list[str], remote_dir: str, sent: Callable[[str, int], None],
+             refused: Callable[[str, str], None]) -> None:
+        """Deliver the files; `sent(path, size)` for each one delivered.
 
-        Raises UploadError (HostKeyError for a host key problem) when rsync
-        fails; files it did deliver before that have been reported.
+        After a run that worked but left some files (rsync's exit 23 or 24:
+        those files alone failed), `refused(path, why)` for each of them;
+        UploadError (HostKeyError for a host key problem) when the run
+        failed as a whole; files delivered before that have been reported.
         """
         sizes = {}
         for path in paths:
             try:
-                sizes[path] = os.path.getsize(path)
+                sizes[path] = os.lstat(path).st_size
             except FileNotFoundError:
                 continue  # trimmed meanwhile
         if not sizes:
@@ -123,43 +144,73 @@ class RsyncCollector:
             "--", *sizes, destination,
         ]
         deadline = CONNECT_TIMEOUT + STALL_TIMEOUT + sum(sizes.values()) / SLOWEST_RATE
+        returncode, stderr = self._run(command, deadline, sizes, sent)
+        self._report(sizes, sent)
+        if returncode in PER_FILE_EXITS:
+            for path in sizes:
+                if os.path.lexists(path):
+                    refused(path, _about(path, stderr, returncode))
+            return
+        if returncode != 0:
+            raise _failure(returncode, stderr, self.host, self.port, self.known_hosts)
+
+    def _run(self, command: list[str], deadline: float, sizes: dict[str, int], sent) -> tuple[int, str]:
+        """rsync's exit status and stderr; it is killed (with its ssh) at the
+        deadline or when the uploader is told to stop."""
         try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=deadline,
-                                    stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            self._report(sizes, sent)
-            raise UploadError(f"rsync to {self.host} port {self.port} did not finish within {deadline:.0f} s") from None
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE, text=True, start_new_session=True)
         except FileNotFoundError:
             raise UploadError("rsync or ssh is not installed") from None
-        self._report(sizes, sent)
-        if result.returncode != 0:
-            raise _failure(result, self.host, self.port, self.known_hosts)
+        ends = time.monotonic() + deadline
+        while True:
+            try:
+                _, stderr = process.communicate(timeout=POLL)
+                return process.returncode, stderr
+            except subprocess.TimeoutExpired:
+                pass
+            if self.cancelled() or time.monotonic() > ends:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.communicate()
+                self._report(sizes, sent)
+                if self.cancelled():
+                    raise UploadError(f"stopped while sending to {self.host} port {self.port}")
+                raise UploadError(f"rsync to {self.host} port {self.port} did not finish within {deadline:.0f} s")
 
     @staticmethod
     def _report(sizes: dict[str, int], sent: Callable[[str, int], None]) -> None:
-        for path, size in sizes.items():
-            if not os.path.exists(path):  # rsync removes a file only once it is delivered
-                sent(path, size)
+        for path in list(sizes):
+            if not os.path.lexists(path):  # rsync removes a file only once it is delivered
+                sent(path, sizes.pop(path))
+
+
+def _about(path: str, stderr: str, returncode: int) -> str:
+    """Why rsync left this one file: its own lines that name it, if any."""
+    name = os.path.basename(path)
+    said = [line.strip() for line in stderr.splitlines() if name in line]
+    reason = " / ".join(said[-2:]) or EXIT_REASONS[returncode]
+    return f"{name}: not delivered by rsync ({reason})"
 
 
 def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _failure(result: subprocess.CompletedProcess, host: str, port: int, known_hosts: str) -> UploadError:
+def _failure(returncode: int, stderr: str, host: str, port: int, known_hosts: str) -> UploadError:
     """rsync's exit status and ssh's own words, as one error.
 
     When ssh could not connect, rsync exits with a protocol error (12):
     ssh's line ("ssh: connect to host ...") is the reason then.
     """
-    lines = [line.strip() for line in result.stderr.strip().splitlines() if line.strip()]
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
     ssh_said = [line for line in lines if line.startswith("ssh:") or "Permission denied" in line]
     said = " / ".join(ssh_said[-2:] or lines[-3:])
-    reason = EXIT_REASONS.get(result.returncode, f"exit status {result.returncode}")
+    reason = EXIT_REASONS.get(returncode, f"exit status {returncode}")
     if ssh_said:
         reason = EXIT_REASONS[255]
     text = f"rsync to {host} port {port} failed: {reason}" + (f" ({said})" if said else "")
-    if "Host key verification failed" in result.stderr or "REMOTE HOST IDENTIFICATION HAS CHANGED" in result.stderr:
+    if "Host key verification failed" in stderr or "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
         return HostKeyError(f"host key of [{host}]:{port} is unknown or has changed (checked against "
                             f"{known_hosts}); nothing sent ({said})")
     return UploadError(text)

@@ -2,7 +2,11 @@
 
 A file leaves waiting/ only after the collector holds it whole under its
 final name. Any failure leaves it where it is for the next round; rounds
-back off exponentially (capped) while the collector is unreachable. One
+back off exponentially (capped) while the collector is unreachable. A file
+that fails alone (unreadable here, refused there) waits with a backoff of
+its own while the files behind it go on. Only regular files of the
+uploader's own user are sent, never through a link (localfiles.py); others
+are left where they are and named once in the log. One
 uploader per channel: a flock on locks/upload-<channel>.lock, which the
 kernel releases when a crashed uploader's process goes away. Before each
 round waiting/ is trimmed to max_spool_size_kbytes, oldest first, so a
@@ -22,9 +26,9 @@ import paramiko
 from sensor import spooldir
 from sensor.config import Config
 
-from . import discovery
+from . import discovery, keys, localfiles
 from .rsync import RsyncCollector
-from .sftp import Collector, HostKeyError, UploadError
+from .sftp import Collector, HostKeyError, UploadError, reason
 
 METHODS = {"rsync": RsyncCollector, "sftp": Collector}
 
@@ -54,19 +58,35 @@ def _order(name: str, path: str) -> tuple:
     return (int(mtime), 0, name)
 
 
-def pending(directory: str) -> list[str]:
-    """Finished spool files, oldest first (hidden and non-files skipped)."""
+def survey(directory: str) -> tuple[list[str], dict[str, str]]:
+    """(files that may be sent, oldest first; {path: why not} for the rest).
+
+    Hidden names are skipped; everything else is judged by lstat, so a
+    symbolic link is seen as one and never followed.
+    """
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
-        return []
-    entries = []
+        return [], {}
+    entries, refused = [], {}
     for name in names:
-        path = os.path.join(directory, name)
-        if name.startswith(".") or not os.path.isfile(path):
+        if name.startswith("."):
             continue
-        entries.append((_order(name, path), path))
-    return [path for _, path in sorted(entries)]
+        path = os.path.join(directory, name)
+        try:
+            why = localfiles.refusal(os.lstat(path))
+        except FileNotFoundError:
+            continue
+        if why:
+            refused[path] = why
+        else:
+            entries.append((_order(name, path), path))
+    return [path for _, path in sorted(entries)], refused
+
+
+def pending(directory: str) -> list[str]:
+    """The files that may be sent, oldest first."""
+    return survey(directory)[0]
 
 
 def trim(directory: str, max_kbytes: int) -> list[str]:
@@ -111,21 +131,45 @@ class Uploader:
         self.remote_dir = f"{REMOTE_ROOT}/{config.channel}"
         self.uploaded = 0
         self.failures = 0
+        self.should_stop: Callable[[], bool] = lambda: False
+        self._retry: dict[str, tuple[float, float]] = {}  # path -> (next try, its backoff): files that failed alone
+        self._refused: set[str] = set()  # files not ours to send, said once each
+        self.reached = False  # the last round's sessions all went (files may still have failed alone)
+        self._alone = 0  # files of this round that failed alone
         # for `sie-dns-sensor status` (written out by watch.py)
         self.last_success: float | None = None  # wall time the last file arrived
         self.last_error: str | None = None
         self.last_error_time: float | None = None
 
     def round(self) -> bool:
-        """Trim, then upload everything waiting; False if anything failed."""
+        """Trim, then upload everything due; False if anything failed."""
         trim(self.directory, self.config.max_spool_size_kbytes)
-        files = pending(self.directory)
+        files, refused = survey(self.directory)
+        self._say_refused(refused)
+        now = time.monotonic()
+        self._retry = {path: due for path, due in self._retry.items() if path in files}
+        due = [path for path in files if self._retry.get(path, (0.0, 0.0))[0] <= now]
         per = self.config.maxper
-        # stop at the first failed session: the next round starts over, oldest first
-        return all(self._session(files[start : start + per]) for start in range(0, len(files), per))
+        self._alone = 0
+        self.reached = False
+        for start in range(0, len(due), per):
+            if self.should_stop() or not self._session(due[start : start + per]):
+                return False  # the collector is not there: the rest waits for the next round
+        self.reached = True
+        return self._alone == 0
+
+    def _say_refused(self, refused: dict[str, str]) -> None:
+        for path, why in refused.items():
+            if path not in self._refused:
+                log.warning("not uploading %s: %s", path, why)
+        self._refused = set(refused)
 
     def _session(self, files: list[str]) -> bool:
         """One connection for a batch: the first collector that answers."""
+        loose = keys.loose_mode(self.config.uploadkey)
+        if loose:
+            self._failed(loose)
+            return False
         host, port = self.config.submitserver
         found = discovery.targets(host, port, self.config.upload_method)
         if not found:
@@ -140,15 +184,25 @@ class Uploader:
                 return False  # never try the next one with a key that does not match
             except (UploadError, OSError, EOFError, paramiko.SSHException) as exc:
                 # anything else from a dying connection is a failed round too
+                if self.should_stop():
+                    log.info("stopping: %s; unsent files stay in %s", reason(exc), self.directory)
+                    return False
                 more = f"; trying the next of {len(found)}" if number < len(found) else ""
-                self._failed(f"{exc or type(exc).__name__}{more}")
+                self._failed(f"{reason(exc)}{more}")
         return False
 
-    def _failed(self, reason: str) -> None:
+    def _failed(self, why: str) -> None:
         """Count, remember for `status`, and log one failure."""
         self.failures += 1
-        self.last_error, self.last_error_time = reason, time.time()
-        log.error("upload failed: %s", reason)
+        self.last_error, self.last_error_time = why, time.time()
+        log.error("upload failed: %s", why)
+
+    def _refused_alone(self, path: str, why: str) -> None:
+        """This file failed and the session goes on: it waits, with its own backoff."""
+        self._alone += 1
+        backoff = min(self._retry.get(path, (0.0, BACKOFF_FIRST / 2))[1] * 2, BACKOFF_MAX)
+        self._retry[path] = (time.monotonic() + backoff, backoff)
+        self._failed(f"{why}; next try of this file in {backoff:.0f} s, the others go on")
 
     def _send(self, target: discovery.Target, files: list[str]) -> None:
         config = self.config
@@ -157,20 +211,23 @@ class Uploader:
         def sent(path: str, size: int) -> None:
             self.uploaded += 1
             self.last_success = time.time()
+            self._retry.pop(path, None)
             log.info("uploaded %s (%d bytes, %.1f s) to %s:%d/%s", os.path.basename(path), size,
                      time.monotonic() - started, target.host, target.port, self.remote_dir)
 
-        with self.connect(target.host, target.port, config.login, config.uploadkey, config.knownhosts) as collector:
-            collector.send(files, self.remote_dir, sent)
+        with self.connect(target.host, target.port, config.login, config.uploadkey, config.knownhosts,
+                          cancelled=self.should_stop) as collector:
+            collector.send(files, self.remote_dir, sent, self._refused_alone)
 
     def run(self, once: bool, should_stop: Callable[[], bool] = lambda: False) -> bool:
         """Upload until stopped (or one round with `once`); True if all went."""
+        self.should_stop = should_stop
         backoff = BACKOFF_FIRST
         while True:
             ok = self.round()
             if once or should_stop():
                 return ok
-            if ok:
+            if self.reached:  # files that failed alone have backoffs of their own
                 backoff = BACKOFF_FIRST
                 wait = POLL_SECONDS
             else:
