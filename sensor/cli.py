@@ -325,7 +325,8 @@ def _refuse_incomplete(cfg: configuration.Config, live: bool, dnstap: bool = Fal
 
 
 # Settings that a SIGHUP cannot change (they need a restart), by their attribute.
-RESTART_ONLY = ("interface", "res_addrs", "auth_addrs", "capture_qr", "spooldir", "channel", "dnstap_socket")
+RESTART_ONLY = ("interface", "res_addrs", "auth_addrs", "capture_qr", "spooldir", "channel", "dnstap_socket",
+                "capture_workers")
 
 
 def _reloader(config_path: str | None, started: configuration.Config):
