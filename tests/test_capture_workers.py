@@ -79,3 +79,25 @@ def test_two_workers_record_exactly_what_one_does(tmp_path):
     assert len(one) == len(two)
     for a, b in zip(one, two, strict=True):
         assert a == b, [(x, y) for x, y in zip(a, b, strict=False) if x != y]
+
+
+def test_a_worker_that_dies_stops_the_sensor_whole(tmp_path):
+    """SIGKILL to worker 2: the first stops too, says why, exits 1 (the
+    service manager then restarts the whole sensor, not a share of it)."""
+    config = tmp_path / "conf"
+    config.write_text(f'spooldir="{tmp_path}/spool"\nDNSQR_RES_ADDRS="{traffic.RESOLVER4}"\nupload="no"\n'
+                      'capture_workers="2"\n')
+    with netns.Lab(["192.0.2.53/24"], ["198.51.100.1/24"]) as lab:
+        sensor = lab.popen(
+            lab.a,
+            [sys.executable, "-m", "sensor", "run", "-c", str(config), "--interface", lab.a_if, *netns.STAY_AS_IS],
+            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=REPO),
+        )
+        netns.wait_for_line(sensor, "capturing from")
+        with open(f"/proc/{sensor.pid}/task/{sensor.pid}/children") as handle:
+            (worker,) = (int(pid) for pid in handle.read().split())
+        os.kill(worker, signal.SIGKILL)
+        _, log = sensor.communicate(timeout=30)
+    assert sensor.returncode == 1, log
+    assert "capture workers ended unasked (exit codes by worker: {2: -9})" in log
+    assert "stopped: workers=2" in log and "Traceback" not in log
