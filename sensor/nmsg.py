@@ -94,20 +94,27 @@ def payload_crc(message: bytes) -> int:
 
 
 class Container:
-    """Payloads gathered until the container is full, as nmsgtool fills it."""
+    """Payloads gathered until the container is full, as nmsgtool fills it.
+
+    The serialized payload entries and CRC entries accumulate in two byte
+    arrays, not lists of small bytes objects: a full container is then
+    about 1 MiB in memory, not that plus thousands of object headers and
+    a joined copy (max RSS on the benchmark: see README, "Benchmark").
+    """
 
     def __init__(self, size: int = CONTAINER_SIZE) -> None:
         self.size = size
-        self.entries: list[bytes] = []
-        self.crcs: list[bytes] = []
+        self.entries = bytearray()
+        self.crcs = bytearray()
+        self.count = 0
         self.estimate = HEADER.size  # nmsg_container's running size estimate
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return self.count
 
     def fits(self, payload_len: int) -> bool:
         """False when this payload must open the next container."""
-        return not self.entries or self.estimate + payload_len + 32 < self.size
+        return not self.count or self.estimate + payload_len + 32 < self.size
 
     def add_message(self, message: bytes, sec: int, nsec: int, trailer: bytes, _varint=varint) -> bool:
         """Wrap a DnsQR message as a payload and add it with its CRC; False
@@ -120,31 +127,33 @@ class Container:
         size_varint = _varint(len(message))
         sec_varint = _varint(sec)
         n = _WRAP_FIXED + len(sec_varint) + len(size_varint) + len(message) + len(trailer)
-        if self.entries and self.estimate + n + 32 >= self.size:
+        if self.count and self.estimate + n + 32 >= self.size:
             return False
-        self.entries.append(b"".join((_PAYLOAD_TAG, _varint(n), _PAYLOAD_HEAD, sec_varint, _NSEC_TAG,
-                                      _FIXED32.pack(nsec), _DATA_TAG, size_varint, message, trailer)))
+        self.count += 1
+        self.entries += b"".join((_PAYLOAD_TAG, _varint(n), _PAYLOAD_HEAD, sec_varint, _NSEC_TAG,
+                                  _FIXED32.pack(nsec), _DATA_TAG, size_varint, message, trailer))
         crc = int.from_bytes(google_crc32c.value(message).to_bytes(4, "little"), "big")
         if crc >= 1 << 28:  # 15 CRCs in 16: five octets
-            self.crcs.append(_CRC_ENTRY5.pack(_CRC_TAG_OCTET, crc & 0x7F | 0x80, crc >> 7 & 0x7F | 0x80,
-                                              crc >> 14 & 0x7F | 0x80, crc >> 21 & 0x7F | 0x80, crc >> 28))
+            self.crcs += _CRC_ENTRY5.pack(_CRC_TAG_OCTET, crc & 0x7F | 0x80, crc >> 7 & 0x7F | 0x80,
+                                          crc >> 14 & 0x7F | 0x80, crc >> 21 & 0x7F | 0x80, crc >> 28)
         else:
-            self.crcs.append(_CRC_TAG + _varint(crc))
+            self.crcs += _CRC_TAG + _varint(crc)
         self.estimate += n + 2 + (n >= 1 << 7) + (n >= 1 << 14) + (n >= 1 << 21) + 6
         return True
 
     def add(self, payload: bytes, crc: int) -> None:
         n = len(payload)
-        self.entries.append(_PAYLOAD_TAG + varint(n) + payload)
-        self.crcs.append(_CRC_TAG + varint(crc))
+        self.count += 1
+        self.entries += _PAYLOAD_TAG + varint(n) + payload
+        self.crcs += _CRC_TAG + varint(crc)
         self.estimate += n + 2 + (n >= 1 << 7) + (n >= 1 << 14) + (n >= 1 << 21) + 6
 
     def serialize(self, compress: bool) -> bytes:
         """Header and body, ready to be appended to a file."""
-        body = b"".join(self.entries) + b"".join(self.crcs)
+        body = self.entries + self.crcs
         if compress:
-            body = _ZLIB_LENGTH.pack(len(body)) + deflate.zlib_compress(body, COMPRESSION_LEVEL)
-            return HEADER.pack(MAGIC, FLAG_ZLIB, VERSION, len(body)) + body
+            deflated = deflate.zlib_compress(body, COMPRESSION_LEVEL)
+            return HEADER.pack(MAGIC, FLAG_ZLIB, VERSION, 4 + len(deflated)) + _ZLIB_LENGTH.pack(len(body)) + deflated
         return HEADER.pack(MAGIC, 0, VERSION, len(body)) + body
 
 
