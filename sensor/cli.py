@@ -274,7 +274,8 @@ def _decoder(cfg: configuration.Config, matcher: Matcher):
     """dnstap's decoder counts into the matcher's counters: one stats line."""
     from .dnstap import Decoder
 
-    return Decoder(matcher.counters, query_timeout=cfg.query_timeout, seen_max=cfg.state_table_max)
+    return Decoder(matcher.counters, query_timeout=cfg.query_timeout, seen_max=cfg.state_table_max,
+                   on_tcp=matcher.saw_tcp)
 
 
 def _configured(

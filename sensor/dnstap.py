@@ -42,12 +42,13 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
+from collections.abc import Callable
 
 from google.protobuf.message import DecodeError
 
 from . import dnstap_schema as schema
 from .matcher import DEFAULT_QUERY_TIMEOUT, DEFAULT_STATE_TABLE_MAX, Matcher, Record
-from .record import Field, RecordType
+from .record import Field, RecordType, UdpChecksum
 from .wire import DNS_HEADER_LEN, IPPROTO_TCP, IPPROTO_UDP
 
 # The IPv4 TOS / IPv6 traffic-class byte (offset 1 in both headers: IPv6
@@ -185,8 +186,12 @@ class Decoder:
         counters: dict[str, int],
         query_timeout: int = DEFAULT_QUERY_TIMEOUT,
         seen_max: int = DEFAULT_STATE_TABLE_MAX,
+        on_tcp: Callable[[], None] = lambda: None,
     ) -> None:
+        """`on_tcp`: called when a datagram for DNS over TCP is built
+        (DnstapMatcher.saw_tcp, so that its records are retyped)."""
         self.counters = counters
+        self.on_tcp = on_tcp
         self.query_timeout = query_timeout
         self.seen_max = seen_max
         self.seen: OrderedDict[tuple, tuple[int, int]] = OrderedDict()  # _exchange -> (query sec, resolver port)
@@ -240,6 +245,7 @@ class Decoder:
             mark = 0
         elif transport == _TCP_TRANSPORT:
             mark = TCP_MARK
+            self.on_tcp()
         else:
             self._count(_OTHER_TRANSPORTS.get(transport, "dnstap_unknown_transport"))
             return True
@@ -336,22 +342,35 @@ def _marked(record: Record) -> bool:
     return bool(packets) and packets[0][1] == TCP_MARK
 
 
+def _built_correct(src: bytes, dst: bytes, segment: bytes) -> UdpChecksum:
+    """The checksum of a datagram `udp_datagram` built: computed there, so
+    CORRECT without summing the message a second time (0.75 µs a message)."""
+    return UdpChecksum.CORRECT
+
+
 class DnstapMatcher(Matcher):
     """The matcher, plus the one thing dnstap adds: exchanges the resolver
     made over TCP come out as TCP records (`retype_tcp`).
 
-    The check costs nothing until a marked datagram has been fed. The
-    matcher itself could do this (a flag on its entries); it is kept here
-    so the core stays about packets.
+    Until the decoder has built a TCP-marked datagram (`saw_tcp`), `feed`
+    is the matcher's own, with no wrapper call a message; after, every
+    record is checked. The matcher itself could do this (a flag on its
+    entries); it is kept here so the core stays about packets.
     """
 
+    udp_checksum = staticmethod(_built_correct)
     tcp_seen = False
 
-    def feed(self, packet: bytes, sec: int, nsec: int) -> list[Record]:
-        out = Matcher.feed(self, packet, sec, nsec)
-        if len(packet) > 1 and packet[1] == TCP_MARK:
+    def saw_tcp(self) -> None:
+        """The decoder built a TCP-marked datagram: retype from now on
+        (before the batch holding it is fed)."""
+        if not self.tcp_seen:
             self.tcp_seen = True
-        if out and self.tcp_seen:
+            self.feed = self._feed_retyping
+
+    def _feed_retyping(self, packet: bytes, sec: int, nsec: int) -> list[Record]:
+        out = Matcher.feed(self, packet, sec, nsec)
+        if out:
             self._retype(out)
         return out
 

@@ -52,7 +52,7 @@ def pair(ident=7, resolver=R4, authority=A4, port=40000, protocol=SocketProtocol
 def run(payloads, matcher=None):
     """Decode and match: (records after a flush, counters)."""
     matcher = matcher or DnstapMatcher()
-    decoder = Decoder(matcher.counters)
+    decoder = Decoder(matcher.counters, on_tcp=matcher.saw_tcp)
     records = []
     for payload in payloads:
         batch = []
@@ -239,7 +239,7 @@ def test_tcp_mark_is_not_in_plain_udp_datagrams():
 # ------------------------------------------------------------- the socket
 def _listen(tmp_path):
     matcher = DnstapMatcher()
-    listener = DnstapListener.open(f"unix:{tmp_path}/dnstap.sock", Decoder(matcher.counters))
+    listener = DnstapListener.open(f"unix:{tmp_path}/dnstap.sock", Decoder(matcher.counters, on_tcp=matcher.saw_tcp))
     return listener, matcher
 
 
@@ -379,7 +379,7 @@ def test_cut_file_keeps_every_whole_frame(tmp_path):
     path = tmp_path / "cut.fstrm"
     path.write_bytes(data[:-30])  # STOP and part of the last frame gone
     matcher = DnstapMatcher()
-    source = DnstapFile(str(path), Decoder(matcher.counters))
+    source = DnstapFile(str(path), Decoder(matcher.counters, on_tcp=matcher.saw_tcp))
     packets = []
     while (batch := source.read_batch()) is not None:
         packets += batch
