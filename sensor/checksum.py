@@ -17,6 +17,8 @@ from .record import UdpChecksum
 from .wire import IPPROTO_UDP
 
 _from_bytes = int.from_bytes
+# module names, not class attributes (record.py: 78 against 15 ns)
+_ERROR, _ABSENT, _INCORRECT, _CORRECT = UdpChecksum
 
 
 def verify_udp(src: bytes, dst: bytes, segment: bytes) -> UdpChecksum:
@@ -27,11 +29,11 @@ def verify_udp(src: bytes, dst: bytes, segment: bytes) -> UdpChecksum:
     """
     size = len(segment)
     if size < 8:
-        return UdpChecksum.ERROR
+        return _ERROR
     if segment[6] == 0 and segment[7] == 0:
-        return UdpChecksum.ABSENT
+        return _ABSENT
     total = _from_bytes(segment, "big")
     if size & 1:
         total <<= 8  # pad with a zero byte
     total += _from_bytes(src, "big") + _from_bytes(dst, "big") + IPPROTO_UDP + size
-    return UdpChecksum.INCORRECT if total % 0xFFFF else UdpChecksum.CORRECT
+    return _INCORRECT if total % 0xFFFF else _CORRECT

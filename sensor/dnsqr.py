@@ -146,14 +146,15 @@ def encode_general(record: dict) -> bytes:
 _PAIR_SIZE = len(PAIR_FIELDS)  # the common pair (record.PAIR_FIELDS)
 
 
-def encode(record: dict, _V=_SMALL_VARINTS, _nsec=_SFIXED32.pack, _varint=varint) -> bytes:
+def encode(record: dict, _V=_SMALL_VARINTS, _nsec=_SFIXED32.pack, _varint=varint,
+           _pair=RecordType.UDP_QUERY_RESPONSE) -> bytes:
     """The record as a serialized DnsQR message.
 
     Flattened for the common pair (see the module docstring); any other
     shape, or a value out of the fast path's ranges, goes the general way.
     """
     r = record
-    if len(r) != _PAIR_SIZE or r[1] != RecordType.UDP_QUERY_RESPONSE:
+    if len(r) != _PAIR_SIZE or r[1] != _pair:
         return encode_general(r)
     try:
         qname = r[8]

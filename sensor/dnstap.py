@@ -342,10 +342,10 @@ def _marked(record: Record) -> bool:
     return bool(packets) and packets[0][1] == TCP_MARK
 
 
-def _built_correct(src: bytes, dst: bytes, segment: bytes) -> UdpChecksum:
+def _built_correct(src: bytes, dst: bytes, segment: bytes, _correct=UdpChecksum.CORRECT) -> UdpChecksum:
     """The checksum of a datagram `udp_datagram` built: computed there, so
     CORRECT without summing the message a second time (0.75 µs a message)."""
-    return UdpChecksum.CORRECT
+    return _correct
 
 
 class DnstapMatcher(Matcher):

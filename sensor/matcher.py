@@ -91,6 +91,7 @@ class Settings:
 # fragments is None for a single datagram, else every (packet, sec, nsec).
 _QNAME, _QTYPE, _QCLASS, _FLAGS, _PACKET, _SEC, _NSEC, _FRAGMENTS = range(8)
 
+_PAIR = RecordType.UDP_QUERY_RESPONSE  # a module name, not a class attribute (record.py)
 _KEY = {4: struct.Struct("!4s4sHHH"), 16: struct.Struct("!16s16sHHH")}
 _SEQUENCE = struct.Struct("!Q")
 # key length -> length of its 6-tuple part (plain keys and sequenced ones)
@@ -402,7 +403,7 @@ class Matcher:
         # Keys are Field numbers written as literals: a constant-key dict
         # display is built in one step, markedly faster than named lookups.
         record = {
-            1: RecordType.UDP_QUERY_RESPONSE,  # TYPE
+            1: _PAIR,  # TYPE
             2: client,  # QUERY_IP
             3: server,  # RESPONSE_IP
             4: IPPROTO_UDP,  # PROTO

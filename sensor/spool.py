@@ -78,16 +78,20 @@ _PAIR_TAIL = struct.Struct(">BBBI BBBI BB".replace(" ", ""))
 
 
 def _encode_pair(r: dict) -> bytes | None:
-    """Fixed-layout CBOR for the common pair; None when r is another shape."""
+    """Fixed-layout CBOR for the common pair; None when r is another shape.
+
+    Keys are Field numbers written as literals (the name beside each): a
+    `Field.X` lookup costs 15 ns, and this takes 40 a record (0.5 µs)."""
     try:
-        qname = r[Field.QNAME]
-        (query,) = r[Field.QUERY_PACKET]
-        (response,) = r[Field.RESPONSE_PACKET]
+        qname = r[8]  # QNAME
+        (query,) = r[12]  # QUERY_PACKET
+        (response,) = r[15]  # RESPONSE_PACKET
     except (KeyError, ValueError):
         return None  # no question, or fragments: the general encoder
-    query_ip = r[Field.QUERY_IP]
+    query_ip = r[2]  # QUERY_IP
+    response_ip = r[3]  # RESPONSE_IP
     size = len(query_ip)
-    if size != len(r[Field.RESPONSE_IP]) or size not in _PAIR_HEAD:
+    if size != len(response_ip) or size not in _PAIR_HEAD:
         return None
     if len(qname) > 255 or len(query) > 0xFFFF or len(response) > 0xFFFF:
         return None
@@ -96,41 +100,41 @@ def _encode_pair(r: dict) -> bytes | None:
         (
             _PAIR_HEAD[size].pack(
                 _MAP_18,
-                Field.TYPE, r[Field.TYPE],
-                Field.QUERY_IP, bytes_tag, query_ip,
-                Field.RESPONSE_IP, bytes_tag, r[Field.RESPONSE_IP],
-                Field.PROTO, r[Field.PROTO],
-                Field.QUERY_PORT, _UINT_U16, r[Field.QUERY_PORT],
-                Field.RESPONSE_PORT, _UINT_U16, r[Field.RESPONSE_PORT],
-                Field.ID, _UINT_U16, r[Field.ID],
-                Field.QNAME, _BYTES_U8, len(qname),
+                1, r[1],  # TYPE
+                2, bytes_tag, query_ip,  # QUERY_IP
+                3, bytes_tag, response_ip,  # RESPONSE_IP
+                4, r[4],  # PROTO
+                5, _UINT_U16, r[5],  # QUERY_PORT
+                6, _UINT_U16, r[6],  # RESPONSE_PORT
+                7, _UINT_U16, r[7],  # ID
+                8, _BYTES_U8, len(qname),  # QNAME
             ),
             qname,
             _PAIR_MIDDLE.pack(
-                Field.QTYPE, _UINT_U16, r[Field.QTYPE],
-                Field.QCLASS, _UINT_U16, r[Field.QCLASS],
-                Field.RCODE, r[Field.RCODE],
-                Field.QUERY_PACKET, _ARRAY_1, _BYTES_U16, len(query),
+                9, _UINT_U16, r[9],  # QTYPE
+                10, _UINT_U16, r[10],  # QCLASS
+                11, r[11],  # RCODE
+                12, _ARRAY_1, _BYTES_U16, len(query),  # QUERY_PACKET
             ),
             query,
             _PAIR_AFTER_QUERY.pack(
-                Field.QUERY_TIME_SEC, _ARRAY_1, _UINT_U32, r[Field.QUERY_TIME_SEC][0],
-                Field.QUERY_TIME_NSEC, _ARRAY_1, _UINT_U32, r[Field.QUERY_TIME_NSEC][0],
-                Field.RESPONSE_PACKET, _ARRAY_1, _BYTES_U16, len(response),
+                13, _ARRAY_1, _UINT_U32, r[13][0],  # QUERY_TIME_SEC
+                14, _ARRAY_1, _UINT_U32, r[14][0],  # QUERY_TIME_NSEC
+                15, _ARRAY_1, _BYTES_U16, len(response),  # RESPONSE_PACKET
             ),
             response,
             _PAIR_TAIL.pack(
-                Field.RESPONSE_TIME_SEC, _ARRAY_1, _UINT_U32, r[Field.RESPONSE_TIME_SEC][0],
-                Field.RESPONSE_TIME_NSEC, _ARRAY_1, _UINT_U32, r[Field.RESPONSE_TIME_NSEC][0],
-                Field.UDP_CHECKSUM, r[Field.UDP_CHECKSUM],
+                16, _ARRAY_1, _UINT_U32, r[16][0],  # RESPONSE_TIME_SEC
+                17, _ARRAY_1, _UINT_U32, r[17][0],  # RESPONSE_TIME_NSEC
+                21, r[21],  # UDP_CHECKSUM
             ),
         )
     )
 
 
-def encode_record(record: dict) -> bytes:
+def encode_record(record: dict, _pair=RecordType.UDP_QUERY_RESPONSE) -> bytes:
     """One record as a CBOR map."""
-    if len(record) == _PAIR_SIZE and record[Field.TYPE] == RecordType.UDP_QUERY_RESPONSE:
+    if len(record) == _PAIR_SIZE and record[Field.TYPE] == _pair:
         encoded = _encode_pair(record)
         if encoded is not None:
             return encoded
