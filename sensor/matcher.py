@@ -304,10 +304,10 @@ class Matcher:
         """One UDP datagram (buf[start:] is the segment); the hot path.
 
         `packets` are the (packet, sec, nsec) it arrived in: one (then `buf`
-        is that packet), or every fragment. Written flat on purpose: each Python call costs about as
-        much as a field decoded, and this runs for every packet; the part
-        every datagram shares is here, then one call to `_query` or
-        `_response`.
+        is that packet), or every fragment. Written flat on purpose: each
+        Python call costs about as much as a field decoded, and this runs
+        for every packet; the part every datagram shares is here, then one
+        call to `_query` or `_response`.
         """
         sport, dport, length = _UDP.unpack_from(buf, start)
         if sport not in DNS_PORTS and dport not in DNS_PORTS:
