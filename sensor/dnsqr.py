@@ -9,20 +9,17 @@ ports, id) always, with an empty address or 0 where a record has none
 repeated fields unpacked (proto2's default); nanoseconds as sfixed32,
 timeout as a double.
 
-Encoding runs for every record, so the common shapes (a UDP pair, one
-datagram each way, and an unanswered query) have a flattened encoder:
-2.1 µs a pair against 6.7 µs for the general one (timeit, one IPv4 pair,
-on the 2-core development machine); tests cross-check both with the
-protobuf library.
+This module is the layout's one Python source: the NMSG spool packs its
+common records (the UDP pair, the unanswered query) in C, `_nmsgpack.c`,
+which tests hold to `encode` here and both to the protobuf library.
 """
 
 from __future__ import annotations
 
-import functools
 import struct
 from collections.abc import Callable
 
-from .record import PAIR_FIELDS, Field, RecordType
+from .record import Field, RecordType
 
 # wire types
 _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
@@ -30,30 +27,11 @@ _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
 _SFIXED32 = struct.Struct("<i")
 _DOUBLE = struct.Struct("<d")
 
-# Varints of every 16-bit value, looked up rather than computed: ports, ids,
-# lengths and types are nearly all below 65536 (about 2 MB of small bytes).
-_SMALL_VARINTS = []
-for _n in range(1 << 16):
-    _bytes = bytearray()
-    _v = _n
-    while _v >= 0x80:
-        _bytes.append(_v & 0x7F | 0x80)
-        _v >>= 7
-    _bytes.append(_v)
-    _SMALL_VARINTS.append(bytes(_bytes))
-del _n, _v, _bytes
-
 
 def varint(value: int) -> bytes:
     """Base-128 varint; a negative int64 as its 64-bit two's complement."""
-    if 0 <= value < 0x10000:
-        return _SMALL_VARINTS[value]
-    return _large_varint(value)
-
-
-@functools.lru_cache(maxsize=64)
-def _large_varint(value: int) -> bytes:
-    """Cached: these are mostly packet seconds, the same for thousands of records."""
+    if 0 <= value < 0x80:
+        return _ONE_OCTET[value]
     value &= 0xFFFFFFFFFFFFFFFF
     out = bytearray()
     while value >= 0x80:
@@ -61,6 +39,9 @@ def _large_varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+_ONE_OCTET = [bytes((n,)) for n in range(0x80)]
 
 
 def tag(field: int, wire_type: int) -> bytes:
@@ -124,8 +105,13 @@ def _one(kind: str, value) -> bytes:
     return b"\x01" if value else b"\x00"
 
 
-def encode_general(record: dict) -> bytes:
-    """Any record, field by field in number order."""
+def encode(record: dict) -> bytes:
+    """The record as a serialized DnsQR message, field by field in number order.
+
+    The NMSG spool packs its common records in C (`_nmsgpack`, checked
+    against this in tests); this encodes the others, and any record for
+    the tools (`render`).
+    """
     parts = []
     for field, (_, kind) in _LAYOUT.items():
         value = record.get(field)
@@ -142,60 +128,6 @@ def encode_general(record: dict) -> bytes:
             parts.append(prefix)
             parts.append(_one(kind, value))
     return b"".join(parts)
-
-
-_PAIR_SIZE = len(PAIR_FIELDS)  # the common pair (record.PAIR_FIELDS)
-# An unanswered query with its question, one datagram (matcher._leftover):
-# type to qclass, the query's packet and time, timeout. A tenth of the
-# benchmark's records.
-_UNANSWERED_SIZE = 14
-
-
-def encode(record: dict, _V=_SMALL_VARINTS, _nsec=_SFIXED32.pack, _varint=varint, _double=_DOUBLE.pack,
-           _pair=RecordType.UDP_QUERY_RESPONSE, _unanswered=RecordType.UDP_UNANSWERED_QUERY) -> bytes:
-    """The record as a serialized DnsQR message.
-
-    Flattened for the common pair and the unanswered query, which share
-    every field up to the query's time (see the module docstring; 2.1 and
-    1.8 µs a record against 4.0 for the general encoder on the benchmark's
-    unanswered queries); any other shape, or a value out of the fast
-    path's ranges, goes the general way.
-    """
-    r = record
-    kind = r[1]
-    if kind == _pair:
-        if len(r) != _PAIR_SIZE:
-            return encode_general(r)
-    elif kind != _unanswered or len(r) != _UNANSWERED_SIZE:
-        return encode_general(r)
-    try:
-        qname = r[8]
-        (query,) = r[12]
-        (query_sec,) = r[13]
-        query_ip = r[2]
-        response_ip = r[3]
-        head = (
-            b"\x08", _V[kind], b"\x12", _V[len(query_ip)], query_ip,
-            b"\x1a", _V[len(response_ip)], response_ip,
-            b"\x20", _V[r[4]], b"\x28", _V[r[5]], b"\x30", _V[r[6]], b"\x38", _V[r[7]],
-            b"\x42", _V[len(qname)], qname,
-            b"\x48", _V[r[9]], b"\x50", _V[r[10]],
-        )
-        query_side = (b"\x62", _V[len(query)], query, b"\x68", _varint(query_sec), b"\x75", _nsec(r[14][0]))
-        if kind == _unanswered:
-            return b"".join((*head, *query_side, b"\xa1\x01", _double(r[20])))
-        (response,) = r[15]
-        (response_sec,) = r[16]
-        return b"".join(
-            (
-                *head, b"\x58", _V[r[11]], *query_side,
-                b"\x7a", _V[len(response)], response,
-                b"\x80\x01", _varint(response_sec), b"\x8d\x01", _nsec(r[17][0]),
-                b"\xa8\x01", _V[r[21]],
-            )
-        )
-    except (KeyError, ValueError, IndexError, TypeError, struct.error):
-        return encode_general(r)  # not that shape after all
 
 
 class DecodeError(ValueError):

@@ -27,9 +27,9 @@ from collections.abc import Iterator
 import deflate
 import google_crc32c
 
-from . import dnsqr
+from . import _nmsgpack, dnsqr
 from .dnsqr import DecodeError, fields, tag, varint
-from .record import Envelope, check
+from .record import Envelope, RecordType, check, record_time
 
 MAGIC = b"NMSG"
 VERSION = 2
@@ -69,6 +69,14 @@ _DATA_TAG = tag(5, 2)
 _ID_TAGS = (tag(7, 0), tag(8, 0), tag(9, 0))  # source, operator, group
 _WRAP_FIXED = len(_PAYLOAD_HEAD) + len(_NSEC_TAG) + 4 + len(_DATA_TAG)  # a payload's octets but the varints'
 _CRC_ENTRY5 = struct.Struct("6B")  # the payload_crcs tag, then a five-octet varint
+
+
+# The C packer knows the two record types it encodes by number.
+if (_nmsgpack.TYPE_UDP_QUERY_RESPONSE, _nmsgpack.TYPE_UDP_UNANSWERED_QUERY) != (
+    RecordType.UDP_QUERY_RESPONSE, RecordType.UDP_UNANSWERED_QUERY
+):
+    raise ImportError("sensor._nmsgpack was built for other record type numbers: rebuild it")
+_PACK, _FULL, _ODD = _nmsgpack.pack, _nmsgpack.FULL, _nmsgpack.ODD
 
 
 class NmsgError(ValueError):
@@ -140,6 +148,28 @@ class Container:
             self.crcs += _CRC_TAG + _varint(crc)
         self.estimate += n + 2 + (n >= 1 << 7) + (n >= 1 << 14) + (n >= 1 << 21) + 6
         return True
+
+    def add_records(self, records: list[dict], start: int, trailer: bytes) -> tuple[int, bool]:
+        """Add records[start:] until they end or the container is full;
+        (index of the first record not added, whether the container is full).
+
+        Pairs and unanswered queries are packed in C (`_nmsgpack`: the same
+        bytes as `add_message(dnsqr.encode(record), ...)`, 0.5 against 3.5 µs
+        a record, README "Benchmark"); any other record goes that way here.
+        """
+        end = len(records)
+        while start < end:
+            start, self.count, self.estimate, status = _PACK(
+                records, start, self.entries, self.crcs, trailer, self.count, self.estimate, self.size
+            )
+            if status == _FULL:
+                return start, True
+            if status == _ODD:
+                record = records[start]
+                if not self.add_message(dnsqr.encode(record), *record_time(record), trailer):
+                    return start, True
+                start += 1
+        return start, False
 
     def add(self, payload: bytes, crc: int) -> None:
         n = len(payload)

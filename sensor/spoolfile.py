@@ -25,8 +25,8 @@ import time
 import zlib
 from collections.abc import Iterator
 
-from . import dnsqr, nmsg, spool
-from .record import Envelope, record_time
+from . import nmsg, spool
+from .record import Envelope
 from .spool import Compressor, Deflater, SpoolError, encode_header, encode_record, read_spool
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -195,16 +195,12 @@ class NmsgStream:
     def cpu_seconds(self) -> float:
         return self._writer.cpu_seconds
 
-    def write(self, records: list[dict], _encode=dnsqr.encode) -> None:
-        container = self._container
-        trailer = self._trailer
-        for record in records:
-            message = _encode(record)
-            sec, nsec = record_time(record)
-            if not container.add_message(message, sec, nsec, trailer):
-                self._writer.put(container, len(container))
-                container = self._container = nmsg.Container()
-                container.add_message(message, sec, nsec, trailer)
+    def write(self, records: list[dict]) -> None:
+        start, full = self._container.add_records(records, 0, self._trailer)
+        while full:
+            self._writer.put(self._container, len(self._container))
+            self._container = nmsg.Container()
+            start, full = self._container.add_records(records, start, self._trailer)
 
     def _hand_over(self) -> None:
         if len(self._container):
