@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import io
 import os
+import subprocess
+import zlib
 
 import cbor2
 import pytest
@@ -95,6 +98,68 @@ def test_file_cut_short_yields_every_complete_record(tmp_path):
         with pytest.raises(SpoolError, match="cut short"):  # read says so
             list(read_spool(str(path))[1])
     assert 0 < seen[0] < seen[1] < seen[2] < len(records)
+
+
+def write_members(path, records, sync_every: int) -> list[int]:
+    """A file written as the spool writes it: a sync every `sync_every`
+    records ends a member; the offsets where members end."""
+    ends = []
+    with open(path, "wb") as handle:
+        compressor = Compressor(handle)
+        compressor.write(encode_header("h", "ch", T0, 0))
+        for number, record in enumerate(records, 1):
+            compressor.write(encode_record(record))
+            if number % sync_every == 0:
+                compressor.sync()
+                ends.append(handle.tell())
+        compressor.finish()
+    return ends
+
+
+def members(data: bytes) -> int:
+    count = 0
+    while data:
+        inflater = zlib.decompressobj(31)
+        inflater.decompress(data)
+        assert inflater.eof
+        data, count = inflater.unused_data, count + 1
+    return count
+
+
+def test_a_file_of_many_members_reads_as_one_stream(tmp_path):
+    """Members end at each sync and every MEMBER_SIZE bytes; readers and zcat see one stream."""
+    records = sample_records() * 2000  # about 2 MB of CBOR
+    path = tmp_path / "f.cbor.gz"
+    write_members(path, records, sync_every=3001)
+    data = path.read_bytes()
+    assert members(data) >= 5
+    assert list(read_spool(str(path))[1]) == records
+    decoder = cbor2.CBORDecoder(io.BytesIO(gzip.decompress(data)))
+    assert [decoder.decode() for _ in range(len(records) + 1)][1:] == records
+    zcat = subprocess.run(["gzip", "-dc", str(path)], capture_output=True, check=True).stdout
+    assert zcat == gzip.decompress(data)
+
+
+def test_a_cut_in_a_later_member_keeps_the_earlier_ones(tmp_path):
+    records = sample_records() * 300
+    path = tmp_path / "f.cbor.gz"
+    ends = write_members(path, records, sync_every=500)
+    data = path.read_bytes()
+    for cut, whole in ((ends[1] + 40, 1000), (ends[1], 1000), (ends[0] - 3, 0)):
+        path.write_bytes(data[:cut])
+        got = list(read_spool(str(path), allow_cut=True)[1])
+        assert got == records[: len(got)] and len(got) >= whole
+        if cut != ends[1]:  # a cut at a member's end looks like the file's end, as in NMSG
+            with pytest.raises(SpoolError, match="cut short"):
+                list(read_spool(str(path))[1])
+
+
+def test_bytes_after_a_member_that_start_no_member_are_damage(tmp_path):
+    path = tmp_path / "f.cbor.gz"
+    write_file(path, sample_records())
+    path.write_bytes(path.read_bytes() + b"not gzip")
+    with pytest.raises(SpoolError, match="damaged"):
+        list(read_spool(str(path))[1])
 
 
 def test_not_a_spool_file_is_a_clear_error(tmp_path):
