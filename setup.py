@@ -1,8 +1,9 @@
 """The compiled parts of the sensor (everything else is in pyproject.toml).
 
-Two hot steps in C, each checked in tests against the Python that states
-its rules: sensor._nmsgpack packs the common records of the NMSG spool,
-sensor._udpdns reads a datagram's UDP and DNS headers and question. Their
+Three hot steps in C, each checked in tests against the Python that
+states its rules: sensor._udpdns reads a datagram's UDP and DNS headers
+and question, sensor._nmsgpack packs the common records of the NMSG spool,
+sensor._cborpack encodes the common record of the CBOR spool. Their
 sources say why; README ("Benchmark") says what they save.
 """
 
@@ -12,5 +13,6 @@ setup(
     ext_modules=[
         Extension("sensor._nmsgpack", sources=["sensor/_nmsgpack.c"]),
         Extension("sensor._udpdns", sources=["sensor/_udpdns.c"]),
+        Extension("sensor._cborpack", sources=["sensor/_cborpack.c"]),
     ]
 )

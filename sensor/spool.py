@@ -10,23 +10,28 @@ as one stream (RFC 1952, 2.2: a file is a series of members).
 
 Encoding: cbor2 handles any record, but its encoder costs about 5 µs per
 record, most of the sensor's budget per packet. The dominant shape (a UDP
-query and its response, one datagram each) is therefore written by
-`_encode_pair` with struct: the same CBOR data model, with fixed-width
-integer heads (valid CBOR that every decoder reads; only "preferred
-serialization" would pick shorter heads). Decoding always uses cbor2.
+query and its response, one datagram each) is therefore written in C
+(`_cborpack.c`): the same CBOR data model, with fixed-width integer heads
+(valid CBOR that every decoder reads; only "preferred serialization" would
+pick shorter heads). Decoding always uses cbor2.
 """
 
 from __future__ import annotations
 
 import io
-import struct
 import zlib
 from collections.abc import Iterator
 
 import cbor2
 import deflate
 
-from .record import PAIR_FIELDS, Field, RecordType, check
+from . import _cborpack
+from .record import PAIR_FIELDS, RecordType, check
+
+# The C encoder knows the pair by its type number and size.
+if (RecordType.UDP_QUERY_RESPONSE, len(PAIR_FIELDS)) != (_cborpack.TYPE_UDP_QUERY_RESPONSE, _cborpack.PAIR_SIZE):
+    raise ImportError("sensor._cborpack was built for another record layout: rebuild it")
+_encode = _cborpack.encode
 
 SPOOL_FORMAT = "sie-dnsqr"
 SPOOL_VERSION = 1
@@ -62,86 +67,18 @@ def encode_header(host: str, channel: str, start_sec: int, start_usec: int) -> b
     )
 
 
-_PAIR_SIZE = len(PAIR_FIELDS)
-_MAP_18 = 0xA0 + _PAIR_SIZE
-_BYTES_4 = 0x44
-_BYTES_16 = 0x50
-_BYTES_U8 = 0x58
-_BYTES_U16 = 0x59
-_UINT_U16 = 0x19
-_UINT_U32 = 0x1A
-_ARRAY_1 = 0x81
-
-_PAIR_HEAD = {
-    size: struct.Struct(f">BBB BB{size}s BB{size}s BB BBH BBH BBH BBB".replace(" ", ""))
-    for size in (4, 16)
-}
-_PAIR_MIDDLE = struct.Struct(">BBH BBH BB BBBH".replace(" ", ""))
-_PAIR_AFTER_QUERY = struct.Struct(">BBBI BBBI BBBH".replace(" ", ""))
-_PAIR_TAIL = struct.Struct(">BBBI BBBI BB".replace(" ", ""))
+def encode_records(records: list[dict]) -> bytes:
+    """Records as CBOR maps, one after another: the common pair in C
+    (`_cborpack`, README "Benchmark"), every other record by cbor2."""
+    return _encode(records, _general)
 
 
-def _encode_pair(r: dict) -> bytes | None:
-    """Fixed-layout CBOR for the common pair; None when r is another shape.
-
-    Keys are Field numbers written as literals (the name beside each): a
-    `Field.X` lookup costs 15 ns, and this takes 40 a record (0.5 µs)."""
-    try:
-        qname = r[8]  # QNAME
-        (query,) = r[12]  # QUERY_PACKET
-        (response,) = r[15]  # RESPONSE_PACKET
-    except (KeyError, ValueError):
-        return None  # no question, or fragments: the general encoder
-    query_ip = r[2]  # QUERY_IP
-    response_ip = r[3]  # RESPONSE_IP
-    size = len(query_ip)
-    if size != len(response_ip) or size not in _PAIR_HEAD:
-        return None
-    if len(qname) > 255 or len(query) > 0xFFFF or len(response) > 0xFFFF:
-        return None
-    bytes_tag = _BYTES_4 if size == 4 else _BYTES_16
-    return b"".join(
-        (
-            _PAIR_HEAD[size].pack(
-                _MAP_18,
-                1, r[1],  # TYPE
-                2, bytes_tag, query_ip,  # QUERY_IP
-                3, bytes_tag, response_ip,  # RESPONSE_IP
-                4, r[4],  # PROTO
-                5, _UINT_U16, r[5],  # QUERY_PORT
-                6, _UINT_U16, r[6],  # RESPONSE_PORT
-                7, _UINT_U16, r[7],  # ID
-                8, _BYTES_U8, len(qname),  # QNAME
-            ),
-            qname,
-            _PAIR_MIDDLE.pack(
-                9, _UINT_U16, r[9],  # QTYPE
-                10, _UINT_U16, r[10],  # QCLASS
-                11, r[11],  # RCODE
-                12, _ARRAY_1, _BYTES_U16, len(query),  # QUERY_PACKET
-            ),
-            query,
-            _PAIR_AFTER_QUERY.pack(
-                13, _ARRAY_1, _UINT_U32, r[13][0],  # QUERY_TIME_SEC
-                14, _ARRAY_1, _UINT_U32, r[14][0],  # QUERY_TIME_NSEC
-                15, _ARRAY_1, _BYTES_U16, len(response),  # RESPONSE_PACKET
-            ),
-            response,
-            _PAIR_TAIL.pack(
-                16, _ARRAY_1, _UINT_U32, r[16][0],  # RESPONSE_TIME_SEC
-                17, _ARRAY_1, _UINT_U32, r[17][0],  # RESPONSE_TIME_NSEC
-                21, r[21],  # UDP_CHECKSUM
-            ),
-        )
-    )
-
-
-def encode_record(record: dict, _pair=RecordType.UDP_QUERY_RESPONSE) -> bytes:
+def encode_record(record: dict) -> bytes:
     """One record as a CBOR map."""
-    if len(record) == _PAIR_SIZE and record[Field.TYPE] == _pair:
-        encoded = _encode_pair(record)
-        if encoded is not None:
-            return encoded
+    return _encode([record], _general)
+
+
+def _general(record: dict) -> bytes:
     return cbor2.dumps({int(k): _plain(v) for k, v in record.items()})
 
 

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 
 from . import nmsg, spool
 from .record import Envelope
-from .spool import Compressor, Deflater, SpoolError, encode_header, encode_record, read_spool
+from .spool import Compressor, Deflater, SpoolError, encode_header, encode_record, encode_records, read_spool
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -117,7 +117,7 @@ class CborStream:
         return self._writer.cpu_seconds
 
     def write(self, records: list[dict]) -> None:
-        self._writer.put(b"".join([encode_record(r) for r in records]), len(records))
+        self._writer.put(encode_records(records), len(records))
 
     def sync(self) -> None:
         self._writer.sync()
