@@ -11,8 +11,8 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("sensor._nmsgpack", sources=["sensor/_nmsgpack.c"]),
+        Extension("sensor._nmsgpack", sources=["sensor/_nmsgpack.c"], depends=["sensor/_record_fields.h"]),
         Extension("sensor._udpdns", sources=["sensor/_udpdns.c"]),
-        Extension("sensor._cborpack", sources=["sensor/_cborpack.c"]),
+        Extension("sensor._cborpack", sources=["sensor/_cborpack.c"], depends=["sensor/_record_fields.h"]),
     ]
 )

@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_record_fields.h"
+
 /* record.RecordType.UDP_QUERY_RESPONSE (spool.py refuses to import with another) */
 #define TYPE_UDP_QUERY_RESPONSE 1
 #define PAIR_SIZE 18 /* the keys read below, so a record of that size has no other */
@@ -33,8 +35,6 @@
 #define ARRAY_1 0x81
 #define MAP_18 (0xa0 + PAIR_SIZE)
 #define IMMEDIATE_LIMIT 24 /* an unsigned int below this is its own head */
-
-static PyObject *keys[22];
 
 typedef struct {
     char *data;
@@ -60,16 +60,16 @@ static int reserve(buffer_t *b, Py_ssize_t more)
 
 static inline void put(buffer_t *b, unsigned char c) { b->data[b->used++] = (char)c; }
 
-static inline void put16(buffer_t *b, unsigned v)
+static inline void put16(buffer_t *b, uint64_t v)
 {
     put(b, (unsigned char)(v >> 8));
     put(b, (unsigned char)v);
 }
 
-static inline void put32(buffer_t *b, uint32_t v)
+static inline void put32(buffer_t *b, uint64_t v)
 {
-    put16(b, v >> 16);
-    put16(b, v & 0xFFFF);
+    put16(b, (unsigned)(v >> 16) & 0xFFFF);
+    put16(b, (unsigned)v & 0xFFFF);
 }
 
 static inline void put_bytes(buffer_t *b, const char *src, Py_ssize_t n)
@@ -78,37 +78,14 @@ static inline void put_bytes(buffer_t *b, const char *src, Py_ssize_t n)
     b->used += n;
 }
 
-/* 0 when the value is not an int below `limit` (the record goes to `general`) */
-static int uint_below(PyObject *obj, uint64_t limit, uint32_t *value)
-{
-    if (obj == NULL || !PyLong_Check(obj) || PyBool_Check(obj))
-        return 0;
-    int overflow;
-    long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
-    if (overflow || v < 0 || (uint64_t)v >= limit)
-        return 0;
-    *value = (uint32_t)v;
-    return 1;
-}
-
-static PyObject *field(PyObject *record, int number) { return PyDict_GetItemWithError(record, keys[number]); }
-
-static PyObject *only(PyObject *record, int number)
-{
-    PyObject *obj = field(record, number);
-    if (obj == NULL || !PyList_CheckExact(obj) || PyList_GET_SIZE(obj) != 1)
-        return NULL;
-    return PyList_GET_ITEM(obj, 0);
-}
-
 static int bytes_below(PyObject *obj, Py_ssize_t limit)
 {
     return obj != NULL && PyBytes_CheckExact(obj) && PyBytes_GET_SIZE(obj) < limit;
 }
 
 typedef struct {
-    uint32_t type, proto, query_port, response_port, id, qtype, qclass, rcode, checksum;
-    uint32_t query_sec, query_nsec, response_sec, response_nsec;
+    uint64_t type, proto, query_port, response_port, id, qtype, qclass, rcode, checksum;
+    uint64_t query_sec, query_nsec, response_sec, response_nsec;
     PyObject *query_ip, *response_ip, *qname, *query, *response;
 } pair_t;
 
@@ -223,11 +200,8 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__cborpack(void)
 {
-    for (int i = 0; i < 22; i++) {
-        keys[i] = PyLong_FromLong(i);
-        if (keys[i] == NULL)
-            return NULL;
-    }
+    if (field_keys_init() < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;

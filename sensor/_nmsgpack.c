@@ -20,6 +20,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_record_fields.h"
+
 /* record.RecordType values of the two shapes (nmsg.py refuses to import with others) */
 #define TYPE_UDP_UNANSWERED_QUERY 2
 #define TYPE_UDP_QUERY_RESPONSE 1
@@ -29,8 +31,6 @@
 #define MAX_PAYLOAD (3 * 65536 + 1024)
 
 enum { DONE = 0, FULL = 1, ODD = 2 };
-
-static PyObject *keys[22]; /* record.Field numbers 0..21 as int objects */
 
 /* ------------------------------------------------------------- CRC32C */
 static uint32_t crc_table[256];
@@ -114,22 +114,9 @@ static inline int varint_size(uint64_t v)
 /* Each getter returns 0 when the value is not what the fast path takes;
  * the record then goes to Python, which encodes anything. */
 
-static PyObject *field(PyObject *record, int number)
-{
-    return PyDict_GetItemWithError(record, keys[number]);
-}
-
 static int get_uint(PyObject *record, int number, uint64_t limit, uint64_t *value)
 {
-    PyObject *obj = field(record, number);
-    if (obj == NULL || !PyLong_Check(obj) || PyBool_Check(obj))
-        return 0;
-    int overflow;
-    long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
-    if (overflow || v < 0 || (uint64_t)v >= limit)
-        return 0;
-    *value = (uint64_t)v;
-    return 1;
+    return uint_below(field(record, number), limit, value);
 }
 
 /* bytes only: the matcher's addresses, names and datagrams are bytes */
@@ -140,15 +127,6 @@ static int get_bytes(PyObject *obj, const char **data, Py_ssize_t *size)
     *data = PyBytes_AS_STRING(obj);
     *size = PyBytes_GET_SIZE(obj);
     return *size < 65536;
-}
-
-/* the only item of a one-item list */
-static PyObject *only(PyObject *record, int number)
-{
-    PyObject *obj = field(record, number);
-    if (obj == NULL || !PyList_CheckExact(obj) || PyList_GET_SIZE(obj) != 1)
-        return NULL;
-    return PyList_GET_ITEM(obj, 0);
 }
 
 static int get_time(PyObject *obj, int64_t *sec)
@@ -167,11 +145,8 @@ static int get_time(PyObject *obj, int64_t *sec)
  * range both take */
 static int get_nsec(PyObject *obj, uint32_t *nsec)
 {
-    if (obj == NULL || !PyLong_Check(obj) || PyBool_Check(obj))
-        return 0;
-    int overflow;
-    long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
-    if (overflow || v < 0 || v > INT32_MAX)
+    uint64_t v;
+    if (!uint_below(obj, (uint64_t)INT32_MAX + 1, &v))
         return 0;
     *nsec = (uint32_t)v;
     return 1;
@@ -341,11 +316,8 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__nmsgpack(void)
 {
-    for (int i = 0; i < 22; i++) {
-        keys[i] = PyLong_FromLong(i);
-        if (keys[i] == NULL)
-            return NULL;
-    }
+    if (field_keys_init() < 0)
+        return NULL;
     crc_init();
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
