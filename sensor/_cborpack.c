@@ -149,7 +149,9 @@ static int write_pair(buffer_t *b, const pair_t *p)
 
 static int write_general(buffer_t *b, PyObject *general, PyObject *record)
 {
+    Py_INCREF(record); /* the callable may change the list that lends it */
     PyObject *encoded = PyObject_CallOneArg(general, record);
+    Py_DECREF(record);
     if (encoded == NULL)
         return -1;
     if (!PyBytes_Check(encoded)) {

@@ -161,9 +161,18 @@ typedef struct {
     double timeout;
 } shape_t;
 
+/* 1 when the message fits `message` in pack: its blobs, and its tags,
+ * varints and fixed fields (under 100 octets) with room to spare */
+static int fits(const shape_t *s)
+{
+    return s->query_ip_len + s->response_ip_len + s->qname_len + s->query_len + s->response_len + 512
+        <= MAX_PAYLOAD;
+}
+
 /* 1 when the record is a pair or an unanswered query this module encodes */
 static int read_shape(PyObject *record, shape_t *s)
 {
+    s->response_len = 0;
     Py_ssize_t size = PyDict_GET_SIZE(record);
     if (!get_uint(record, 1, 1u << 16, &s->kind))
         return 0;
@@ -187,10 +196,11 @@ static int read_shape(PyObject *record, shape_t *s)
         if (timeout == NULL || !PyFloat_CheckExact(timeout))
             return 0;
         s->timeout = PyFloat_AS_DOUBLE(timeout);
-        return 1;
+        return fits(s);
     }
     return get_uint(record, 11, 1u << 16, &s->rcode)
         && get_bytes(only(record, 15), &s->response, &s->response_len)
+        && fits(s)
         && get_time(only(record, 16), &s->response_sec) && get_nsec(only(record, 17), &s->response_nsec)
         && get_uint(record, 21, 1u << 16, &s->checksum);
 }
@@ -258,6 +268,12 @@ static PyObject *pack(PyObject *Py_UNUSED(self), PyObject *args)
         PyErr_SetString(PyExc_ValueError, "payload trailer longer than its three id fields can be");
         return NULL;
     }
+    if (start < 0) {
+        PyErr_SetString(PyExc_ValueError, "start is negative");
+        return NULL;
+    }
+    /* on an error the container is left as it came (Python never saw the rest) */
+    Py_ssize_t entries_size = PyByteArray_GET_SIZE(entries), crcs_size = PyByteArray_GET_SIZE(crcs);
     static unsigned char message[MAX_PAYLOAD];
     static unsigned char entry[MAX_PAYLOAD + 128];
     int status = DONE;
@@ -267,7 +283,7 @@ static PyObject *pack(PyObject *Py_UNUSED(self), PyObject *args)
         shape_t s;
         if (!PyDict_CheckExact(record) || !read_shape(record, &s)) {
             if (PyErr_Occurred())
-                return NULL;
+                goto fail;
             status = ODD;
             break;
         }
@@ -289,18 +305,23 @@ static PyObject *pack(PyObject *Py_UNUSED(self), PyObject *args)
         put_byte(&e, 0x2a); put_varint(&e, (uint64_t)message_len); put_bytes(&e, message, message_len);
         put_bytes(&e, trailer, trailer_len);
         if (append(entries, entry, e.p - entry) < 0)
-            return NULL;
+            goto fail;
         /* nmsg stores the CRC byte-swapped (htonl of the little-endian value) */
-        uint32_t crc = __builtin_bswap32(crc32c(message, message_len));
+        uint32_t le = crc32c(message, message_len);
+        uint32_t crc = le >> 24 | (le >> 8 & 0xFF00) | (le << 8 & 0xFF0000) | le << 24;
         unsigned char crc_entry[6];
         out_t c = {crc_entry};
         put_byte(&c, 0x10); put_varint(&c, crc);
         if (append(crcs, crc_entry, c.p - crc_entry) < 0)
-            return NULL;
+            goto fail;
         count += 1;
         estimate += n + 2 + (n >= 1 << 7) + (n >= 1 << 14) + (n >= 1 << 21) + 6;
     }
     return Py_BuildValue("nnni", i, count, estimate, status);
+fail:
+    PyByteArray_Resize(entries, entries_size); /* shrinking: cannot fail */
+    PyByteArray_Resize(crcs, crcs_size);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {

@@ -83,7 +83,7 @@ static PyObject *question(const unsigned char *buf, Py_ssize_t msg, Py_ssize_t e
 
 static PyObject *parse(const unsigned char *buf, Py_ssize_t size, Py_ssize_t start)
 {
-    if (start < 0 || start + 6 > size) {
+    if (start < 0 || size - start < 6) { /* not start + 6: it could overflow */
         /* callers check this before; as the struct unpack of ports and length would */
         PyErr_SetString(PyExc_ValueError, "UDP header past the end of the datagram");
         return NULL;

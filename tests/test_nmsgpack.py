@@ -185,6 +185,48 @@ def test_a_full_container_is_not_touched_by_the_record_that_does_not_fit():
     assert _state(container) == before
 
 
+def test_records_as_large_as_the_fields_allow_pack_as_python_encodes_them():
+    """The message must fit the packer's buffer whatever the blobs' sizes:
+    larger ones go to Python."""
+    blob = bytes(65535)
+    huge = {**PAIR, Field.QUERY_IP: blob, Field.RESPONSE_IP: blob, Field.QNAME: blob, Field.QUERY_PACKET: [blob],
+            Field.RESPONSE_PACKET: [blob]}
+    assert not _packs(huge)
+    big = {**UNANSWERED, Field.QNAME: blob, Field.QUERY_PACKET: [blob]}
+    assert _packs(big)
+    for record in (huge, big):
+        _same_either_way(record, TRAILERS[2])
+
+
+class _Collides:
+    """A dict key that collides with Field.TYPE and, once armed, cannot be compared."""
+
+    armed = False
+
+    def __hash__(self) -> int:
+        return hash(Field.TYPE)
+
+    def __eq__(self, other) -> bool:
+        if self.armed:
+            raise RuntimeError("hostile key")
+        return False
+
+
+def test_an_error_leaves_the_container_as_it_was():
+    container = nmsg.Container()
+    container.add_records([PAIR], 0, b"")
+    before = _state(container)
+    key = _Collides()
+    hostile = {key: 0, **PAIR}
+    key.armed = True
+    with pytest.raises(RuntimeError, match="hostile key"):
+        container.add_records([PAIR, UNANSWERED, hostile], 0, b"")
+    assert _state(container) == before
+    with pytest.raises(ValueError, match="negative"):
+        container.add_records([PAIR], -1, b"")
+    assert _state(container) == before
+
+
 def test_the_c_module_numbers_are_the_records():
     assert (_nmsgpack.TYPE_UDP_QUERY_RESPONSE, _nmsgpack.TYPE_UDP_UNANSWERED_QUERY) == (
         RecordType.UDP_QUERY_RESPONSE, RecordType.UDP_UNANSWERED_QUERY)

@@ -100,7 +100,7 @@ def test_crafted_segments_read_alike(segment):
 
 
 def test_a_start_past_the_end_is_a_value_error_not_a_crash():
-    for start in (-1, 0, 3, 100, 2**40):
+    for start in (-1, 0, 3, 100, 2**40, 2**63 - 6, 2**63 - 1, 2**63):  # no sum of start and a length overflows
         with pytest.raises((ValueError, OverflowError)):
             _udpdns.read(b"\x00\x35\x00\x35\x00", start)
 
