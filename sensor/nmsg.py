@@ -54,21 +54,17 @@ MAX_FRAGMENTS = 1024
 # at its level 3) cannot be bundled (its strings are zlib's: a lintian
 # embedded-library error); ISA-L (0.37 / 59.2 at level 2) misses the
 # 58-byte target. libdeflate compresses whole buffers, which is what a
-# container is; the CBOR format's gzip stream is flushed each second and
-# keeps zlib's streaming deflater.
+# container is (the CBOR format's gzip members too: spool.Deflater).
 COMPRESSION_LEVEL = 2
 
 _ZLIB_LENGTH = struct.Struct(">I")
 _FIXED32 = struct.Struct("<I")
 _PAYLOAD_TAG = tag(1, 2)  # Nmsg.payloads
 _CRC_TAG = tag(2, 0)  # Nmsg.payload_crcs
-_CRC_TAG_OCTET = _CRC_TAG[0]
 _PAYLOAD_HEAD = tag(1, 0) + varint(VENDOR_BASE) + tag(2, 0) + varint(MSGTYPE_DNSQR) + tag(3, 0)
 _NSEC_TAG = tag(4, 5)
 _DATA_TAG = tag(5, 2)
 _ID_TAGS = (tag(7, 0), tag(8, 0), tag(9, 0))  # source, operator, group
-_WRAP_FIXED = len(_PAYLOAD_HEAD) + len(_NSEC_TAG) + 4 + len(_DATA_TAG)  # a payload's octets but the varints'
-_CRC_ENTRY5 = struct.Struct("6B")  # the payload_crcs tag, then a five-octet varint
 
 
 # The C packer knows the two record types it encodes by number.
@@ -124,30 +120,18 @@ class Container:
         """False when this payload must open the next container."""
         return not self.count or self.estimate + payload_len + 32 < self.size
 
-    def add_message(self, message: bytes, sec: int, nsec: int, trailer: bytes, _varint=varint) -> bool:
+    def add_message(self, message: bytes, sec: int, nsec: int, trailer: bytes) -> bool:
         """Wrap a DnsQR message as a payload and add it with its CRC; False
         (nothing added) when it must open the next container.
 
-        The same bytes as `add(wrap(...), payload_crc(...))`; the Python
-        statement of what `_nmsgpack.pack` does for pairs and unanswered
-        queries (tests hold the two together), and the path of every other
-        record.
+        The Python statement of what `_nmsgpack.pack` does for pairs and
+        unanswered queries (tests hold the two together), and the path of
+        every other record, which are few: no longer flattened for speed.
         """
-        size_varint = _varint(len(message))
-        sec_varint = _varint(sec)
-        n = _WRAP_FIXED + len(sec_varint) + len(size_varint) + len(message) + len(trailer)
-        if self.count and self.estimate + n + 32 >= self.size:
+        payload = wrap(message, sec, nsec, trailer)
+        if not self.fits(len(payload)):
             return False
-        self.count += 1
-        self.entries += b"".join((_PAYLOAD_TAG, _varint(n), _PAYLOAD_HEAD, sec_varint, _NSEC_TAG,
-                                  _FIXED32.pack(nsec), _DATA_TAG, size_varint, message, trailer))
-        crc = int.from_bytes(google_crc32c.value(message).to_bytes(4, "little"), "big")
-        if crc >= 1 << 28:  # 15 CRCs in 16: five octets
-            self.crcs += _CRC_ENTRY5.pack(_CRC_TAG_OCTET, crc & 0x7F | 0x80, crc >> 7 & 0x7F | 0x80,
-                                          crc >> 14 & 0x7F | 0x80, crc >> 21 & 0x7F | 0x80, crc >> 28)
-        else:
-            self.crcs += _CRC_TAG + _varint(crc)
-        self.estimate += n + 2 + (n >= 1 << 7) + (n >= 1 << 14) + (n >= 1 << 21) + 6
+        self.add(payload, payload_crc(message))
         return True
 
     def add_records(self, records: list[dict], start: int, trailer: bytes) -> tuple[int, bool]:

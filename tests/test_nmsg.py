@@ -383,10 +383,10 @@ def test_read_of_a_spool_takes_waiting_and_archive_each_file_once(tmp_path):
     assert ids == ["0", "1", "2"]
 
 
-def test_flattened_add_message_builds_the_containers_wrap_and_add_build():
-    """The hot path's one-step payload (nmsg.Container.add_message) against the
-    plain steps it flattens: wrap, payload_crc, fits, add; CRCs of every varint
-    length, seconds past 2**28, trailers, and the full-container rule."""
+def test_add_message_builds_the_containers_wrap_and_add_build():
+    """nmsg.Container.add_message (the statement the C packer is held to)
+    against the plain steps: wrap, payload_crc, fits, add; CRCs of every
+    varint length, seconds past 2**28, trailers, and the full-container rule."""
     rng = random.Random(7)
     messages = [rng.randbytes(rng.choice((1, 60, 127, 128, 300, 5000))) for _ in range(400)]
     small_crcs = [m for m in (rng.randbytes(20) for _ in range(4000)) if nmsg.payload_crc(m) < 1 << 28][:20]
