@@ -9,7 +9,7 @@
  * unanswered query of one datagram each (record.PAIR_FIELDS; matcher._leftover),
  * and leaves every other record to Python: `pack` stops at it and says so.
  *
- * The layout is nmsg.Container.add_message's around dnsqr.encode_general's,
+ * The layout is nmsg.Container.add_message's around dnsqr.encode's,
  * byte for byte: tests compare the two on every record shape and on the
  * benchmark's records, and read the result back with the protobuf library.
  * Field numbers and tags are those of record.Field and nmsg.py (the single
@@ -205,7 +205,7 @@ static int read_shape(PyObject *record, shape_t *s)
         && get_uint(record, 21, 1u << 16, &s->checksum);
 }
 
-/* The DnsQR message, fields in number order as dnsqr.encode_general writes them. */
+/* The DnsQR message, fields in number order as dnsqr.encode writes them. */
 static void put_dnsqr(out_t *o, const shape_t *s)
 {
     put_byte(o, 0x08); put_varint(o, s->kind);

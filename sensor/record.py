@@ -77,7 +77,7 @@ RESPONSE_SIDE = (Field.RESPONSE_PACKET, Field.RESPONSE_TIME_SEC, Field.RESPONSE_
 
 # The common record, a UDP pair with its question and one datagram each
 # way, in field order: the shape the matcher builds in one step and the
-# spool encoders write on their flattened paths.
+# spool encoders write in C (_nmsgpack.c, _cborpack.c).
 PAIR_FIELDS = (
     Field.TYPE, Field.QUERY_IP, Field.RESPONSE_IP, Field.PROTO, Field.QUERY_PORT, Field.RESPONSE_PORT,
     Field.ID, Field.QNAME, Field.QTYPE, Field.QCLASS, Field.RCODE, Field.QUERY_PACKET, Field.QUERY_TIME_SEC,
