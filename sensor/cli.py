@@ -159,6 +159,9 @@ def run(
         _stop_workers(family, summary, cfg, claimed)
     if sensor.progress is not None:
         sensor.progress.finish(summary)
+    if pcap_path and capture.damaged:  # a replay that did not reach the file's end is not a success
+        raise click.ClickException(f"{capture.damaged}; the {summary.records} records from the packets before it "
+                                   f"were written to the spool {cfg.spooldir} as usual")
 
 
 def _spool_writer(cfg: configuration.Config, lock: bool = True) -> SpoolWriter:

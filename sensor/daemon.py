@@ -4,7 +4,9 @@ Done here rather than by each init system (start-stop-daemon is Debian's,
 daemon() is Red Hat's, daemon(8) FreeBSD's) so one SysV script works on
 all of them and systemd can run the same command in the foreground.
 The capture is opened as root (it needs CAP_NET_RAW); everything after,
-every packet included, runs as the unprivileged service user.
+every packet included, runs as the unprivileged service user. Before that,
+a file in a folder that user owns (the log file) is opened by a child that
+has become that user (opened_as), never by root.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import logging
 import os
 import pwd
 import resource
+import socket
 import stat
 import sys
 import tempfile
+from collections.abc import Callable
 
 from . import capabilities
 
@@ -244,6 +248,67 @@ def drop_privileges(name: str = SERVICE_USER, keep: tuple[int, ...] = ()) -> boo
     if os.geteuid() == 0 or os.getuid() == 0:
         raise DaemonError("could not give up root")  # setuid must be irreversible
     return True
+
+
+def opened_as(uid: int, gid: int, opener: Callable[[], tuple[int, str]]) -> tuple[int, str]:
+    """Run `opener` (it returns a descriptor and a note) in a child process
+    that has become user `uid` (group `gid`, and the user's other groups)
+    for good, and take the descriptor back.
+
+    Why: root must not open a name in a folder another user can change (a
+    link or a hard link planted there would make root write wherever it
+    points). Opened by a process with that user's rights, the name can only
+    lead to files that user could write anyway. A child rather than a
+    passing seteuid: seteuid is process-wide, other threads would run as
+    that user meanwhile. The descriptor comes back over a socket pair
+    (SCM_RIGHTS); the child's OSError comes back as an OSError here.
+    """
+    entry = _passwd_entry(uid)
+    groups = os.getgrouplist(entry.pw_name, gid) if entry else [gid]
+    # SEQPACKET: one message, and an end (not a wait) if the child dies without one
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    child = os.fork()
+    if child == 0:
+        ours.close()
+        _open_in_child(theirs, uid, gid, groups, opener)
+    theirs.close()
+    try:
+        said, fds, _, _ = socket.recv_fds(ours, 4096, 1)
+    finally:
+        ours.close()
+        with contextlib.suppress(ChildProcessError):  # already reaped (SIGCHLD ignored)
+            os.waitpid(child, 0)
+    kind, _, rest = said.decode("utf-8", "surrogateescape").partition(" ")
+    if kind == "ok" and fds:
+        return fds[0], rest
+    for fd in fds:
+        os.close(fd)
+    number, _, message = rest.partition(" ")
+    raise OSError(int(number) if number.isdigit() else errno.EIO, message or "the opening process failed")
+
+
+def _open_in_child(channel: socket.socket, uid: int, gid: int, groups: list[int],
+                   opener: Callable[[], tuple[int, str]]) -> None:
+    """The child of opened_as: drop to uid for good, open, send, exit (never returns)."""
+    try:
+        os.setgroups(groups)
+        os.setgid(gid)
+        os.setuid(uid)
+        fd, note = opener()
+        socket.send_fds(channel, [f"ok {note}".encode("utf-8", "surrogateescape")], [fd])
+    except OSError as exc:
+        said = f"error {exc.errno or errno.EIO} {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+        with contextlib.suppress(OSError):
+            channel.send(said.encode("utf-8", "surrogateescape"))
+    finally:
+        os._exit(0)
+
+
+def _passwd_entry(uid: int) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwuid(uid)
+    except KeyError:
+        return None
 
 
 def service_owner(name: str = SERVICE_USER) -> tuple[int, int] | None:

@@ -12,15 +12,33 @@ process runs:
 - detached by `--daemon` (the SysV script): syslog when /dev/log exists,
   else LOG_FILE, which the shipped logrotate file rotates;
 - in the foreground: stderr, and syslog too when /dev/log exists.
+
+Whatever the handler, a line is one line of printable text: file names
+and other outside text reach the log (a spool file named "x\\nroot::0:0"
+would otherwise write a line of its choosing), so every formatter escapes
+what it formats (OneLine).
+
+The log folder belongs to the service user (the daemons write there after
+dropping root; logrotate works there as that user), so root never opens
+the file itself: a child process that has become the folder's owner does
+(daemon.opened_as), without following a link, so the first file is that
+user's, 0640, as logrotate makes the next ones. A name there that is not
+a plain file of the opener's own is set aside and a new file begun.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import logging.handlers
 import os
+import stat
+import time
 
-SYSLOG_SOCKET = "/dev/log"
+from . import daemon
+
+# tests point both elsewhere: the machine's own syslog may or may not be there
+SYSLOG_SOCKET = os.environ.get("SIE_DNS_SENSOR_SYSLOG_SOCKET", "/dev/log")
 SYSLOG_TAG = "sie"  # as the C sensor logged
 # the package makes this folder for the service user; tests point it elsewhere
 LOG_DIR = os.environ.get("SIE_DNS_SENSOR_LOG_DIR", "/var/log/sie-dns-sensor")
@@ -46,7 +64,39 @@ def under_systemd(environ: os._Environ | dict | None = None) -> bool:
     return bool(environ.get("JOURNAL_STREAM") or environ.get("INVOCATION_ID"))
 
 
-class JournalFormatter(logging.Formatter):
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+
+
+def escaped(text: str) -> str:
+    """`text` as one line of printable characters: a newline shows as `\\n`,
+    other control and invisible characters as `\\xNN`/`\\uNNNN`, a byte that
+    was not UTF-8 in a file name (a surrogate escape) as `\\xNN`, and a
+    backslash as `\\\\` so the escapes cannot be forged."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(char if char.isprintable() and char != "\\" else _escape(char) for char in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if char in _NAMED:
+        return _NAMED[char]
+    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for an undecodable byte
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+class OneLine(logging.Formatter):
+    """The formatter of every handler: the whole formatted line (message,
+    arguments, a traceback) escaped, so no record can start a line of its own."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return escaped(super().format(record))
+
+
+class JournalFormatter(OneLine):
     """`<priority>message`: journald reads the priority from the prefix."""
 
     def __init__(self, facility: int) -> None:
@@ -78,7 +128,7 @@ def setup(priority: str, foreground: bool, detached: bool = False, program: str 
     where = []
     if os.path.exists(SYSLOG_SOCKET):
         handler = logging.handlers.SysLogHandler(address=SYSLOG_SOCKET, facility=facility)
-        handler.setFormatter(logging.Formatter(f"{SYSLOG_TAG}[%(process)d]: %(message)s"))
+        handler.setFormatter(OneLine(f"{SYSLOG_TAG}[%(process)d]: %(message)s"))
         root.addHandler(handler)
         where.append(f"syslog (tag {SYSLOG_TAG}, {priority})")
     elif detached:
@@ -88,32 +138,103 @@ def setup(priority: str, foreground: bool, detached: bool = False, program: str 
             where.append(LOG_FILE)
     if (foreground and not detached) or not root.handlers:
         stderr = logging.StreamHandler()
-        stderr.setFormatter(logging.Formatter(f"{SYSLOG_TAG}: %(levelname)s %(message)s"))
+        stderr.setFormatter(OneLine(f"{SYSLOG_TAG}: %(levelname)s %(message)s"))
         root.addHandler(stderr)
         where.append("stderr")
     return " and ".join(where)
 
 
 class _LogFile(logging.handlers.WatchedFileHandler):
-    """WatchedFileHandler whose reopen check cannot raise out of a log call
-    (in Python 3.11 it runs outside emit's error handling: a log folder the
-    service user cannot read would stop the daemon at its next log line)."""
+    """LOG_FILE, reopened when logrotate has moved it, opened safely (open_log_file).
+
+    Its reopen check runs outside emit's error handling in Python 3.11: it is
+    caught here, or a log folder the service user cannot read would stop
+    the daemon at its next log line. A name set aside on opening is said
+    in the file itself, right after the line that caused the opening.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.notes: list[str] = []
+        super().__init__(path, encoding="utf-8", errors="backslashreplace")
+
+    def _open(self):
+        fd, note = open_log_file(self.baseFilename)
+        if note:
+            self.notes.append(note)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             super().emit(record)
+            while self.notes:
+                note = self.notes.pop(0)
+                super().emit(logging.makeLogRecord({"name": __name__, "levelno": logging.WARNING,
+                                                    "levelname": "WARNING", "msg": "%s", "args": (note,)}))
         except Exception:
             self.handleError(record)
 
 
 def _log_file(program: str) -> logging.Handler | None:
-    """LOG_FILE, reopened when logrotate has moved it (WatchedFileHandler)."""
+    """LOG_FILE, or None when it cannot be opened (the caller falls back to stderr)."""
     try:
         os.makedirs(LOG_DIR, mode=0o750, exist_ok=True)
-        handler = _LogFile(LOG_FILE, encoding="utf-8")
+        handler = _LogFile(LOG_FILE)
     except OSError:
         return None
     handler.setFormatter(
-        logging.Formatter(f"%(asctime)s {program}[%(process)d]: %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z")
+        OneLine(f"%(asctime)s {program}[%(process)d]: %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z")
     )
     return handler
+
+
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+LOG_MODE = 0o640  # as logrotate's `create` makes the next one
+_LINK = (errno.ELOOP, errno.EMLINK)  # O_NOFOLLOW met a link: Linux says ELOOP, FreeBSD EMLINK
+
+
+def open_log_file(path: str) -> tuple[int, str]:
+    """(descriptor to append to `path`, a note if something was set aside).
+
+    As root in a folder someone else owns, the opening is done as that
+    owner, with the folder's group (see the module's docstring); otherwise
+    by this process, which then owns the folder or is the user whose
+    rights the folder is for.
+    """
+    folder = os.stat(os.path.dirname(path) or ".")
+    if os.geteuid() == 0 and folder.st_uid != 0:
+        return daemon.opened_as(folder.st_uid, folder.st_gid, lambda: _open_own(path))
+    return _open_own(path)
+
+
+def _open_own(path: str) -> tuple[int, str]:
+    """Append to `path` if it is a plain file of ours with no other name;
+    anything else found there (a link, a hard link, a FIFO, another user's
+    file) is renamed aside and a new file is made."""
+    try:
+        fd = os.open(path, _APPEND, LOG_MODE)
+    except OSError as exc:
+        if exc.errno not in (*_LINK, errno.EACCES, errno.EPERM, errno.ENXIO, errno.EISDIR):
+            raise
+        problem = "a symbolic link" if exc.errno in _LINK else f"not for uid {os.geteuid()} to write ({exc.strerror})"
+    else:
+        problem = _not_ours(os.fstat(fd))
+        if not problem:
+            os.fchmod(fd, LOG_MODE)
+            return fd, ""
+        os.close(fd)
+    aside = f"{path}.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}.set-aside"
+    os.rename(path, aside)
+    fd = os.open(path, _APPEND | os.O_EXCL, LOG_MODE)
+    os.fchmod(fd, LOG_MODE)
+    return fd, f"the log file {path} was {problem}: moved to {aside}, a new log file begun"
+
+
+def _not_ours(info: os.stat_result) -> str:
+    """Why an open log file must not be written to, or "" if it may."""
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file"
+    if info.st_uid != os.geteuid():
+        return f"owned by uid {info.st_uid}, not by uid {os.geteuid()}"
+    if info.st_nlink != 1:
+        return f"a file with {info.st_nlink} names (hard links)"
+    return ""

@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pathlib
 import pwd
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
+import uuid
 
 import pytest
 from click.testing import CliRunner
 
-from sensor import daemon
-from tests.uploadkit import REPO, write_config
+from sensor import daemon, logs
+from tests.sshd import free_port
+from tests.test_upload_faults import _python_for_others
+from tests.uploadkit import CHANNEL, REPO, write_config
 from uploader import cli as uploader_cli
 from uploader import keys
 
@@ -148,3 +154,116 @@ def test_gen_key_gives_the_key_away_by_descriptor_not_by_name(tmp_path, monkeypa
     made = os.stat(str(tmp_path / "keys" / "upload.made"))
     assert (made.st_uid, made.st_gid) == (nobody.pw_uid, nobody.pw_gid)
     assert os.stat(str(tmp_path / "keys" / "upload.pub")).st_uid == nobody.pw_uid
+
+
+# ------------------------------------------- the log file (issue 20, item 1)
+@pytest.fixture
+def scratch():
+    """A folder under /tmp that other users can reach (pytest's tmp_path is root's alone)."""
+    folder = tempfile.mkdtemp(prefix="sie-logs-", dir="/tmp")
+    os.chmod(folder, 0o755)
+    try:
+        yield pathlib.Path(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_root_opens_the_log_file_as_the_owner_of_its_folder(scratch):
+    nobody = pwd.getpwnam("nobody")
+    folder = scratch / "log"
+    folder.mkdir(mode=0o750)
+    os.chown(folder, nobody.pw_uid, nobody.pw_gid)
+    victim = scratch / "root-only"
+    victim.write_text("root's\n")
+    os.chmod(victim, 0o600)
+    os.symlink(victim, folder / "sie-dns-sensor.log")
+    fd, note = logs.open_log_file(str(folder / "sie-dns-sensor.log"))
+    os.write(fd, b"a line\n")
+    os.close(fd)
+    assert victim.read_text() == "root's\n"
+    assert note.startswith(f"the log file {folder}/sie-dns-sensor.log was a symbolic link: moved to ")
+    made = os.lstat(folder / "sie-dns-sensor.log")
+    # as logrotate's `create 0640 sie-dns-sensor sie-dns-sensor` makes the next one
+    assert (made.st_uid, made.st_gid, made.st_mode & 0o777) == (nobody.pw_uid, nobody.pw_gid, 0o640)
+
+
+@pytest.fixture
+def service_account(scratch):
+    """A throwaway service user, a scratch folder it can reach, and an
+    interpreter it can load."""
+    python = _python_for_others()
+    if os.geteuid() != 0 or shutil.which("useradd") is None or python is None:
+        pytest.skip("needs root, useradd and an interpreter a dropped-privilege process can load")
+    user = f"sielog{uuid.uuid4().hex[:6]}"
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
+                   check=True, capture_output=True)
+    try:
+        yield pwd.getpwnam(user), scratch, python
+    finally:
+        subprocess.run(["userdel", user], capture_output=True)
+
+
+def _owned_by(entry: pwd.struct_passwd, top: pathlib.Path) -> None:
+    for dirpath, dirnames, names in os.walk(top):
+        for name in [".", *dirnames, *names]:
+            os.lchown(os.path.join(dirpath, name), entry.pw_uid, entry.pw_gid)
+
+
+def _ended(pid: int) -> bool:
+    """Gone, or a zombie nobody reaps (a container's pid 1 may not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_a_daemon_without_syslog_writes_neither_through_a_link_nor_lines_a_name_chose(service_account):
+    """The SysV setup on a host with no syslog: `sie-upload --daemon` logs to
+    the log file in a folder the service user owns. That user has swapped
+    the file for a link to a root-only file and put a link named to end a
+    line in waiting/ (refused, so logged with its name)."""
+    entry, root, (interpreter, pythonpath) = service_account
+    victim = root / "root-only"
+    victim.write_text("root:x:0:0:root:/root:/bin/sh\n")
+    os.chmod(victim, 0o600)
+    folder = root / "log"
+    folder.mkdir(mode=0o750)
+    os.symlink(victim, folder / "sie-dns-sensor.log")
+    spool = root / "spool"
+    waiting = spool / "waiting" / CHANNEL
+    waiting.mkdir(parents=True)
+    hostile = waiting / "x\nhostile0::0:0:::\n"
+    os.symlink(victim, hostile)
+    keys.generate(str(spool / "keys" / "upload"))
+    _owned_by(entry, folder)
+    _owned_by(entry, spool)
+    config = write_config(root / "conf", spool, login="sensor1", submitserver=f"127.0.0.1:{free_port()}")
+    pidfile = root / "run" / "upload.pid"  # root's folder, as the init script makes /run/sie-dns-sensor
+    pidfile.parent.mkdir()
+    env = dict(os.environ, PYTHONPATH=pythonpath, SIE_DNS_SENSOR_LOG_DIR=str(folder),
+               SIE_DNS_SENSOR_SYSLOG_SOCKET=str(root / "no-syslog"))
+    for name in ("JOURNAL_STREAM", "INVOCATION_ID"):
+        env.pop(name, None)
+    code = "import sys; from uploader.cli import upload_main; sys.argv[0] = 'sie-upload'; upload_main()"
+    started = subprocess.run([interpreter, "-c", code, "-c", config, "--once", "--daemon", "--pidfile",
+                              str(pidfile), "--user", entry.pw_name], capture_output=True, text=True, timeout=60,
+                             env=env)
+    assert started.returncode == 0, started.stderr
+    pid = int(pidfile.read_text())
+    deadline = time.monotonic() + 60
+    while not _ended(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not _ended(pid):
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail("the uploader's one round did not end")
+
+    assert victim.read_text() == "root:x:0:0:root:/root:/bin/sh\n"
+    log_file = folder / "sie-dns-sensor.log"
+    text = log_file.read_text()
+    assert f"not uploading {waiting}/x\\nhostile0::0:0:::\\n: a symbolic link" in text
+    assert not [line for line in text.splitlines() if not line.startswith("20")]  # every line a log line
+    assert f"the log file {log_file} was a symbolic link: moved to " in text
+    made = os.lstat(log_file)
+    assert (made.st_uid, made.st_gid, made.st_mode & 0o777) == (entry.pw_uid, entry.pw_gid, 0o640)
