@@ -12,17 +12,24 @@ A connection that breaks the protocol (garbage, an oversized frame, a
 content type other than dnstap's, a payload that is not a Dnstap protobuf)
 is counted under the reason and closed; the frames it sent before are
 kept and the sensor goes on. A resolver that reconnects starts afresh.
+
+Idle and slowloris connections must not keep a resolver out (`Limits`):
+a newcomer is never refused, it evicts the connection least likely to be
+a resolver, and deadlines close handshakes and frames that never finish.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
 import selectors
 import socket
 import stat
+import struct
+import time
 
 from . import daemon
 from .capture import CaptureError, Datagram
@@ -35,18 +42,88 @@ log = logging.getLogger(__name__)
 RECV_BYTES = 256 * 1024
 FILE_READ_BYTES = 1024 * 1024
 QUIET_SECONDS = 0.2  # as capture.LIVE_TIMEOUT_MS: how often a quiet sensor ticks
-MAX_CONNECTIONS = 64
+LISTEN_BACKLOG = 64
+# Accepts per round, at most Limits.per_peer: a newcomer's first bytes are
+# read (at its accept, or first thing next round) before enough newer
+# connections from its peer arrive to make it the oldest and evict it.
+ACCEPTS_PER_ROUND = 8
 SOCKET_MODE = 0o660  # the resolver's user joins the service user's group
 SEND_TIMEOUT = 2.0
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_HANDSHAKING = (State.WAITING, State.READY)
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """How the listener keeps room for a resolver among idle and slowloris
+    connections.
+
+    A resolver with nothing to report sends nothing, for hours (Frame
+    Streams has no keepalive), so time alone never closes an established
+    connection: it only orders them for eviction. Time does close a
+    handshake (READY, ACCEPT, START) not done `handshake_seconds` after
+    the accept, and a frame begun and not finished within `idle_seconds`
+    (a resolver writes a frame whole). A newcomer is never refused: one
+    whose peer (unix: uid, tcp: address) already has `per_peer`
+    connections evicts one of that peer's, so a crowd from one peer only
+    displaces itself; else, with `connections` open, it evicts one of
+    anybody's (`_Connection.eviction_order`).
+    """
+
+    connections: int = 64
+    per_peer: int = 16
+    handshake_seconds: float = 5.0
+    idle_seconds: float = 10.0
+
+
+DEFAULT_LIMITS = Limits()
 
 
 class _Connection:
-    """One resolver's stream."""
+    """One resolver's stream, and the times that decide when it goes."""
 
-    def __init__(self, sock: socket.socket, peer: str) -> None:
+    def __init__(self, sock: socket.socket, peer: str, owner: str, now: float) -> None:
         self.sock = sock
-        self.peer = peer
+        self.peer = peer  # for the log
+        self.owner = owner  # whose connections count together: "uid N" or the address
         self.reader = Reader(bidirectional=True)
+        self.accepted = now
+        self.last_frame = now  # the last complete frame, or the end of the handshake
+        self.frame_begun: float | None = None  # since when a partial frame is held
+
+    @property
+    def established(self) -> bool:
+        return self.reader.state not in _HANDSHAKING
+
+    def eviction_order(self) -> tuple[int, float]:
+        """Lowest goes first: connections short of READY (where an idle or
+        slowloris one stays), oldest first; then those with READY answered
+        but no START; then established ones, longest without a frame
+        first."""
+        state = self.reader.state
+        if state is State.WAITING:
+            return (0, self.accepted)
+        if state is State.READY:
+            return (1, self.accepted)
+        return (2, self.last_frame)
+
+    def overdue(self, now: float, limits: Limits) -> str | None:
+        """The counter to close it under when a deadline has passed."""
+        if not self.established:
+            return "dnstap_handshake_timeout" if now - self.accepted >= limits.handshake_seconds else None
+        if self.frame_begun is not None and now - self.frame_begun >= limits.idle_seconds:
+            return "dnstap_idle_timeout"
+        return None
+
+    def fed(self, frames: int, was_established: bool, now: float) -> None:
+        """Move the clocks after the reader took a chunk."""
+        progressed = frames > 0 or (self.established and not was_established)
+        if progressed:
+            self.last_frame = now
+        if self.reader.idle:
+            self.frame_begun = None
+        elif progressed or self.frame_begun is None:
+            self.frame_begun = now
 
 
 class DnstapListener:
@@ -55,18 +132,20 @@ class DnstapListener:
     live = True
     not_ip = 0
 
-    def __init__(self, sock: socket.socket, description: str, decoder: Decoder, path: str | None = None) -> None:
+    def __init__(self, sock: socket.socket, description: str, decoder: Decoder, path: str | None = None,
+                 limits: Limits = DEFAULT_LIMITS) -> None:
         self.sock = sock
         self.description = description
         self.decoder = decoder
         self.path = path  # the unix socket's file, removed at close
+        self.limits = limits
         self.frames = 0
         self.connections: dict[int, _Connection] = {}
         self.selector = selectors.DefaultSelector()
         self.selector.register(sock, selectors.EVENT_READ, None)
 
     @classmethod
-    def open(cls, spec: str, decoder: Decoder) -> DnstapListener:
+    def open(cls, spec: str, decoder: Decoder, limits: Limits = DEFAULT_LIMITS) -> DnstapListener:
         """Listen at `unix:/PATH` or `tcp:HOST:PORT` (config.dnstap_endpoint)."""
         try:
             kind, where = dnstap_endpoint(spec)
@@ -75,44 +154,73 @@ class DnstapListener:
         try:
             if kind == "unix":
                 sock = _unix_listener(where)
-                return cls(sock, f"dnstap socket {spec}", decoder, path=where)
+                return cls(sock, f"dnstap socket {spec}", decoder, path=where, limits=limits)
             sock = _tcp_listener(*where)
         except OSError as exc:
             raise CaptureError(f"cannot listen for dnstap at {spec}: {exc}") from None
-        return cls(sock, f"dnstap socket {spec}", decoder)
+        return cls(sock, f"dnstap socket {spec}", decoder, limits=limits)
 
     # ------------------------------------------------------------ batches
     def read_batch(self) -> list[Datagram]:
         """What the resolvers sent since the last call; [] after a quiet
-        QUIET_SECONDS."""
+        QUIET_SECONDS. The deadlines are checked here: the pipeline calls
+        at least every QUIET_SECONDS."""
         batch: list[Datagram] = []
-        for key, _ in self.selector.select(QUIET_SECONDS):
+        incoming = False
+        events = self.selector.select(QUIET_SECONDS)
+        now = time.monotonic()
+        for key, _ in events:
             if key.data is None:
-                self._accept()
+                incoming = True
             else:
-                self._receive(key.data, batch)
+                self._receive(key.data, batch, now)
+        if incoming:  # after the reads: those connections' bytes count before newcomers can evict them
+            self._accept(batch, now)
+        self._expire(now)
         return batch
 
-    def _accept(self) -> None:
-        try:
-            sock, address = self.sock.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            log.warning("dnstap: accept failed: %s", exc)
-            return
-        if len(self.connections) >= MAX_CONNECTIONS:
-            self._count("dnstap_too_many_connections")
-            sock.close()
-            return
-        sock.setblocking(False)
-        peer = str(address) if address else "local peer"
-        connection = _Connection(sock, peer)
-        self.connections[sock.fileno()] = connection
-        self.selector.register(sock, selectors.EVENT_READ, connection)
-        log.info("dnstap: %s connected", peer)
+    def _accept(self, batch: list, now: float) -> None:
+        for _ in range(ACCEPTS_PER_ROUND):
+            try:
+                sock, address = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("dnstap: accept failed: %s", exc)
+                return
+            sock.setblocking(False)
+            peer, owner = _identify(sock, address)
+            self._make_room(owner)
+            connection = _Connection(sock, peer, owner, now)
+            self.connections[sock.fileno()] = connection
+            self.selector.register(sock, selectors.EVENT_READ, connection)
+            log.debug("dnstap: %s (%s) accepted", peer, owner)
+            # a resolver sends READY on connecting: answered now, it ranks
+            # above every connection still silent
+            self._receive(connection, batch, now)
 
-    def _receive(self, connection: _Connection, batch: list) -> None:
+    def _make_room(self, owner: str) -> None:
+        """Room for one more connection from `owner`: evict, never refuse,
+        so no crowd of idle connections keeps a resolver out."""
+        table = self.connections.values()
+        same = [c for c in table if c.owner == owner]
+        if len(same) >= self.limits.per_peer:
+            self._dismiss(min(same, key=_Connection.eviction_order), "dnstap_peer_limit",
+                          f"{owner} has {len(same)} connections")
+        elif len(self.connections) >= self.limits.connections:
+            victim = min(table, key=_Connection.eviction_order)
+            reason = "dnstap_evicted_idle" if victim.established else "dnstap_evicted_unfinished"
+            self._dismiss(victim, reason, f"{len(self.connections)} connections open")
+
+    def _expire(self, now: float) -> None:
+        for connection in list(self.connections.values()):
+            reason = connection.overdue(now, self.limits)
+            if reason == "dnstap_handshake_timeout":
+                self._dismiss(connection, reason, f"no handshake in {self.limits.handshake_seconds:g} s")
+            elif reason is not None:
+                self._dismiss(connection, reason, f"a frame unfinished for {self.limits.idle_seconds:g} s")
+
+    def _receive(self, connection: _Connection, batch: list, now: float) -> None:
         try:
             data = connection.sock.recv(RECV_BYTES)
         except (BlockingIOError, InterruptedError):
@@ -127,7 +235,11 @@ class DnstapListener:
             else:
                 self._close(connection, "closed")
             return
+        was_established = connection.established
         frames = reader.feed(data)
+        connection.fed(len(frames), was_established, now)
+        if connection.established and not was_established and reader.error is None:
+            log.info("dnstap: %s connected (%s)", connection.peer, connection.owner)
         self.frames += len(frames)
         decode = self.decoder.decode
         for payload in frames:
@@ -159,6 +271,15 @@ class DnstapListener:
         log.warning("dnstap: %s %s: connection closed", connection.peer, why)
         self._forget(connection)
 
+    def _dismiss(self, connection: _Connection, reason: str, why: str) -> None:
+        """Closed to make room or at a deadline: a warning when it was an
+        established stream (maybe a resolver's), else only counted (a
+        flood of idle connections must not flood the log too)."""
+        self._count(reason)
+        level = logging.WARNING if connection.established else logging.DEBUG
+        log.log(level, "dnstap: %s (%s) %s: connection closed (%s)", connection.peer, connection.owner, why, reason)
+        self._forget(connection)
+
     def _close(self, connection: _Connection, how: str) -> None:
         log.info("dnstap: %s %s", connection.peer, how)
         self._forget(connection)
@@ -187,6 +308,19 @@ class DnstapListener:
         if self.path:
             with contextlib.suppress(OSError):  # as the service user it may lack the right
                 os.unlink(self.path)
+
+
+def _identify(sock: socket.socket, address: object) -> tuple[str, str]:
+    """(name for the log, whose connections count together): on a unix
+    socket the peer's uid as the kernel saw it at connect (SO_PEERCRED),
+    on tcp the address (the port is the client's to choose)."""
+    if sock.family != socket.AF_UNIX:
+        return str(address), str(address[0])  # type: ignore[index]
+    try:
+        _, uid, _ = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    except OSError:
+        return "local peer", "uid unknown"
+    return "local peer", f"uid {uid}"
 
 
 def _unix_listener(path: str) -> socket.socket:
@@ -221,7 +355,7 @@ def _unix_listener(path: str) -> socket.socket:
     owner = daemon.service_owner()
     if owner is not None:  # as root: the service user (and its group) own it; never through a link
         os.chown(path, *owner, follow_symlinks=False)
-    sock.listen(16)
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -234,7 +368,7 @@ def _tcp_listener(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
-        sock.listen(16)
+        sock.listen(LISTEN_BACKLOG)
     except OSError:
         sock.close()
         raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from bench import dnstap_traffic as T
 from sensor import config, spoolfile
 from sensor.checksum import verify_udp
 from sensor.dnstap import TCP_MARK, Decoder, DnstapMatcher, query_from_response, tcp_datagram
-from sensor.dnstap_capture import DnstapFile, DnstapListener
+from sensor.dnstap_capture import DnstapFile, DnstapListener, Limits, _tcp_listener
 from sensor.dnstap_schema import CONTENT_TYPE, MessageType, SocketProtocol
 from sensor.framestream import MAX_DATA_FRAME, Control, Reader, State, control_frame, data_frame
 from sensor.record import Field, RecordType, UdpChecksum
@@ -327,6 +328,161 @@ def test_several_connections_garbage_closed_others_go_on_and_reconnect_loses_not
         assert listener.connections == {}
         for sender in (again, second):
             assert T.read_control(sender.sock)[0] == Control.FINISH
+    finally:
+        listener.close()
+
+
+# ------------------------------------------- crowds of idle connections
+# A crowd in its own process: N connections to the listener (tcp ones from
+# the given loopback addresses in turn), "ready" once all are made, then
+# nothing (idle) or one byte a second of a READY that never completes
+# (slowloris) on each, until killed.
+CROWD = r"""
+import resource, socket, sys, time
+mode, count, where, sources = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4].split(",")
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, count + 64)), hard))
+socks = []
+for i in range(count):
+    if where.startswith("unix:"):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(where[5:])
+    else:
+        host, port = where[4:].rsplit(":", 1)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind((sources[i % len(sources)], 0))
+        s.connect((host, int(port)))
+    socks.append(s)
+print("ready", flush=True)
+ready = bytes.fromhex(sys.argv[5])
+for i in range(len(ready) if mode == "slowloris" else 0):
+    for s in socks:
+        try:
+            s.send(ready[i : i + 1])
+        except OSError:
+            pass  # the sensor closed it
+    time.sleep(1)
+time.sleep(3600)
+"""
+
+
+def _crowd(mode, count, where, sources=("",)):
+    ready = control_frame(Control.READY, (CONTENT_TYPE,)).hex()
+    return subprocess.Popen([sys.executable, "-c", CROWD, mode, str(count), where, ",".join(sources), ready],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def _until_ready(listener, crowd, seconds=30.0):
+    """Drive the listener while the crowd connects (a full backlog holds it)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        listener.read_batch()
+        if select.select([crowd.stdout], [], [], 0)[0]:
+            assert crowd.stdout.readline() == "ready\n"
+            return
+    raise AssertionError("the crowd never connected")
+
+
+@pytest.mark.skipif(not shutil.which("fstrm_replay"), reason="needs fstrm_replay (Debian package fstrm-bin)")
+@pytest.mark.parametrize("mode, count, kind, sources", [
+    ("slowloris", 64, "unix", ()),  # one peer (uid): it displaces only itself
+    ("slowloris", 64, "tcp", tuple(f"127.0.0.{i}" for i in range(2, 10))),  # 8 peers fill the table
+    ("idle", 1000, "unix", ()),
+])
+def test_a_resolver_is_served_beside_a_crowd_of_idle_connections(tmp_path, mode, count, kind, sources):
+    """Issue 20 item 3: 64 slowloris or 1,000 idle connections made every
+    resolver connection fail. With the production limits a libfstrm client
+    arriving beside them has its frames recorded within a second."""
+    matcher = DnstapMatcher()
+    decoder = Decoder(matcher.counters, on_tcp=matcher.saw_tcp)
+    if kind == "unix":
+        listener = DnstapListener.open(f"unix:{tmp_path}/dnstap.sock", decoder)
+        where, client = f"unix:{tmp_path}/dnstap.sock", ["-u", f"{tmp_path}/dnstap.sock"]
+    else:
+        listener = DnstapListener(_tcp_listener("127.0.0.1", 0), "dnstap socket tcp", decoder)
+        port = listener.sock.getsockname()[1]
+        where, client = f"tcp:127.0.0.1:{port}", ["-a", "127.0.0.1", "-p", str(port)]
+    path = str(tmp_path / "t.fstrm")
+    T.write_file(path, T.exchanges(200, seed=11))
+    crowd = _crowd(mode, count, where, sources or ("",))
+    replay = None
+    try:
+        _until_ready(listener, crowd)
+        _pump(listener, matcher, lambda _: False, seconds=0.3)  # the first slowloris bytes are in
+        held = len(listener.connections)
+        started = time.monotonic()
+        replay = subprocess.Popen(["fstrm_replay", "-t", CONTENT_TYPE.decode(), "-r", path, *client],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        records = _pump(listener, matcher, lambda r: len(r) >= 100, seconds=3)
+        served = time.monotonic() - started
+        assert len(records) == 100, f"the resolver was not served beside {held} {mode} connections"
+        assert served < 1.0, served
+        _pump(listener, matcher, lambda _: replay.poll() is not None, seconds=5)
+        assert replay.returncode == 0, replay.stderr.read()
+    finally:
+        for process in (crowd, replay):
+            if process is not None:
+                process.kill()
+                process.wait()
+        listener.close()
+    counters = matcher.counters
+    if kind == "unix":  # every connection from one uid: only the latest 16 are kept
+        assert held == 16 and counters["dnstap_peer_limit"] >= count - 16
+    else:  # 8 addresses with 8 each fill the 64 places: the resolver evicts one of them
+        assert held == 64 and counters["dnstap_evicted_unfinished"] == 1
+    assert "dnstap_evicted_idle" not in counters
+
+
+def _established(listener, path, count):
+    """`count` connections with the handshake done, each having sent no frame."""
+    senders = [_connect(listener, path) for _ in range(count)]
+    _pump(listener, DnstapMatcher(), lambda _: False, seconds=0.3)
+    assert all(c.established for c in listener.connections.values())
+    return senders
+
+
+def test_deadlines_close_handshakes_and_frames_that_never_finish_but_not_a_quiet_resolver(tmp_path):
+    matcher = DnstapMatcher()
+    limits = Limits(handshake_seconds=0.5, idle_seconds=0.5)
+    listener = DnstapListener.open(f"unix:{tmp_path}/dnstap.sock", Decoder(matcher.counters), limits)
+    path = str(tmp_path / "dnstap.sock")
+    try:
+        quiet, stalled = _established(listener, path, 2)
+        silent = T.Sender(path)  # never says READY
+        dribble = T.Sender(path)
+        dribble.sock.sendall(control_frame(Control.READY, (CONTENT_TYPE,))[:-1])
+        payloads = T.exchanges(4, seed=12)
+        stalled.send(payloads[:2])
+        stalled.sock.sendall(data_frame(payloads[2])[:-3])  # and the rest never comes
+        records = _pump(listener, matcher, lambda _: len(listener.connections) == 1, seconds=3)
+        assert matcher.counters == {"dnstap_handshake_timeout": 2, "dnstap_idle_timeout": 1}
+        assert len(records) == 1  # the frames before the stalled one are kept
+        for gone in (silent, dribble, stalled):
+            assert gone.sock.recv(100) == b""
+        _pump(listener, matcher, lambda _: False, seconds=1.0)  # twice the deadlines, and then some
+        quiet.send(T.exchanges(4, seed=14))  # the quiet resolver, kept all along, is heard at once
+        records = _pump(listener, matcher, lambda r: len(r) >= 2, seconds=3)
+        assert len(records) == 2 and len(listener.connections) == 1
+    finally:
+        listener.close()
+
+
+def test_a_full_table_evicts_the_stream_longest_without_a_frame(tmp_path):
+    matcher = DnstapMatcher()
+    listener = DnstapListener.open(f"unix:{tmp_path}/dnstap.sock", Decoder(matcher.counters), Limits(connections=3))
+    path = str(tmp_path / "dnstap.sock")
+    try:
+        oldest, busy, busier = _established(listener, path, 3)
+        payloads = T.exchanges(10, seed=13)
+        busy.send(payloads[:2])
+        _pump(listener, matcher, lambda r: len(r) >= 1, seconds=3)
+        busier.send(payloads[2:4])
+        _pump(listener, matcher, lambda r: len(r) >= 1, seconds=3)
+        newcomer = _connect(listener, path)  # the table is full: `oldest` has sent no frame at all
+        assert oldest.sock.recv(10) == b"" and matcher.counters == {"dnstap_evicted_idle": 1}
+        for sender, part in ((busy, payloads[4:6]), (busier, payloads[6:8]), (newcomer, payloads[8:])):
+            sender.send(part)
+        assert len(_pump(listener, matcher, lambda r: len(r) >= 3, seconds=3)) == 3
     finally:
         listener.close()
 
