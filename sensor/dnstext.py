@@ -1,130 +1,45 @@
 """DNS messages shown the way nmsgtool shows them (its library, wdns 0.12).
 
-dnspython decodes the message; what is printed is wdns's form, because
-`read` is compared with nmsgtool by people debugging a sensor: record data
-as wdns writes it (RRSIG times as plain numbers, NSEC3 hashes in base32hex,
-DS digests in upper-case hex, generic `\\# len hex ` with its trailing
-space, `### PARSE ERROR ###` where the data runs short), the JSON form
-nmsg builds (RRs of a section grouped into RRsets, lowest TTL) and the
-dig-like text (one line per RR, wire order).
+`read` is compared with nmsgtool by people debugging a sensor, so the
+message is read by wdns's rules (`dnsmessage`) and printed in wdns's
+form: record data as wdns writes it (RRSIG times as plain numbers, NSEC3
+hashes in base32hex, DS digests in upper-case hex, generic `\\# len hex `
+with its trailing space, `### PARSE ERROR ###` where the data runs short),
+the JSON form nmsg builds (RRs of a section grouped into RRsets, lowest
+TTL) and the dig-like text (one line per RR, wire order).
 
-Where wdns reads a message differently from dnspython the outcome differs:
-wdns accepts a message that ends before its section counts do (it keeps
-what it read), rdata that stops at a field boundary, and OPT outside the
-additional section; dnspython refuses those, and they are shown as
-undecodable here. Two wdns slips are not copied (README, "Where we differ
-from nmsg on purpose"): an RRset of a type wdns cannot name is printed
-`TYPE<class>` in nmsg's JSON (here `TYPE<type>`), and the EDNS extended
-rcode is shifted by 8 instead of 4 (here BADVERS is 16).
+Two wdns slips are not copied (README, "Where we differ from nmsg on
+purpose"): an RRset of a type wdns cannot name is printed `TYPE<class>` in
+nmsg's JSON (here `TYPE<type>`), and the EDNS extended rcode is shifted by
+8 instead of 4 (here BADVERS is 16).
 """
 
 from __future__ import annotations
 
 import base64
 import socket
-from dataclasses import dataclass, field
 
-import dns.exception
-import dns.message
-
+from . import dnsmessage
 from .dns import wire_to_text
+from .dnsmessage import ADDITIONAL, ANSWER, AUTHORITY, QUESTION, Edns, Message, Rr
 from .rrnames import OPCODES, RCODES, RRCLASSES, RRTYPES, rrclass_name, rrtype_name
 
-QUESTION, ANSWER, AUTHORITY, ADDITIONAL = range(4)
 SECTION_TITLES = ("QUESTION", "ANSWER", "AUTHORITY", "ADDITIONAL")
 FLAG_BITS = (("qr", 15), ("aa", 10), ("tc", 9), ("rd", 8), ("ra", 7), ("ad", 5), ("cd", 4))
 EDNS_DO = 0x8000
 
 
-@dataclass
-class Rr:
-    """One RR (or question) as wdns holds it: names uncompressed."""
-
-    name: bytes
-    rrtype: int
-    rrclass: int
-    ttl: int = 0
-    rdata: bytes = b""
-
-
-@dataclass
-class Edns:
-    version: int
-    flags: int
-    size: int
-    options: bytes
-
-
-@dataclass
-class Message:
-    id: int
-    flags: int
-    rcode: int
-    edns: Edns | None
-    sections: list[list[Rr]] = field(default_factory=list)
-
-
 def parse(wire: bytes) -> Message | None:
-    """The message, or None when it cannot be decoded (never raises)."""
-    try:
-        msg = dns.message.from_wire(wire, ignore_trailing=True, one_rr_per_rrset=True)
-    except (dns.exception.DNSException, ValueError, TypeError, IndexError, UnicodeError):
-        return None
-    sections = [[Rr(q.name.to_wire(), q.rdtype, q.rdclass) for q in msg.question]]
-    for section in (msg.answer, msg.authority, msg.additional):
-        sections.append([
-            Rr(rrset.name.to_wire(), rrset.rdtype, rrset.rdclass, rrset.ttl, rdata.to_wire())
-            for rrset in section
-            for rdata in rrset
-        ])
-    flags = int.from_bytes(wire[2:4], "big")
-    rcode = flags & 0xF
-    edns = None
-    if msg.opt is not None:
-        ttl = msg.opt.ttl
-        options = b"".join(rdata.to_wire() for rdata in msg.opt)
-        edns = Edns((ttl >> 16) & 0xFF, ttl & 0xFFFF, msg.opt.rdclass, options)
-        rcode |= (ttl >> 24) << 4
-    return Message(msg.id, flags, rcode, edns, sections)
+    """The message nmsgtool shows, or None where it shows none (never raises).
+
+    wdns refuses the whole message at its first fault, and nmsgtool then
+    prints `<PARSE ERROR>` (JSON: null), so a partly read message is None.
+    """
+    decoded = dnsmessage.decode(wire)
+    return None if decoded.fault else decoded.message
 
 
 # ------------------------------------------------------------------ rdata
-# wdns's record descriptors: which fields make up the rdata of a type.
-(NAME, BYTES, B64, BYTES_STR, INT8, INT16, INT32, IPV4, IPV6, IPV6PREFIX, EUI48, EUI64,
- STRING, REPSTRING, RRTYPE, BITMAP, SALT, HASH, SVCPARAMS, EDNS_OPTS) = range(20)
-ANY_CLASS, IN_CLASS = 0, 1
-_DNSKEY = (ANY_CLASS, (INT16, INT8, INT8, B64))
-_DS = (ANY_CLASS, (INT16, INT8, INT8, BYTES))
-_SVCB = (IN_CLASS, (INT16, NAME, SVCPARAMS))
-DESCRIPTORS = {
-    1: (IN_CLASS, (IPV4,)), 2: (ANY_CLASS, (NAME,)), 3: (ANY_CLASS, (NAME,)),
-    4: (ANY_CLASS, (NAME,)), 5: (ANY_CLASS, (NAME,)),
-    6: (ANY_CLASS, (NAME, NAME, INT32, INT32, INT32, INT32, INT32)),
-    7: (ANY_CLASS, (NAME,)), 8: (ANY_CLASS, (NAME,)), 9: (ANY_CLASS, (NAME,)),
-    10: (ANY_CLASS, (BYTES,)), 11: (IN_CLASS, (INT32, INT8, BYTES)), 12: (ANY_CLASS, (NAME,)),
-    13: (ANY_CLASS, (STRING, STRING)), 14: (ANY_CLASS, (NAME, NAME)),
-    15: (ANY_CLASS, (INT16, NAME)), 16: (ANY_CLASS, (REPSTRING,)), 17: (ANY_CLASS, (NAME, NAME)),
-    18: (ANY_CLASS, (INT16, NAME)), 19: (ANY_CLASS, (STRING,)), 20: (ANY_CLASS, (STRING, STRING)),
-    21: (ANY_CLASS, (INT16, NAME)),
-    24: (ANY_CLASS, (INT16, INT8, INT8, INT32, INT32, INT32, INT16, NAME, BYTES)),
-    26: (IN_CLASS, (INT16, NAME, NAME)), 28: (IN_CLASS, (IPV6,)), 30: (ANY_CLASS, (NAME, BYTES)),
-    33: (IN_CLASS, (INT16, INT16, INT16, NAME)),
-    35: (IN_CLASS, (INT16, INT16, STRING, STRING, STRING, NAME)), 36: (IN_CLASS, (INT16, NAME)),
-    38: (IN_CLASS, (IPV6PREFIX, NAME)), 39: (ANY_CLASS, (NAME,)), 41: (ANY_CLASS, (EDNS_OPTS,)),
-    43: _DS, 46: (ANY_CLASS, (RRTYPE, INT8, INT8, INT32, INT32, INT32, INT16, NAME, B64)),
-    47: (ANY_CLASS, (NAME, BITMAP)), 48: _DNSKEY,
-    50: (ANY_CLASS, (INT8, INT8, INT16, SALT, HASH, BITMAP)),
-    51: (ANY_CLASS, (INT8, INT8, INT16, SALT)), 52: (ANY_CLASS, (INT8, INT8, INT8, BYTES)),
-    59: _DS, 60: _DNSKEY, 61: (ANY_CLASS, (B64,)), 62: (ANY_CLASS, (INT32, INT16, BITMAP)),
-    64: _SVCB, 65: _SVCB, 99: (ANY_CLASS, (REPSTRING,)), 108: (ANY_CLASS, (EUI48,)),
-    109: (ANY_CLASS, (EUI64,)), 256: (ANY_CLASS, (INT16, INT16, BYTES_STR)),
-    257: (IN_CLASS, (INT8, STRING, BYTES_STR)),
-}
-_DESCRIBED_BELOW = 258  # wdns's table ends at CAA: higher types are generic
-
-# wdns_res numbers, printed in "### PARSE ERROR #n ###"
-RES_INVALID_LENGTH_OCTET, RES_NAME_LEN, RES_OVERFLOW, RES_PARSE_ERROR = 3, 8, 11, 12
-
 SVC_KEYS = {0: "mandatory", 1: "alpn", 2: "no-default-alpn", 3: "port", 4: "ipv4hint",
             5: "ech", 6: "ipv6hint", 65535: "invalid key"}
 EDE_PURPOSES = (
@@ -147,11 +62,11 @@ class _Short(Exception):
 
 def rdata_text(rdata: bytes, rrtype: int, rrclass: int) -> str:
     """Record data in wdns's presentation form."""
-    descriptor = DESCRIPTORS.get(rrtype) if rrtype < _DESCRIBED_BELOW else None
+    descriptor = dnsmessage.DESCRIPTORS.get(rrtype)
     if descriptor is None:
         return f"\\# {len(rdata)} " + "".join(f"{byte:02x} " for byte in rdata)
     klass, kinds = descriptor
-    if klass == IN_CLASS and rrclass != 1:
+    if klass == dnsmessage.IN_CLASS and rrclass != 1:
         return ""
     out: list[str] = []
     try:
@@ -164,7 +79,7 @@ def rdata_text(rdata: bytes, rrtype: int, rrclass: int) -> str:
         text = "".join(out)
         if short.code is None:
             return text + " ### PARSE ERROR ###"
-        return text + f" ### PARSE ERROR #{short.code} ###"
+        return text + f" ### PARSE ERROR #{int(short.code)} ###"
     text = "".join(out)
     return text[:-1] if text.endswith(" ") else text
 
@@ -178,15 +93,15 @@ def _name(rdata: bytes, pos: int, out: list[str]) -> int:
     end = pos
     while True:
         if end >= len(rdata):
-            raise _Short(RES_OVERFLOW if end == pos else RES_INVALID_LENGTH_OCTET)
+            raise _Short(dnsmessage.Res.OVERFLOW if end == pos else dnsmessage.Res.INVALID_LENGTH_OCTET)
         length = rdata[end]
         if length > 63 or length > len(rdata) - end - 1:
-            raise _Short(RES_INVALID_LENGTH_OCTET)
+            raise _Short(dnsmessage.Res.INVALID_LENGTH_OCTET)
         end += length + 1
         if length == 0:
             break
     if end - pos > 255:
-        raise _Short(RES_NAME_LEN)
+        raise _Short(dnsmessage.Res.NAME_LEN)
     out.append(wire_to_text(rdata[pos:end]) + " ")
     return end
 
@@ -329,30 +244,34 @@ def _svcparams(rdata: bytes, pos: int, out: list[str]) -> int:
 def _svcparam_value(key: int, value: bytes, out: list[str]) -> None:
     if key == 0:
         if len(value) % 2:
-            raise _Short(RES_PARSE_ERROR)
-        out.append(",".join(
-            SVC_KEYS.get(k, f"key{k}") for k in (
-                int.from_bytes(value[i:i + 2], "big") for i in range(0, len(value), 2))) + " ")
+            raise _Short(dnsmessage.Res.PARSE_ERROR)
+        _svc_list(out, [SVC_KEYS.get(k, f"key{k}") for k in (
+            int.from_bytes(value[i:i + 2], "big") for i in range(0, len(value), 2))])
     elif key == 2:
         if value:
-            raise _Short(RES_PARSE_ERROR)
+            raise _Short(dnsmessage.Res.PARSE_ERROR)
         out.append(" ")
     elif key == 3:
         if len(value) != 2:
-            raise _Short(RES_PARSE_ERROR)
+            raise _Short(dnsmessage.Res.PARSE_ERROR)
         out.append(f"{int.from_bytes(value, 'big')} ")
     elif key == 5:
         out.append(base64.b64encode(value).decode("ascii") + " ")
     elif key in (4, 6):
         size, family = (4, socket.AF_INET) if key == 4 else (16, socket.AF_INET6)
         if len(value) % size:
-            raise _Short(RES_PARSE_ERROR)
-        out.append(",".join(
-            socket.inet_ntop(family, value[i:i + size]) for i in range(0, len(value), size)) + " ")
+            raise _Short(dnsmessage.Res.PARSE_ERROR)
+        _svc_list(out, [socket.inet_ntop(family, value[i:i + size]) for i in range(0, len(value), size)])
     elif key == 1:
         out.append('"' + ",".join(_alpn_ids(value)) + '" ')
     else:
         out.append(_quoted(value))
+
+
+def _svc_list(out: list[str], items: list[str]) -> None:
+    # wdns puts a comma or a space after each item: an empty list prints nothing
+    if items:
+        out.append(",".join(items) + " ")
 
 
 def _alpn_ids(value: bytes) -> list[str]:
@@ -360,7 +279,7 @@ def _alpn_ids(value: bytes) -> list[str]:
     while pos < len(value):
         length = value[pos]
         if pos + 1 + length > len(value):
-            raise _Short(RES_PARSE_ERROR)
+            raise _Short(dnsmessage.Res.PARSE_ERROR)
         ids.append("".join(_ALPN_ESCAPED[byte] for byte in value[pos + 1:pos + 1 + length]))
         pos += 1 + length
     return ids
@@ -382,7 +301,8 @@ def _edns_options(rdata: bytes, pos: int, out: list[str]) -> int:
         length = int.from_bytes(rdata[pos + 2:pos + 4], "big")
         pos += 4
         _need(rdata, pos, length)
-        out.append(" " + _option_text(code, rdata[pos:pos + length]))
+        out.append(" ")  # wdns writes it before the data, so an error follows two spaces
+        out.append(_option_text(code, rdata[pos:pos + length]))
         pos += length
         if pos < len(rdata):
             out.append("\n")
@@ -396,36 +316,52 @@ def _printable(data: bytes) -> str:
 def _option_text(code: int, data: bytes) -> str:
     if code == 8:
         if len(data) < 4:
-            raise _Short(RES_PARSE_ERROR)
+            raise _Short(dnsmessage.Res.PARSE_ERROR)
         family, source, scope = int.from_bytes(data[:2], "big"), data[2], data[3]
         size = {1: 4, 2: 16}.get(family)
         if size is None or len(data) - 4 > size:
-            raise _Short(RES_PARSE_ERROR)
+            raise _Short(dnsmessage.Res.PARSE_ERROR)
         address = data[4:].ljust(size, b"\0")
         af = socket.AF_INET if family == 1 else socket.AF_INET6
         return f"{socket.inet_ntop(af, address)}/{source}/{scope}"
     if code == 15:
         if len(data) < 2:
-            raise _Short(RES_PARSE_ERROR)
+            raise _Short(dnsmessage.Res.PARSE_ERROR)
         info = int.from_bytes(data[:2], "big")
         purpose = f" ({EDE_PURPOSES[info]})" if info < len(EDE_PURPOSES) else ""
         return f"{info}{purpose}: ({_printable(data[2:])})"
     return "".join(f"{byte:02x} " for byte in data) + f'("{_printable(data)}")'
 
 
-_FIELD_PRINTERS = {
-    NAME: _name, BYTES: _hex_upper, B64: _base64, BYTES_STR: _bytes_str,
-    INT8: _integer(1), INT16: _integer(2), INT32: _integer(4),
-    IPV4: _address(socket.AF_INET, 4), IPV6: _address(socket.AF_INET6, 16),
-    IPV6PREFIX: _ipv6_prefix, EUI48: _eui(6), EUI64: _eui(8), STRING: _string,
-    REPSTRING: _repstring, RRTYPE: _rrtype, BITMAP: _bitmap, SALT: _salt, HASH: _hash,
-    SVCPARAMS: _svcparams, EDNS_OPTS: _edns_options,
+_FIELD_PRINTERS = {  # one per field kind of wdns's descriptors
+    dnsmessage.NAME: _name,
+    dnsmessage.BYTES: _hex_upper,
+    dnsmessage.B64: _base64,
+    dnsmessage.BYTES_STR: _bytes_str,
+    dnsmessage.INT8: _integer(1),
+    dnsmessage.INT16: _integer(2),
+    dnsmessage.INT32: _integer(4),
+    dnsmessage.IPV4: _address(socket.AF_INET, 4),
+    dnsmessage.IPV6: _address(socket.AF_INET6, 16),
+    dnsmessage.IPV6PREFIX: _ipv6_prefix,
+    dnsmessage.EUI48: _eui(6),
+    dnsmessage.EUI64: _eui(8),
+    dnsmessage.STRING: _string,
+    dnsmessage.REPSTRING: _repstring,
+    dnsmessage.RRTYPE: _rrtype,
+    dnsmessage.BITMAP: _bitmap,
+    dnsmessage.SALT: _salt,
+    dnsmessage.HASH: _hash,
+    dnsmessage.SVCPARAMS: _svcparams,
+    dnsmessage.EDNS_OPTS: _edns_options,
 }
 
 
 def edns_option_lines(edns: Edns) -> list[str]:
     """One text per EDNS option (wdns prints them joined, nmsg splits them)."""
-    return [line for line in rdata_text(edns.options, 41, 0).split("\n") if line]
+    if edns.options is None:
+        return []
+    return [line for line in rdata_text(edns.options, dnsmessage.TYPE_OPT, 0).split("\n") if line]
 
 
 # ------------------------------------------------------------ whole message
@@ -465,12 +401,14 @@ def to_json(msg: Message) -> dict:
         "flags": _flag_names(msg),
     }
     if msg.edns is not None:
-        header["opt"] = {"edns": {
+        edns: dict = {
             "version": msg.edns.version,
             "flags": ["do"] if msg.edns.flags & EDNS_DO else [],
             "udp": msg.edns.size,
-            "options": edns_option_lines(msg.edns),
-        }}
+        }
+        if msg.edns.options is not None:  # nmsg leaves the key out for an OPT asked as a question
+            edns["options"] = edns_option_lines(msg.edns)
+        header["opt"] = {"edns": edns}
     out = {"header": header, "question": [
         {"qname": wire_to_text(q.name), "qclass": rrclass_name(q.rrclass), "qtype": rrtype_name(q.rrtype)}
         for q in msg.sections[QUESTION]
