@@ -1,0 +1,133 @@
+"""The ingester: claimed files through the chain into the store, once each.
+
+A batch gathers files for up to `window` seconds (the front table
+coalesces their repeats meanwhile), then commits their aggregates, what
+the bailiwick stage learned from them and their names in one store
+transaction, and only then moves the files on. So a crash at any moment
+leaves each claimed file either committed (its name is in the store: at
+start-up it is just moved on) or not at all (it is ingested again), never
+half and never twice. A name already in the store (a sensor that sent a
+file again after a broken connection) is not counted again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sensor.spool import SpoolError
+from sensor.spoolfile import read
+
+from . import incoming
+from .chain import Chain
+from .store import Store
+
+log = logging.getLogger("collector")
+
+
+@dataclass
+class Totals:
+    """What the ingester has done since it started (for `status`)."""
+
+    files: int = 0
+    damaged: int = 0
+    duplicates: int = 0
+    records: int = 0
+    last_file: dict[str, str] = field(default_factory=dict)  # sensor -> its last file
+    errors: int = 0
+
+
+class Ingester:
+    def __init__(self, root: str, store: Store, chain: Chain, *, keep: bool = False, window: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.root = root
+        self.store = store
+        self.chain = chain
+        self.keep = keep
+        self.window = window
+        self.clock = clock
+        self.batch: list[tuple[incoming.Claimed, str]] = []  # (file, outcome) awaiting the commit
+        self.batch_names: set[tuple[str, str]] = set()
+        self.batch_started = 0.0
+        self.totals = Totals()
+
+    @property
+    def counts(self) -> Counter[str]:
+        return self.chain.counts
+
+    def recover(self) -> None:
+        """Finish what a previous run left in work/: moved on when its batch
+        was committed, ingested again when it was not."""
+        for item in incoming.claimed(self.root):
+            outcome = self.store.outcome(item.sensor, item.ledger_name)
+            if outcome is None:
+                self.ingest(item)
+            else:
+                incoming.finish(self.root, item, damaged=bool(outcome), keep=self.keep)
+        self.commit()
+
+    def step(self, most: int = 64) -> int:
+        """Claim and ingest up to `most` uploads; commit when the window is
+        over or nothing else waits. The number of files taken."""
+        taken = 0
+        for sensor, channel, name, size in incoming.waiting(self.root)[:most]:
+            item = incoming.claim(self.root, sensor, channel, name, size)
+            if item is not None:
+                self.ingest(item)
+                taken += 1
+            if self.batch and self.clock() - self.batch_started >= self.window:
+                self.commit()
+        if taken < most:
+            self.commit()
+        return taken
+
+    def ingest(self, item: incoming.Claimed) -> None:
+        """Feed one claimed file's records through the chain."""
+        key = (item.sensor, item.ledger_name)
+        if key in self.batch_names or self.store.outcome(*key) is not None:
+            log.warning("%s/%s: already ingested, not counted again", item.sensor, item.ledger_name)
+            self.totals.duplicates += 1
+            incoming.finish(self.root, item, damaged=False, keep=False)
+            return
+        if not self.batch:
+            self.batch_started = self.clock()
+        outcome = self._feed(item)
+        self.batch.append((item, outcome))
+        self.batch_names.add(key)
+
+    def _feed(self, item: incoming.Claimed) -> str:
+        """'' when the whole file was read, else what was wrong with it."""
+        records = 0
+        try:
+            for record, _ in read(item.path):
+                self.chain.feed(record)
+                records += 1
+                if self.chain.full():
+                    self.store.merge(*self.chain.drain())
+            return ""
+        except SpoolError as exc:
+            return str(exc) or "damaged"
+        except Exception as exc:  # a daemon never dies of one file
+            self.totals.errors += 1
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            self.totals.records += records
+
+    def commit(self) -> None:
+        """Make the batch durable, then move its files on."""
+        if not self.batch:
+            return
+        self.store.merge(*self.chain.drain())
+        self.store.commit([(item.sensor, item.ledger_name, item.size, outcome) for item, outcome in self.batch])
+        for item, outcome in self.batch:
+            incoming.finish(self.root, item, damaged=bool(outcome), keep=self.keep)
+            self.totals.files += 1
+            self.totals.last_file[item.sensor] = item.ledger_name
+            if outcome:
+                self.totals.damaged += 1
+                log.warning("%s/%s set aside in %s/: %s", item.sensor, item.ledger_name, incoming.DAMAGED, outcome)
+        self.batch.clear()
+        self.batch_names.clear()

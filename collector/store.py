@@ -1,0 +1,146 @@
+"""The store's one interface: what ingest writes and what queries read.
+
+Two engines implement it (the embedded SQLite file, `sqlite_store`, and
+ClickHouse for more than one machine); the same lookups give the same rows
+in the same order on both. Names are passed and returned in wire form
+(lower case); record data in the canonical wire form of `decompose`.
+
+Lookups are generators: rows stream out in a stable order (owner key,
+type, bailiwick, data for RRsets; data key, type, owner, data for the
+inverse index), bounded by `limit` and skipped by `offset`, so a client
+can page and no answer is ever built in memory whole.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from . import bailiwick, decompose, names
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One RRset as seen: (rrname, rrtype, bailiwick, rdata set) -> when, how often."""
+
+    rrname: bytes
+    rrtype: int
+    bailiwick: bytes
+    rdata: tuple[bytes, ...]
+    time_first: int
+    time_last: int
+    count: int
+
+
+@dataclass(frozen=True)
+class RdataEntry:
+    """One record of the inverse index: this data, of this type, was seen at this owner."""
+
+    rrname: bytes
+    rrtype: int
+    rdata: bytes
+    time_first: int
+    time_last: int
+    count: int
+
+
+@dataclass(frozen=True)
+class Fences:
+    """Time limits on a lookup (epoch seconds; None: no limit). An entry
+    passes when time_first and time_last fall inside their bounds; bounds
+    are inclusive."""
+
+    first_after: int | None = None
+    first_before: int | None = None
+    last_after: int | None = None
+    last_before: int | None = None
+
+    def admit(self, first: int, last: int) -> bool:
+        return (
+            (self.first_after is None or first >= self.first_after)
+            and (self.first_before is None or first <= self.first_before)
+            and (self.last_after is None or last >= self.last_after)
+            and (self.last_before is None or last <= self.last_before)
+        )
+
+
+NO_FENCES = Fences()
+
+
+def pack_rdata(rdatas: tuple[bytes, ...]) -> bytes:
+    """An RRset's data as one value: each datum after its two-octet length."""
+    return b"".join(len(rdata).to_bytes(2, "big") + rdata for rdata in rdatas)
+
+
+def unpack_rdata(packed: bytes) -> tuple[bytes, ...]:
+    out = []
+    pos = 0
+    while pos < len(packed):
+        length = int.from_bytes(packed[pos : pos + 2], "big")
+        out.append(packed[pos + 2 : pos + 2 + length])
+        pos += 2 + length
+    return tuple(out)
+
+
+def rdata_key(rrtype: int, rdata: bytes) -> bytes:
+    """What the inverse index finds a datum by: an address as its octets,
+    a name-bearing type by the name key of its target (so "every name in
+    a zone" is a range), anything else by its data."""
+    if rrtype in (decompose.TYPE_A, decompose.TYPE_AAAA):
+        return rdata
+    target = decompose.rdata_names(rrtype, rdata)
+    return names.key(target) if target is not None else rdata
+
+
+def address_range(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[int, bytes, bytes]:
+    """(type, lowest, highest) packed addresses of a prefix, for a range scan."""
+    rrtype = decompose.TYPE_A if network.version == 4 else decompose.TYPE_AAAA
+    return rrtype, network.network_address.packed, network.broadcast_address.packed
+
+
+class Store(Protocol):
+    """What every engine offers."""
+
+    directory: bailiwick.Directory
+
+    def outcome(self, sensor: str, name: str) -> str | None:
+        """None when this sensor's file of this name is not in the store,
+        else how it went: "" whole, or why it was set aside as damaged."""
+
+    def merge(self, rrsets: list, rdata: list) -> None:
+        """Add aggregates (from `Chain.drain`) to the batch under way."""
+
+    def commit(self, files: list[tuple[str, str, int, str]]) -> None:
+        """Make the batch and the files it came from, (sensor, name, size,
+        outcome), durable together: after a crash both or neither."""
+
+    def rollback(self) -> None:
+        """Forget the batch under way (its files will be ingested again)."""
+
+    def rrsets(self, owner: bytes, *, under: bool = False, rrtype: int | None = None,
+               bailiwick: bytes | None = None, fences: Fences = NO_FENCES,
+               limit: int | None = None, offset: int = 0) -> Iterator[Entry]:
+        """Entries owned by `owner` (or by any name under it, `under`)."""
+
+    def rdata_name(self, target: bytes, *, under: bool = False, rrtype: int | None = None,
+                   fences: Fences = NO_FENCES, limit: int | None = None, offset: int = 0) -> Iterator[RdataEntry]:
+        """Records whose data names `target` (or any name under it)."""
+
+    def rdata_ip(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network, *, fences: Fences = NO_FENCES,
+                 limit: int | None = None, offset: int = 0) -> Iterator[RdataEntry]:
+        """A and AAAA records whose address is in `network`."""
+
+    def rdata_raw(self, rdata: bytes, *, rrtype: int | None = None, fences: Fences = NO_FENCES,
+                  limit: int | None = None, offset: int = 0) -> Iterator[RdataEntry]:
+        """Records whose data is exactly `rdata`."""
+
+    def expire(self, before: int) -> tuple[int, int]:
+        """Remove entries last seen before `before`; (RRsets, index rows) removed."""
+
+    def size(self) -> int:
+        """Bytes on disk."""
+
+    def close(self) -> None:
+        """Let go of the store (a batch under way is rolled back)."""
