@@ -26,6 +26,10 @@ import re
 import stat
 from dataclasses import dataclass
 
+from sensor.spooldir import Busy, hold
+
+__all__ = ["Busy", "Claimed", "claim", "claimed", "finish", "lock", "waiting"]
+
 INCOMING, WORK, DONE, DAMAGED, LOCKS = "incoming", "work", "done", "damaged", "locks"
 UP = "up"  # what the sensors' uploaders name as their destination: up/<channel>/
 FOLDERS = (INCOMING, WORK, DONE, DAMAGED, LOCKS)
@@ -55,6 +59,11 @@ def sensor_folder(root: str, sensor: str) -> str:
     if not SENSOR_NAME.fullmatch(sensor):
         raise ValueError(f"{sensor!r} is not a sensor name (a-z, 0-9, '.', '_', '-'; up to 64)")
     return os.path.join(root, INCOMING, sensor)
+
+
+def lock(root: str) -> int:
+    """Hold locks/ingest.lock: one ingester a collector (Busy otherwise)."""
+    return hold(os.path.join(root, LOCKS, "ingest.lock"))
 
 
 def make_folders(root: str) -> None:

@@ -56,7 +56,11 @@ def lock(spooldir: str, role: str, channel: str) -> int:
     """
     locks = os.path.join(spooldir, LOCKS)
     os.makedirs(locks, exist_ok=True)
-    path = os.path.join(locks, f"{role}-{channel}.lock")
+    return hold(os.path.join(locks, f"{role}-{channel}.lock"))
+
+
+def hold(path: str) -> int:
+    """Hold the lock file at `path` (flock, pid written in it); Busy if taken."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

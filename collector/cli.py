@@ -1,0 +1,339 @@
+"""`sie-dns-collector`: register sensors, ingest their uploads, ask the database."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+import click
+import dns.exception
+import dns.rdatatype
+
+from sensor import daemon, logs
+from sensor.dns import text_to_wire
+from sensor.state import StateFile, read_state
+
+from . import config as configuration
+from . import incoming, present, roothints, sensors
+from .chain import Chain
+from .ingest import Ingester
+from .sqlite_store import SqliteStore
+from .store import Fences
+
+log = logging.getLogger("collector")
+STATE_NAME = "ingest.state"
+EXIT_PROBLEM = 1
+
+
+def config_option(function):
+    return click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+                        help=f"configuration file (default {configuration.DEFAULT_CONFIG_PATH})")(function)
+
+
+def load(config_path: str | None) -> configuration.Config:
+    try:
+        return configuration.load(config_path)
+    except configuration.ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+
+
+def open_store(cfg: configuration.Config) -> SqliteStore:
+    """The store, seeded with the root hints the first time it is opened."""
+    store = SqliteStore(cfg.store_path)
+    if not store.counts()["zone_server"]:
+        try:
+            roothints.seed(store.directory, roothints.read(cfg.root_hints))
+        except roothints.RootHintsError as exc:
+            store.close()
+            raise click.ClickException(f"root_hints: {exc}") from None
+        store.commit([])
+    return store
+
+
+@click.group()
+def main() -> None:
+    """Passive DNS collector: receives the sensors' uploads and keeps a
+    passive DNS database of what authoritative servers answered."""
+
+
+@main.command("check-config")
+@config_option
+def check_config(config_path: str | None) -> None:
+    """Validate the configuration and print the effective settings."""
+    cfg = load(config_path)
+    for line in cfg.as_text_lines():
+        click.echo(line)
+    try:
+        roothints.read(cfg.root_hints)
+    except roothints.RootHintsError as exc:
+        raise click.ClickException(f"root_hints: {exc}") from None
+
+
+# ----------------------------------------------------------------- sensors
+def _owner(cfg: configuration.Config) -> tuple[int, int] | None:
+    return daemon.service_owner(configuration.SERVICE_USER)
+
+
+@main.command("add-sensor")
+@config_option
+@click.argument("name")
+@click.argument("keyfile", type=click.Path(exists=True, dir_okay=False))
+@click.option("--from", "addresses", default="", help="the sensor's addresses or prefixes, comma separated")
+@click.option("--host", default=None, help="this collector's name as sensors reach it (default: hostname -f)")
+@click.option("--port", default=configuration.SUBMIT_PORT, show_default=True, help="the port sensors connect to")
+@click.option("--login", default=configuration.SERVICE_USER, show_default=True, help="the collector's SSH user")
+def add_sensor(config_path, name, keyfile, addresses, host, port, login) -> None:
+    """Let the sensor NAME, with the public key in KEYFILE, upload here."""
+    cfg = load(config_path)
+    try:
+        added = sensors.add(cfg.collector_dir, cfg.authorized_keys_path, name, keyfile, addresses, _owner(cfg))
+    except (sensors.SensorError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    host = host or socket.getfqdn()
+    click.echo(f"sensor {name} registered (key {added.fingerprint()}"
+               f"{', from ' + added.addresses if added.addresses else ''}).")
+    click.echo("In the sensor's /etc/default/sie-dns-sensor:")
+    click.echo(f'  login="{login}"')
+    click.echo(f'  submitserver="{host}:{port}"' if port != configuration.SUBMIT_PORT else f'  submitserver="{host}"')
+    click.echo("In the sensor's known_hosts (/var/spool/sie/keys/known_hosts):")
+    for line in host_key_lines(host, port):
+        click.echo(f"  {line}")
+
+
+def host_key_lines(host: str, port: int, folder: str = "/etc/ssh") -> list[str]:
+    """This host's SSH host keys as known_hosts lines for `host:port`."""
+    pattern = host if port == 22 else f"[{host}]:{port}"
+    lines = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if name.startswith("ssh_host_") and name.endswith("_key.pub"):
+            with open(os.path.join(folder, name), encoding="ascii") as handle:
+                key_type, key = handle.read().split()[:2]
+            lines.append(f"{pattern} {key_type} {key}")
+    return lines
+
+
+@main.command("remove-sensor")
+@config_option
+@click.argument("name")
+def remove_sensor(config_path, name) -> None:
+    """Take the sensor's key out (its folder and what it sent stay)."""
+    cfg = load(config_path)
+    if not sensors.remove(cfg.authorized_keys_path, name, _owner(cfg)):
+        raise click.ClickException(f"no sensor named {name} is registered")
+    click.echo(f"sensor {name} removed: its key can no longer upload")
+
+
+@main.command("list-sensors")
+@config_option
+def list_sensors(config_path) -> None:
+    """The registered sensors: name, key fingerprint, allowed addresses."""
+    cfg = load(config_path)
+    for sensor in sensors.registered(cfg.authorized_keys_path):
+        click.echo(f"{sensor.name}  {sensor.fingerprint()}  from {sensor.addresses or 'anywhere'}")
+
+
+# ------------------------------------------------------------------ ingest
+@main.command()
+@config_option
+@click.option("--once", is_flag=True, help="ingest what is there, then exit")
+@click.option("--user", default=None, help=f"as root, run as this user (default {configuration.SERVICE_USER})")
+def ingest(config_path, once, user) -> None:
+    """Ingest uploads into the store until SIGTERM (or once, --once)."""
+    cfg = load(config_path)
+    logs.setup(cfg.syslog_priority, foreground=daemon.foreground(), program="sie-dns-collector")
+    user = user or configuration.SERVICE_USER
+    try:
+        if os.geteuid() == 0 and user != "root":
+            daemon.drop_privileges(user)
+    except daemon.DaemonError as exc:
+        raise click.ClickException(str(exc)) from None
+    daemon.limit_memory(cfg.memory_ulimit_kbytes)
+    incoming.make_folders(cfg.collector_dir)
+    try:
+        lock = incoming.lock(cfg.collector_dir)
+    except incoming.Busy as exc:
+        raise click.ClickException(str(exc)) from None
+    store = open_store(cfg)
+    ingester = Ingester(cfg.collector_dir, store, Chain(store.directory, cfg.dedup_max_entries),
+                        keep=cfg.keep_days > 0, window=cfg.dedup_window)
+    state = StateFile(os.path.join(cfg.collector_dir, incoming.LOCKS, STATE_NAME))
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    log.info("ingesting %s into %s", os.path.join(cfg.collector_dir, incoming.INCOMING), cfg.store_path)
+    ingester.recover()
+    while not stopping:
+        taken = ingester.step()
+        if state.due() or once:
+            state.write(_state(ingester, store))
+        if once and not taken:
+            break
+        if not taken:
+            time.sleep(1.0)
+    ingester.commit()
+    state.write(_state(ingester, store))
+    store.close()
+    os.close(lock)
+    log.info("stopped: %s", _summary(ingester))
+
+
+def _state(ingester: Ingester, store: SqliteStore) -> dict:
+    totals = ingester.totals
+    return {"files": totals.files, "damaged": totals.damaged, "duplicates": totals.duplicates,
+            "records": totals.records, "errors": totals.errors, "last_file": totals.last_file,
+            "counts": dict(ingester.counts), "store_bytes": store.size()}
+
+
+def _summary(ingester: Ingester) -> str:
+    totals = ingester.totals
+    counts = " ".join(f"{key}={value}" for key, value in sorted(ingester.counts.items()))
+    return f"files={totals.files} damaged={totals.damaged} records={totals.records} {counts}"
+
+
+# ------------------------------------------------------------------- query
+def _fences(first_after, first_before, last_after, last_before) -> Fences:
+    return Fences(first_after, first_before, last_after, last_before)
+
+
+def query_options(function):
+    for option in (
+        click.option("--json", "as_json", is_flag=True, help="one JSON object a line (DNSDB's fields)"),
+        click.option("--limit", type=click.IntRange(1), default=None, help="at most this many results"),
+        click.option("--first-after", type=int, help="time_first at or after (epoch seconds)"),
+        click.option("--first-before", type=int, help="time_first at or before"),
+        click.option("--last-after", type=int, help="time_last at or after"),
+        click.option("--last-before", type=int, help="time_last at or before"),
+    ):
+        function = option(function)
+    return config_option(function)
+
+
+def _name(text: str) -> tuple[bytes, bool]:
+    """(wire name, under) of `example.com` or `*.example.com`."""
+    under = text.startswith("*.")
+    try:
+        return text_to_wire(text[2:] if under else text).lower(), under
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r}: {exc}") from None
+
+
+def _rrtype(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return dns.rdatatype.from_text(text)
+    except (dns.exception.DNSException, ValueError):
+        raise click.BadParameter(f"{text!r} is not a record type") from None
+
+
+@main.group()
+def query() -> None:
+    """Look up the database (the store file, read-only)."""
+
+
+@query.command("rrset")
+@query_options
+@click.argument("name")
+@click.option("--type", "rrtype", default=None, help="only this record type (A, NS, ...)")
+@click.option("--bailiwick", default=None, help="only entries with this bailiwick")
+def query_rrset(config_path, as_json, limit, first_after, first_before, last_after, last_before, name, rrtype,
+                bailiwick) -> None:
+    """RRsets owned by NAME (`*.NAME`: by NAME and every name under it)."""
+    cfg = load(config_path)
+    owner, under = _name(name)
+    zone = _name(bailiwick)[0] if bailiwick else None
+    store = SqliteStore(cfg.store_path)
+    found = store.rrsets(owner, under=under, rrtype=_rrtype(rrtype), bailiwick=zone,
+                         fences=_fences(first_after, first_before, last_after, last_before), limit=limit)
+    _print(found, as_json, present.entry_json, present.entry_text)
+
+
+@query.command("rdata")
+@query_options
+@click.argument("value")
+@click.option("--type", "rrtype", default=None, help="only this record type (names)")
+def query_rdata(config_path, as_json, limit, first_after, first_before, last_after, last_before, value,
+                rrtype) -> None:
+    """Records whose data is VALUE: an address or prefix, or a name (`*.NAME` for names under it)."""
+    cfg = load(config_path)
+    store = SqliteStore(cfg.store_path)
+    fences = _fences(first_after, first_before, last_after, last_before)
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        network = None
+    if network is not None:
+        found = store.rdata_ip(network, fences=fences, limit=limit)
+    else:
+        target, under = _name(value)
+        found = store.rdata_name(target, under=under, rrtype=_rrtype(rrtype), fences=fences, limit=limit)
+    _print(found, as_json, present.rdata_entry_json, present.rdata_entry_text)
+
+
+def _print(found, as_json: bool, to_json, to_text) -> None:
+    first = True
+    for entry in found:
+        if as_json:
+            click.echo(json.dumps(to_json(entry)))
+        else:
+            click.echo(("" if first else "\n") + to_text(entry), nl=False)
+        first = False
+
+
+# ----------------------------------------------------------- maintenance
+@main.command()
+@config_option
+@click.option("--days", type=click.IntRange(1), default=None, help="override retention_days")
+def expire(config_path, days) -> None:
+    """Remove entries not seen for `retention_days` days."""
+    cfg = load(config_path)
+    days = days or cfg.retention_days
+    if not days:
+        raise click.ClickException("retention_days is 0 (keep forever): give --days to expire anyway")
+    store = SqliteStore(cfg.store_path)
+    rrsets, rdata = store.expire(int(time.time()) - days * 86400)
+    store.close()
+    click.echo(f"removed {rrsets} RRsets and {rdata} index rows last seen over {days} days ago")
+
+
+@main.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="the report as JSON")
+def status(config_path, as_json) -> None:
+    """Backlog, what was ingested, the store's size; exit 1 on a problem."""
+    cfg = load(config_path)
+    report = _status(cfg)
+    if as_json:
+        click.echo(json.dumps(report, sort_keys=True))
+    else:
+        for key, value in report.items():
+            click.echo(f"{key}: {value}")
+    sys.exit(EXIT_PROBLEM if report["problems"] else 0)
+
+
+def _status(cfg: configuration.Config) -> dict:
+    waiting = incoming.waiting(cfg.collector_dir)
+    oldest = min((os.path.getmtime(os.path.join(cfg.collector_dir, incoming.INCOMING, s, incoming.UP, c, n))
+                  for s, c, n, _ in waiting), default=None)
+    state = read_state(os.path.join(cfg.collector_dir, incoming.LOCKS, STATE_NAME)) or {}
+    problems = []
+    if not state or time.time() - state.get("updated", 0) > 60:
+        problems.append("the ingester is not running (no fresh state)")
+    if oldest is not None and time.time() - oldest > 600:
+        problems.append(f"the oldest upload has waited {int(time.time() - oldest)} s")
+    return {
+        "backlog_files": len(waiting),
+        "backlog_oldest_seconds": None if oldest is None else int(time.time() - oldest),
+        "ingested_files": state.get("files"),
+        "damaged_files": state.get("damaged"),
+        "last_file": state.get("last_file", {}),
+        "store_bytes": state.get("store_bytes"),
+        "counts": state.get("counts", {}),
+        "problems": problems,
+    }

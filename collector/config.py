@@ -1,0 +1,112 @@
+"""Reading /etc/default/sie-dns-collector (parsed, never executed).
+
+The same file conventions as the sensor's (`sensor.shellvars`): shell-style
+lines, the environment overrides the file, a bad value names the variable
+and its line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+
+from sensor.shellvars import ConfigError, Variable, parse_values, read_values
+
+DEFAULT_CONFIG_PATH = "/etc/default/sie-dns-collector"
+SERVICE_USER = "sie-dns-collector"
+SUBMIT_PORT = 49222  # the port the sensors' uploaders use by default
+
+__all__ = ["DEFAULT_CONFIG_PATH", "Config", "ConfigError", "load"]
+
+
+def _path(text: str) -> str:
+    if not text.startswith("/"):
+        raise ValueError(f"{text!r} must be an absolute path")
+    if re.search(r"[\s\x00-\x1f]", text):
+        raise ValueError(f"{text!r} has a space or a control character")
+    return text
+
+
+def _optional_path(text: str) -> str:
+    return _path(text) if text else ""
+
+
+def _whole(low: int):
+    def parse(text: str) -> int:
+        if not re.fullmatch(r"\d+", text):
+            raise ValueError(f"{text!r} is not a whole number")
+        if int(text) < low:
+            raise ValueError(f"must be at least {low}")
+        return int(text)
+
+    return parse
+
+
+def _store(text: str) -> str:
+    if text and not (text.startswith("sqlite:/") or text.startswith("clickhouse://")):
+        raise ValueError(f"{text!r} is not sqlite:/PATH (or empty for the default file)")
+    return text
+
+
+def _syslog_priority(text: str) -> str:
+    from sensor.config import SYSLOG_FACILITIES, SYSLOG_LEVELS
+
+    facility, _, level = text.partition(".")
+    if facility not in SYSLOG_FACILITIES or level not in SYSLOG_LEVELS:
+        raise ValueError(f"{text!r} is not facility.level (e.g. local5.info)")
+    return text
+
+
+VARIABLES: dict[str, Variable] = {
+    "collector_dir": Variable("collector_dir", _path, "/var/lib/sie-dns-collector"),
+    "store": Variable("store", _store, ""),
+    "root_hints": Variable("root_hints", _path, "/usr/share/dns/root.hints"),
+    "authorized_keys": Variable("authorized_keys", _optional_path, ""),
+    "keep_days": Variable("keep_days", _whole(0), "0"),
+    "retention_days": Variable("retention_days", _whole(0), "0"),
+    "dedup_window": Variable("dedup_window", _whole(1), "60"),
+    "dedup_max_entries": Variable("dedup_max_entries", _whole(1000), "200000"),
+    "memory_ulimit_kbytes": Variable("memory_ulimit_kbytes", _whole(65536), "1048576"),
+    "syslog_priority": Variable("syslog_priority", _syslog_priority, "local5.info"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The collector's effective settings."""
+
+    collector_dir: str
+    store: str
+    root_hints: str
+    authorized_keys: str
+    keep_days: int
+    retention_days: int
+    dedup_window: int
+    dedup_max_entries: int
+    memory_ulimit_kbytes: int
+    syslog_priority: str
+    origins: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
+
+    @property
+    def store_path(self) -> str:
+        """The embedded store's file."""
+        if self.store.startswith("sqlite:"):
+            return self.store[len("sqlite:"):]
+        return os.path.join(self.collector_dir, "pdns.sqlite")
+
+    @property
+    def authorized_keys_path(self) -> str:
+        """The collector user's authorized_keys (its home is collector_dir)."""
+        return self.authorized_keys or os.path.join(self.collector_dir, ".ssh", "authorized_keys")
+
+    def as_text_lines(self) -> list[str]:
+        return [f'{name}="{getattr(self, var.attr)}"  # {self.origins.get(name, "default")}'
+                for name, var in VARIABLES.items()]
+
+
+def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Defaults, overridden by the file at `path`, overridden by `environ`."""
+    settings, origins = parse_values(read_values(path, DEFAULT_CONFIG_PATH, VARIABLES, environ), VARIABLES)
+    return Config(origins=origins, **settings)
