@@ -26,6 +26,7 @@ MARKS = {
     "test_outage": ("network", "slow"),
     "test_full_disk": ("slow",),
     "test_crash": ("slow",),
+    "test_collector_soak": ("slow",),
     "test_flood": ("slow",),
     "test_package": ("package", "network", "slow"),
 }
