@@ -100,8 +100,55 @@ def _path(text: str) -> str:
     return text
 
 
-def _text(text: str) -> str:
+# What ssh would split (whitespace: UserKnownHostsFile is a list of files),
+# expand (% tokens in IdentityFile and UserKnownHostsFile) or rsync's -e
+# parser would read as quoting; control bytes have no business in a path.
+_NOT_FOR_SSH = re.compile(r"[\s\x00-\x1f\x7f%'\"\\]")
+
+
+def _ssh_path(text: str) -> str:
+    """A path that reaches ssh's command line (-i, UserKnownHostsFile):
+    absolute (so it cannot start with '-') and taken by ssh as it is."""
+    _path(text)
+    bad = _NOT_FOR_SSH.search(text)
+    if bad:
+        raise ValueError(
+            f"{text!r} contains {bad.group()!r}: ssh would not read it as one path "
+            "(no whitespace, control characters, quotes, backslashes or '%')"
+        )
     return text
+
+
+def _login(text: str) -> str:
+    """The user name at the collector, which ends up in `login@host:dir`:
+    a '/', '@' or ':' would change where rsync sends the files (a '/' makes
+    the destination a local path), a leading '-' would be read as an option."""
+    if text and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}", text):
+        raise ValueError(
+            f"{text!r} is not a user name (letters, digits, '_', '.' and '-', at most 32, "
+            "not starting with '-'; no '/', '@', ':' or spaces)"
+        )
+    return text
+
+
+_LABEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}")
+
+
+def is_host_name(text: str) -> bool:
+    """Host-name syntax: dot-separated labels of letters, digits, '_' and
+    '-' (not first), at most 253 characters, one final dot allowed. What the
+    uploader hands to ssh or rsync as a host: the checks on `submitserver`
+    and on SRV targets."""
+    name = text[:-1] if text.endswith(".") else text
+    return 0 < len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _server(text: str) -> tuple[str, int | None] | None:
@@ -112,15 +159,18 @@ def _server(text: str) -> tuple[str, int | None] | None:
     """
     if text == "":
         return None
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?", text)
+    match = re.fullmatch(r"\[([^]]*)\](?::(\d+))?", text)
     if match:
         host, port = match.group(1), match.group(2)
+        valid = _is_address(host)
     elif text.count(":") == 1:
         host, port = text.split(":")
-    else:
+        valid = _is_address(host) or is_host_name(host)
+    else:  # a name, or an IPv6 address without a port
         host, port = text, None
-    if not host or not re.fullmatch(r"[A-Za-z0-9_.:-]+", host):
-        raise ValueError(f"{text!r} is not host or host:port")
+        valid = _is_address(host) or is_host_name(host)
+    if not valid:
+        raise ValueError(f"{text!r} is not host, host:port or [IPv6]:port (host: a host name or an address)")
     if port is None:
         return host, None
     number = int(port) if port.isdigit() else -1
@@ -215,9 +265,9 @@ class Variable:
 
 VARIABLES: dict[str, Variable] = {
     "spooldir": Variable("spooldir", _path, "/var/spool/sie"),
-    "uploadkey": Variable("uploadkey", _path, "/var/spool/sie/keys/upload"),
-    "knownhosts": Variable("knownhosts", _path, "/var/spool/sie/keys/known_hosts"),
-    "login": Variable("login", _text, ""),
+    "uploadkey": Variable("uploadkey", _ssh_path, "/var/spool/sie/keys/upload"),
+    "knownhosts": Variable("knownhosts", _ssh_path, "/var/spool/sie/keys/known_hosts"),
+    "login": Variable("login", _login, ""),
     "submitserver": Variable("submitserver", _server, ""),
     "interval": Variable("interval", _positive_int, "60"),
     "maxper": Variable("maxper", _positive_int, "16"),

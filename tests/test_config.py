@@ -78,9 +78,10 @@ def test_environment_overrides_the_file(tmp_path):
 
 def test_file_is_never_executed(tmp_path):
     marker = tmp_path / "ran"
-    cfg = load_text(tmp_path, f'login="$(touch {marker})"\n')
+    load_text(tmp_path, f'SOME_OTHER_TOOL="$(touch {marker})"\n')
+    with pytest.raises(ConfigError, match="login"):  # read as text, and no user name
+        load_text(tmp_path, f'login="$(touch {marker})"\n')
     assert not marker.exists()
-    assert cfg.login == f"$(touch {marker})"
 
 
 @pytest.mark.parametrize(
@@ -99,6 +100,21 @@ def test_file_is_never_executed(tmp_path):
         ('DNSQR_FILTER_QNAMES_INCLUDE="' + "a" * 64 + '.com"', "DNSQR_FILTER_QNAMES_INCLUDE"),
         ('DNSQR_RES_ADRS="192.0.2.1"', "DNSQR_RES_ADRS"),  # a typo of a known name
         ('Interval="60"', "Interval"),
+        # issue 20 item 6: what would reach ssh or rsync's command line
+        ('login="sie/../../var/spool/sie"', "login"),  # rsync: a local path, not the collector
+        ('login="sensor@elsewhere.example"', "login"),
+        ('login="sensor:up"', "login"),
+        ('login="-oProxyCommand=x"', "login"),
+        ('login="two words"', "login"),
+        ('login="' + "a" * 33 + '"', "login"),
+        ('submitserver="-oProxyJump.example"', "submitserver"),  # ssh would read an option
+        ('submitserver="-collector.example:49222"', "submitserver"),
+        ('submitserver="a..b.example"', "submitserver"),
+        ('submitserver="2001:db8::zz"', "submitserver"),
+        ('knownhosts="/var/spool/sie/keys/known hosts"', "knownhosts"),  # ssh splits it: two files
+        ('knownhosts="/var/spool/sie/keys/known\thosts"', "knownhosts"),
+        ('uploadkey="/var/spool/sie/keys/%u"', "uploadkey"),  # ssh would expand %u
+        ('uploadkey="/var/spool/sie/keys/up load"', "uploadkey"),
     ],
 )
 def test_bad_value_names_the_variable_and_the_line(tmp_path, line, variable):
@@ -107,6 +123,27 @@ def test_bad_value_names_the_variable_and_the_line(tmp_path, line, variable):
     message = str(error.value)
     assert variable in message
     assert "sie-dns-sensor:2" in message
+
+
+def test_control_bytes_in_ssh_paths_and_login_are_refused(tmp_path):
+    for name, value in (("knownhosts", "/var/spool/sie/keys/known\x01"), ("uploadkey", "/var/spool/sie/\nkey"),
+                        ("login", "sensor\x00")):
+        with pytest.raises(ConfigError, match=f"environment: {name}"):
+            load_text(tmp_path, "", {name: value})
+
+
+def test_host_name_syntax_and_what_it_lets_through(tmp_path):
+    assert config.is_host_name("collector.example") and config.is_host_name("c.example.")
+    assert config.is_host_name("a" * 63 + ".example")
+    for bad in ("", ".", "-oProxyCommand=x", "a b", "a\x07b", "a..b", "a" * 64 + ".example",
+                ".".join(["a" * 60] * 5), "a/b", "a@b", "\\032.example"):
+        assert not config.is_host_name(bad), bad
+    cfg = load_text(tmp_path, 'login="sie_sensor-1.a"\nsubmitserver="Collector-1.example."\n'
+                    'knownhosts="/etc/sie/known_hosts"\n')
+    assert cfg.login == "sie_sensor-1.a" and cfg.submitserver == ("Collector-1.example.", None)
+    for text, parsed in (("[192.0.2.1]:49222", ("192.0.2.1", 49222)), ("2001:db8::9", ("2001:db8::9", None)),
+                         ("198.51.100.7:22", ("198.51.100.7", 22)), ("_rsync.example", ("_rsync.example", None))):
+        assert load_text(tmp_path, f'submitserver="{text}"\n').submitserver == parsed
 
 
 def test_bad_environment_value_says_so(tmp_path):

@@ -2,8 +2,9 @@
 
 Each test builds the bad thing for real: an sshd whose SFTP server never
 speaks or freezes mid-file, a symbolic link and a stranger's file in
-waiting/, an unprotected key, a damaged known_hosts line, one file the
-collector refuses and one the uploader cannot read, a full collector disk.
+waiting/, an unprotected key, damaged, hashed, @revoked and @cert-authority
+known_hosts lines, one file the collector refuses and one the uploader
+cannot read, a full collector disk, a port that never sends an SSH banner.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pathlib
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -212,30 +214,95 @@ def test_private_key_readable_by_others_is_refused(collector, mode):
     assert pending(_waiting(spool)) == paths
 
 
-# ------------------------------------------- item 7: a bad known_hosts line
+# ------------------------------- item 7, issue 20 item 4: known_hosts as ssh reads it
+def _hash_host(tmp_path, line: str) -> str:
+    """The known_hosts line with its host name hashed by OpenSSH (ssh-keygen -H)."""
+    path = tmp_path / "to_hash"
+    path.write_text(line)
+    subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(path)], check=True, capture_output=True)
+    return path.read_text()
+
+
 @needs_sshd
-def test_bad_known_hosts_line_fails_the_round_names_the_line_and_the_daemon_recovers(collector, tmp_path):
+def test_unusable_known_hosts_lines_are_skipped_named_once_and_sftp_still_uploads(collector, tmp_path):
     server, config, spool = collector
     server.start()
     known = spool / "keys" / "known_hosts"
     good_line = known.read_text()
-    known.write_text(f"# the collector\n[127.0.0.1]:{server.port} ssh-ed25519 AAAA!!!notbase64\n{good_line}")
-    paths = spool_files(spool, [1000, 2000])
-    expected = contents(paths)
+    key = " ".join(good_line.split()[1:3])
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    other_key = " ".join((tmp_path / "other_key.pub").read_text().split()[:2])
+    known.write_text(
+        "# the collector\n"
+        f"|1|garbage|garbage {key}\n"  # line 2: paramiko raised binascii.Error, the uploader died
+        f"[127.0.0.1]:{server.port} ssh-ed25519 AAAA!!!notbase64\n"  # line 3
+        f"@cert-authority *.example {other_key}\n"  # line 4
+        f"@revoked * {other_key}\n"  # line 5: another key, revoked everywhere
+        + _hash_host(tmp_path, good_line)  # line 6: the collector, hashed by OpenSSH
+    )
+    first = contents(spool_files(spool, [1000, 2000]))
     log = str(tmp_path / "upload.log")
     uploader = _start_uploader(config, log)
     try:
-        assert _wait_for(lambda: f"knownhosts file {known} line 2" in _read(log), 20), _read(log)
-        time.sleep(1)
-        assert uploader.poll() is None, _read(log)  # the daemon goes on
-        assert pending(_waiting(spool)) == paths
-        known.write_text(good_line)  # fixed: the next round uploads
-        assert _wait_for(lambda: same(expected, server), 40), _read(log)
+        assert _wait_for(lambda: same(first, server), 30), _read(log)
+        expected = contents(spool_files(spool, [3000], start=1_790_100_000))
+        assert _wait_for(lambda: same(expected, server), 30), _read(log)  # a second session read it again
+        assert uploader.poll() is None, _read(log)
     finally:
         uploader.send_signal(signal.SIGTERM)
         uploader.wait(timeout=20)
-    assert uploader.returncode == 0
-    assert "Traceback" not in _read(log)
+    text = _read(log)
+    assert uploader.returncode == 0, text
+    assert server.accepted_sessions() == 2
+    for number in (2, 3, 4):
+        assert text.count(f"knownhosts file {known} line {number} skipped") == 1, text
+    assert "@cert-authority is not used by upload_method=sftp" in text
+    assert "line 5" not in text and "line 6" not in text
+    assert "upload failed" not in text and "Traceback" not in text
+
+
+@needs_sshd
+def test_revoked_collector_key_is_refused_and_nothing_is_sent(collector):
+    server, config, spool = collector
+    server.start()
+    known = spool / "keys" / "known_hosts"
+    good_line = known.read_text()
+    known.write_text(good_line + "@revoked * " + " ".join(good_line.split()[1:3]) + "\n")
+    paths = spool_files(spool, [1000])
+    result = run_tool("upload", "-c", config, "--once")
+    assert result.returncode == 1
+    assert f"host key of [127.0.0.1]:{server.port} (ssh-ed25519 SHA256:" in result.stderr
+    assert f"is revoked (@revoked in {known} line 2): refused; nothing sent" in result.stderr
+    assert server.accepted_sessions() == 0
+    assert not os.path.exists(server.path("up"))
+    assert pending(_waiting(spool)) == paths
+
+
+# ---------------------------- issue 20 item 7a: a port that never sends the banner
+def test_a_port_that_never_sends_the_ssh_banner_fails_in_one_line(tmp_path):
+    listener = socket.create_server(("127.0.0.1", 0))
+    held = []
+    threading.Thread(target=lambda: held.append(listener.accept()), daemon=True).start()
+    keys.generate(str(tmp_path / "keys" / "upload"))
+    (tmp_path / "keys" / "known_hosts").write_text("")
+    spool_files(tmp_path, [1000])
+    config = write_config(tmp_path / "conf", tmp_path, login="sensor1", upload_method="sftp",
+                          submitserver=f"127.0.0.1:{listener.getsockname()[1]}")
+    code = ("import sys; from uploader import sftp; sftp.CONNECT_TIMEOUT = 3.0; "
+            "from uploader.cli import upload_main; sys.argv[0] = 'sie-upload'; upload_main()")
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", code, "-c", config, "--once", *STAY_AS_IS], capture_output=True,
+                            text=True, timeout=60, env=dict(os.environ, PYTHONPATH=REPO))
+    took = time.monotonic() - started
+    listener.close()
+    assert held, "the uploader never connected"
+    held[0][0].close()
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if "running as root" not in line]  # STAY_AS_IS
+    assert len(lines) == 1, result.stderr  # no paramiko traceback, line by line at ERROR
+    assert "upload failed: no answer from the collector for 3 s while waiting for the SSH banner of " in lines[0]
+    assert took < 3 + sftp.HANDSHAKE_GRACE + 10, took  # its deadline, and the interpreter's start
 
 
 # ----------------------------------------- item 8: one file does not block all

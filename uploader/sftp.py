@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import logging
 import math
 import os
 import socket
@@ -32,11 +33,11 @@ import time
 from collections.abc import Callable, Iterator
 
 import paramiko
-from paramiko.hostkeys import HostKeyEntry
 
-from . import localfiles
+from . import knownhosts, localfiles
 
 CONNECT_TIMEOUT = 20.0  # each step of setting up: resolve, connect, key exchange, login, SFTP start
+HANDSHAKE_GRACE = 2.0  # the watchdog's margin over paramiko's own banner and key exchange timeouts
 TRANSFER_TIMEOUT = 60.0  # longest silence from the server during a transfer
 CLOSE_TIMEOUT = 5.0
 WATCH_INTERVAL = 0.1  # how soon the watchdog sees a deadline or a stop
@@ -44,6 +45,20 @@ WINDOW = 8 * 1024 * 1024
 MAX_PACKET = 32768
 CHUNK = 32768 * 8
 DISCONNECT_BY_APPLICATION = 11  # RFC 4253 reason code
+
+
+class _TransportErrors(logging.Filter):
+    """Drops what paramiko's transport thread logs at ERROR (a traceback,
+    line by line, for a banner that never came): it also keeps the error,
+    which start_client or the next wait raises here, and the uploader logs
+    that in one line of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+TRANSPORT_LOG = "paramiko.transport.upload"  # the log channel of the uploader's transports
+logging.getLogger(TRANSPORT_LOG).addFilter(_TransportErrors())
 
 
 class UploadError(RuntimeError):
@@ -73,34 +88,14 @@ def reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _load_known_hosts(path: str) -> paramiko.HostKeys:
-    """OpenSSH known_hosts, line by line, so that a line paramiko cannot
-    read is an error that names it (paramiko's own loader raises without
-    saying where, and an uncaught error there ended the uploader)."""
+def _read_known_hosts(path: str) -> list[knownhosts.Entry]:
+    """The file's usable lines (a line it cannot use is skipped and logged, as ssh does)."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            lines = handle.readlines()
+        return knownhosts.read(path)
     except FileNotFoundError:
         raise HostKeyError(f"knownhosts file {path} does not exist") from None
     except OSError as exc:
         raise HostKeyError(f"cannot read knownhosts file {path}: {reason(exc)}") from None
-    keys = paramiko.HostKeys()
-    for number, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        try:
-            entry = HostKeyEntry.from_line(line, number)
-        except Exception as exc:  # bad base64 or key blob: paramiko raises several kinds
-            cause = getattr(exc, "exc", exc)  # InvalidHostKey wraps the base64 error
-            raise HostKeyError(
-                f"knownhosts file {path} line {number}: unreadable key ({reason(cause)}); nothing sent"
-            ) from None
-        if entry is None:
-            continue  # too few fields, or a key type paramiko does not know: skipped, as OpenSSH does
-        for name in entry.hostnames:
-            keys.add(name, entry.key.get_name(), entry.key)
-    return keys
 
 
 def _disconnect(transport: paramiko.Transport) -> None:
@@ -182,7 +177,7 @@ class Collector:
         self._watchdog = _Watchdog(self.abort, cancelled)
 
     def __enter__(self) -> Collector:
-        known = _load_known_hosts(self.known_hosts)
+        known = _read_known_hosts(self.known_hosts)
         key = self._load_key()
         self._watchdog.start()
         try:
@@ -192,16 +187,19 @@ class Collector:
             raise
         return self
 
-    def _open(self, known: paramiko.HostKeys, key: paramiko.PKey) -> None:
+    def _open(self, known: list[knownhosts.Entry], key: paramiko.PKey) -> None:
         where = f"{self.host} port {self.port}"
         with self._step(CONNECT_TIMEOUT, f"connecting to {where}", failed=f"cannot connect to {where}"):
             sock = self._connect()
-        with self._step(CONNECT_TIMEOUT, f"exchanging keys with {where}"):
+        # paramiko's own timeouts end this step (and say which part was missing);
+        # the watchdog's deadline, a little later, is for when they do not
+        with self._step(CONNECT_TIMEOUT + HANDSHAKE_GRACE, f"exchanging keys with {where}"):
             transport = paramiko.Transport(sock, default_window_size=WINDOW, default_max_packet_size=MAX_PACKET)
+            transport.set_log_channel(TRANSPORT_LOG)
             self.transport = transport
             transport.banner_timeout = transport.handshake_timeout = CONNECT_TIMEOUT
             transport.auth_timeout = CONNECT_TIMEOUT
-            transport.start_client(timeout=CONNECT_TIMEOUT)
+            self._start_ssh(transport, where)
         self._check_host_key(known, transport.get_remote_server_key())
         with self._step(CONNECT_TIMEOUT, f"logging in to {where} as {self.login}"):
             transport.auth_publickey(self.login, key)
@@ -214,6 +212,29 @@ class Collector:
             channel.invoke_subsystem("sftp")
             self.sftp = paramiko.SFTPClient(channel)
             channel.settimeout(TRANSFER_TIMEOUT)
+
+    def _start_ssh(self, transport: paramiko.Transport, where: str) -> None:
+        """Banner and key exchange, each within CONNECT_TIMEOUT.
+
+        A port that accepts and never says a word (not an SSH server, or
+        one too busy to answer) is said in one line of our own: paramiko's
+        transport thread would log its traceback (see _TransportErrors).
+        """
+        try:
+            transport.start_client(timeout=CONNECT_TIMEOUT)
+        except paramiko.SSHException as exc:
+            # paramiko's banner timeout: its "Error reading SSH protocol banner", raised from a timeout
+            silent = not transport.remote_version and isinstance(exc.__context__, TimeoutError)
+            if not silent or self._watchdog.fired is not None or self.cancelled():
+                raise  # said by _step
+            finished = False
+        else:
+            finished = transport.initial_kex_done  # start_client returns at its timeout, unfinished
+        if not finished:
+            self.abort()
+            doing = "exchanging keys with" if transport.remote_version else "waiting for the SSH banner of"
+            raise UploadError(f"no answer from the collector for {CONNECT_TIMEOUT:.0f} s while {doing} {where} "
+                              "(is it an SSH server?); connection dropped")
 
     def _connect(self) -> socket.socket:
         """A TCP connection the watchdog can end at any moment (see abort)."""
@@ -261,20 +282,21 @@ class Collector:
         except (OSError, paramiko.SSHException, ValueError) as exc:
             raise UploadError(f"cannot load upload key {self.key_path}: {exc}") from None
 
-    def _check_host_key(self, known: paramiko.HostKeys, offered: paramiko.PKey) -> None:
+    def _check_host_key(self, known: list[knownhosts.Entry], offered: paramiko.PKey) -> None:
         entry = _host_entry(self.host, self.port)
-        expected = known.lookup(entry)
-        if not expected:
+        said, line = knownhosts.verdict(known, entry, offered.asbytes())
+        what = f"{offered.get_name()} {fingerprint(offered)}"
+        if said is knownhosts.Verdict.REVOKED:
             raise HostKeyError(
-                f"host key of {entry} is not in {self.known_hosts} "
-                f"(offered {offered.get_name()} {fingerprint(offered)}); nothing sent"
+                f"host key of {entry} ({what}) is revoked (@revoked in {self.known_hosts} line {line}): "
+                "refused; nothing sent"
             )
-        match = expected.get(offered.get_name())
-        if match is None or match != offered:
+        if said is knownhosts.Verdict.UNKNOWN:
+            raise HostKeyError(f"host key of {entry} is not in {self.known_hosts} (offered {what}); nothing sent")
+        if said is knownhosts.Verdict.CHANGED:
             raise HostKeyError(
-                f"host key of {entry} does not match {self.known_hosts}: it has changed, or this is "
-                f"not the collector (offered {offered.get_name()} {fingerprint(offered)}); "
-                "nothing sent"
+                f"host key of {entry} does not match {self.known_hosts} line {line}: it has changed, or this "
+                f"is not the collector (offered {what}); nothing sent"
             )
 
     def __exit__(self, *exc) -> None:
@@ -339,10 +361,19 @@ class Collector:
             if isinstance(exc, PermissionError):
                 return FileRefused(f"{doing}: permission denied on the collector")
             return FileRefused(f"{doing}: refused by the collector ({reason(exc)})")
+        exc = self._cause(exc)
         self.abort()
         if per_file:
             return UploadError(f"{doing}: connection lost ({reason(exc)})")
         return UploadError(f"{failed or doing + ' failed'}: {reason(exc)}")
+
+    def _cause(self, exc: BaseException) -> BaseException:
+        """The transport thread's own error, when that is what ended the
+        session: what fails here is only its echo ("Server connection
+        dropped"), and the thread's log lines are dropped (_TransportErrors)."""
+        transport = self.transport
+        saved = transport.get_exception() if transport is not None else None
+        return saved if saved is not None else exc
 
     def _alive(self) -> bool:
         transport, sftp = self.transport, self.sftp
