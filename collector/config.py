@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 
+from sensor.logs import syslog_priority
 from sensor.shellvars import ConfigError, Variable, parse_values, read_values
 
 DEFAULT_CONFIG_PATH = "/etc/default/sie-dns-collector"
@@ -50,15 +51,6 @@ def _store(text: str) -> str:
     return text
 
 
-def _syslog_priority(text: str) -> str:
-    from sensor.config import SYSLOG_FACILITIES, SYSLOG_LEVELS
-
-    facility, _, level = text.partition(".")
-    if facility not in SYSLOG_FACILITIES or level not in SYSLOG_LEVELS:
-        raise ValueError(f"{text!r} is not facility.level (e.g. local5.info)")
-    return text
-
-
 VARIABLES: dict[str, Variable] = {
     "collector_dir": Variable("collector_dir", _path, "/var/lib/sie-dns-collector"),
     "store": Variable("store", _store, ""),
@@ -69,7 +61,7 @@ VARIABLES: dict[str, Variable] = {
     "dedup_window": Variable("dedup_window", _whole(1), "60"),
     "dedup_max_entries": Variable("dedup_max_entries", _whole(1000), "200000"),
     "memory_ulimit_kbytes": Variable("memory_ulimit_kbytes", _whole(65536), "1048576"),
-    "syslog_priority": Variable("syslog_priority", _syslog_priority, "local5.info"),
+    "syslog_priority": Variable("syslog_priority", syslog_priority, "local5.info"),
 }
 
 

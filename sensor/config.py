@@ -1,4 +1,4 @@
-"""Reading /etc/default/sie-dns-sensor without executing it.
+"""Reading /etc/default/sie-dns-sensor without executing it (sensor.shellvars).
 
 The file is shell-style `NAME="value"` lines because operators and the init
 scripts already treat it that way; here it is parsed, never run. Every
@@ -10,22 +10,19 @@ from (file and line, or the environment, which overrides the file).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import ipaddress
 import os
 import re
-import shlex
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import shellvars
 from .bpf import IPNetwork
+from .logs import syslog_priority
 from .matcher import DEFAULT_QUERY_TIMEOUT, DEFAULT_STATE_TABLE_MAX
+from .shellvars import ConfigError, Variable
 
 DEFAULT_CONFIG_PATH = "/etc/default/sie-dns-sensor"
-
-
-class ConfigError(ValueError):
-    """A configuration value that the sensor cannot start with."""
 
 
 # ------------------------------------------------------------ value kinds
@@ -179,30 +176,6 @@ def _server(text: str) -> tuple[str, int | None] | None:
     return host, number
 
 
-SYSLOG_FACILITIES = [
-    "auth",
-    "authpriv",
-    "cron",
-    "daemon",
-    "ftp",
-    "kern",
-    "lpr",
-    "mail",
-    "news",
-    "syslog",
-    "user",
-    "uucp",
-    "local0",
-    "local1",
-    "local2",
-    "local3",
-    "local4",
-    "local5",
-    "local6",
-    "local7",
-]
-SYSLOG_LEVELS = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"]
-
 
 def _choice(*allowed: str) -> Callable[[str], str]:
     """A value that must be one of a few words (case-insensitive)."""
@@ -247,22 +220,6 @@ def _dnstap_socket(text: str) -> str:
     return text
 
 
-def _syslog_priority(text: str) -> str:
-    facility, _, level = text.partition(".")
-    if facility not in SYSLOG_FACILITIES or level not in SYSLOG_LEVELS:
-        raise ValueError(f"{text!r} is not facility.level (e.g. local5.info)")
-    return text
-
-
-@dataclasses.dataclass(frozen=True)
-class Variable:
-    """One configuration variable: its attribute, kind and default text."""
-
-    attr: str
-    parse: Callable[[str], Any]
-    default: str
-
-
 VARIABLES: dict[str, Variable] = {
     "spooldir": Variable("spooldir", _path, "/var/spool/sie"),
     "uploadkey": Variable("uploadkey", _ssh_path, "/var/spool/sie/keys/upload"),
@@ -284,7 +241,7 @@ VARIABLES: dict[str, Variable] = {
     "DNSQR_FILTER_QNAMES_EXCLUDE": Variable("qnames_exclude", _qnames, ""),
     "archive": Variable("archive", _boolean, "no"),
     "upload": Variable("upload", _boolean, "yes"),
-    "syslog_priority": Variable("syslog_priority", _syslog_priority, "local5.info"),
+    "syslog_priority": Variable("syslog_priority", syslog_priority, "local5.info"),
     "max_spool_size_kbytes": Variable("max_spool_size_kbytes", _positive_int, "524288"),
     "memory_ulimit_kbytes": Variable("memory_ulimit_kbytes", _positive_int, "524288"),
     "spool_format": Variable("spool_format", _choice("nmsg", "cbor"), "nmsg"),
@@ -405,44 +362,9 @@ def _render(value: Any) -> str:
     return str(value)
 
 
-_ASSIGNMENT = re.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)")
-
-
 def parse_lines(text: str, source: str) -> dict[str, tuple[str, str]]:
-    """Assignments in a shell-style file: name -> (value, "source:line").
-
-    Quotes are removed as the shell would for a plain word; nothing is
-    expanded or executed. Unknown names close to a known one are errors
-    (a typo would otherwise silently keep the default).
-    """
-    found: dict[str, tuple[str, str]] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        where = f"{source}:{number}"
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = _ASSIGNMENT.fullmatch(line)
-        if not match:
-            raise ConfigError(f'{where}: cannot read {raw!r} (expected NAME="value")')
-        name, rest = match.groups()
-        try:
-            words = shlex.split(rest, comments=True, posix=True)
-        except ValueError as exc:
-            raise ConfigError(f"{where}: {name}: {exc}") from None
-        if len(words) > 1:
-            raise ConfigError(f"{where}: {name}: value has unquoted spaces")
-        if name not in VARIABLES:
-            _reject_near_miss(name, where)
-            continue
-        found[name] = (words[0] if words else "", where)
-    return found
-
-
-def _reject_near_miss(name: str, where: str) -> None:
-    by_lower = {known.lower(): known for known in VARIABLES}
-    close = difflib.get_close_matches(name.lower(), by_lower, n=1, cutoff=0.8)
-    if close:
-        raise ConfigError(f"{where}: unknown variable {name} (did you mean {by_lower[close[0]]}?)")
+    """Assignments of the sensor's variables in a shell-style file (shellvars)."""
+    return shellvars.parse_lines(text, source, VARIABLES)
 
 
 def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -451,32 +373,12 @@ def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> C
     A missing file at the default path is not an error (every variable has
     a default); a missing file that was named explicitly is.
     """
-    environ = os.environ if environ is None else environ
-    values: dict[str, tuple[str, str]] = {}
-    file_path = path or DEFAULT_CONFIG_PATH
-    try:
-        with open(file_path, encoding="utf-8") as handle:
-            values.update(parse_lines(handle.read(), file_path))
-    except FileNotFoundError:
-        if path is not None:
-            raise ConfigError(f"{file_path}: no such file") from None
-    for name in VARIABLES:
-        if name in environ:
-            values[name] = (environ[name], "environment")
-    return build(values)
+    return build(shellvars.read_values(path, DEFAULT_CONFIG_PATH, VARIABLES, environ))
 
 
 def build(values: Mapping[str, tuple[str, str]]) -> Config:
     """Parse each variable's text into its kind, naming it on failure."""
-    settings: dict[str, Any] = {}
-    origins: dict[str, str] = {}
-    for name, var in VARIABLES.items():
-        text, where = values.get(name, (var.default, "default"))
-        try:
-            settings[var.attr] = var.parse(text)
-        except ValueError as exc:
-            raise ConfigError(f"{where}: {name}: {exc}") from None
-        origins[name] = where
+    settings, origins = shellvars.parse_values(values, VARIABLES)
     return Config(origins=origins, **settings)
 
 

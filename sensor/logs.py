@@ -54,6 +54,21 @@ _LEVELS = {
     "alert": logging.ERROR,
     "emerg": logging.ERROR,
 }
+SYSLOG_FACILITIES = (
+    "auth", "authpriv", "cron", "daemon", "ftp", "kern", "lpr", "mail", "news", "syslog", "user", "uucp",
+    "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
+)
+SYSLOG_LEVELS = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
+
+
+def syslog_priority(text: str) -> str:
+    """`facility.level` as the configuration files give it (ValueError if not)."""
+    facility, _, level = text.partition(".")
+    if facility not in SYSLOG_FACILITIES or level not in SYSLOG_LEVELS:
+        raise ValueError(f"{text!r} is not facility.level (e.g. local5.info)")
+    return text
+
+
 # Python level -> syslog severity, for the journal's `<N>` prefix
 _SEVERITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
