@@ -3,13 +3,16 @@
 Receiving is OpenSSH's work, not ours: the collector user's
 authorized_keys holds a line per sensor that lets that key do one thing,
 
-    restrict,from="ADDRS",command="rrsync -wo -no-del -munge <root>/incoming/NAME" KEY sie-sensor=NAME
+    restrict,from="ADDRS",command="rrsync -wo -munge <root>/incoming/NAME" KEY sie-sensor=NAME
 
 write with rsync into its own folder (rrsync, Debian's rsync package),
 with no shell, no forwarding, no pty (`restrict`), and with `from=`
 from the sensor's own addresses only. The sensor's identity is that
 folder: a key cannot name itself as another sensor, and nothing inside a
-file it sends can change where the file came from.
+file it sends can change where the file came from. Not rrsync's -no-del:
+it also refuses --remove-source-files, which every sensor's uploader
+sends (uploader/rsync.py); a --delete reaches only the sensor's own
+uploads not yet claimed (the ingester moves a file out to work/ first).
 """
 
 from __future__ import annotations
@@ -92,7 +95,7 @@ def key_line(root: str, name: str, key_type: str, key: str, addresses: str = "")
     options = ["restrict"]
     if addresses:
         options.append(f'from="{addresses}"')
-    options.append(f'command="{RRSYNC} -wo -no-del -munge {folder}"')
+    options.append(f'command="{RRSYNC} -wo -munge {folder}"')
     return f"{','.join(options)} {key_type} {key} {MARKER}{name}"
 
 
@@ -125,7 +128,10 @@ def _lines(path: str) -> list[str]:
 def _write(path: str, lines: list[str], owner: tuple[int, int] | None) -> None:
     """Replace the file whole (a temporary name, then rename), mode 0600."""
     folder = os.path.dirname(path)
-    os.makedirs(folder, mode=0o700, exist_ok=True)
+    if not os.path.isdir(folder):
+        os.makedirs(folder, mode=0o700)
+        if owner is not None:  # sshd reads authorized_keys as the user
+            os.chown(folder, *owner)
     fd, temporary = tempfile.mkstemp(prefix=".authorized_keys.", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
