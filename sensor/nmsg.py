@@ -45,6 +45,12 @@ EXT = "nmsg"
 MAX_CONTAINER = 16 << 20
 MAX_INFLATED = 64 << 20
 MAX_FRAGMENTS = 1024
+# ... nor hold more payloads: nmsgtool's 1 MiB containers hold about 35,000
+# of the smallest dnsqr payloads; a container of millions is filler.
+MAX_PAYLOADS = 1 << 16
+MAX_OTHER_PAYLOADS = 1024  # payloads of other types a file may hold (read shows base:dnsqr only)
+MAX_PENDING_PIECES = 4 * MAX_FRAGMENTS  # fragments waiting for the rest of their containers
+INFLATE_STEP = 1 << 20  # a compressed body is inflated this much at a time
 
 # Containers are deflated by libdeflate (the `deflate` package), whose
 # output is an ordinary zlib stream any zlib inflates, at its level 2:
@@ -174,18 +180,23 @@ class Container:
 
 # ------------------------------------------------------------------ reading
 class Payload:
-    """One NmsgPayload as read from a file."""
+    """One NmsgPayload as read from a file, and where it was (for errors)."""
 
-    __slots__ = ("data", "group", "msgtype", "nsec", "operator", "sec", "source", "vid")
+    __slots__ = ("data", "group", "msgtype", "nsec", "operator", "place", "sec", "source", "vid")
 
-    def __init__(self) -> None:
+    def __init__(self, place: tuple[str, int, int] = ("", 0, 0)) -> None:
         self.vid = self.msgtype = self.sec = self.nsec = 0
         self.data = b""
         self.source = self.operator = self.group = None
+        self.place = place  # (its container, its number there, its byte in the container's body)
 
     def envelope(self) -> Envelope:
         """Time, ids and size, as nmsgtool's output shows them."""
         return Envelope((self.sec, self.nsec), self.source, self.operator, self.group, len(self.data))
+
+    def where(self) -> str:
+        container, number, offset = self.place
+        return f"{container}, payload {number} at byte {offset} of its body"
 
 
 def is_nmsg(first_bytes: bytes) -> bool:
@@ -201,130 +212,303 @@ def containers(stream, allow_cut: bool = True) -> Iterator[tuple[int, bytes, int
     file is whole); otherwise it raises NmsgError too.
     """
     offset = 0
+    number = 0
     while True:
         head = stream.read(HEADER.size)
         if not head:
             return
+        number += 1
+        where = f"container {number} at byte {offset}"
         if len(head) < HEADER.size:
             if allow_cut:
                 return
-            raise NmsgError(f"cut short at byte {offset}, inside a container header")
+            raise NmsgError(f"cut short: {where} ends inside its header")
         magic, flags, version, length = HEADER.unpack(head)
         if magic != MAGIC:
-            raise NmsgError(f"no NMSG container at byte {offset}")
+            raise NmsgError(f"{where}: no NMSG container starts there (magic {magic!r})")
         if version != VERSION:
-            raise NmsgError(f"container at byte {offset} has version {version}, not {VERSION}")
+            raise NmsgError(f"{where} has version {version}, not {VERSION}")
         if length > MAX_CONTAINER:
-            raise NmsgError(f"container at byte {offset} declares {length} bytes (limit {MAX_CONTAINER})")
+            raise NmsgError(f"{where} declares {length} bytes (limit {MAX_CONTAINER})")
         body = stream.read(length)
         if len(body) < length:
             if allow_cut:
                 return
-            raise NmsgError(f"cut short at byte {offset}: a container of {length} bytes has {len(body)}")
+            raise NmsgError(f"cut short: {where} declares {length} bytes and has {len(body)}")
         offset += HEADER.size + length
         yield flags, body, offset
 
 
 def inflate(body: bytes) -> bytes:
     """A zlib container body (4-byte length, then the stream), bounded."""
-    if len(body) < 4:
-        raise NmsgError("compressed container shorter than its length prefix")
-    (declared,) = _ZLIB_LENGTH.unpack_from(body)
-    if declared > MAX_INFLATED:
-        raise NmsgError(f"compressed container declares {declared} bytes (limit {MAX_INFLATED})")
-    inflater = zlib.decompressobj()
-    try:
-        data = inflater.decompress(body[4:], declared + 1)
-    except zlib.error as exc:
-        raise NmsgError(f"compressed container is damaged ({exc})") from None
-    if len(data) != declared or not inflater.eof:
-        raise NmsgError(f"compressed container inflates to {len(data)} bytes, not the declared {declared}")
-    return data
+    reader = _Body(FLAG_ZLIB, body, "a compressed container")
+    while reader.more():
+        pass
+    reader.check_end()
+    return bytes(reader.buf)
+
+
+class _Short(Exception):
+    """The bytes at hand end inside a field."""
+
+
+def _varint_at(buf, pos: int) -> tuple[int, int]:
+    """(value, next position); _Short at the end of `buf`, DecodeError past 10 bytes."""
+    result = shift = 0
+    while shift < 70:
+        if pos >= len(buf):
+            raise _Short
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+    raise DecodeError("a varint of more than 10 bytes")
+
+
+class _Body:
+    """A container's body, read field by field; a zlib body is inflated
+    INFLATE_STEP at a time as the fields are read, so a body that
+    inflates to MAX_INFLATED bytes of nothing costs one step before its
+    first bad payload is refused. Errors name `where` and the body's byte.
+    """
+
+    def __init__(self, flags: int, body: bytes, where: str) -> None:
+        self.where = where
+        self.buf: bytes | bytearray = body
+        self.base = 0  # offset of buf[0] in the (inflated) body
+        self.pos = 0
+        self.inflater = None
+        if flags & FLAG_ZLIB:
+            if len(body) < 4:
+                raise NmsgError(f"{where}: compressed body shorter than its length prefix")
+            (self.declared,) = _ZLIB_LENGTH.unpack_from(body)
+            if self.declared > MAX_INFLATED:
+                raise NmsgError(f"{where}: compressed body declares {self.declared} bytes (limit {MAX_INFLATED})")
+            self.inflater = zlib.decompressobj()
+            self.input = body[4:]
+            self.buf = bytearray()
+            self.inflated = 0
+
+    def more(self) -> bool:
+        """Inflate another step; False when the whole body is at hand."""
+        if self.inflater is None or self.inflater.eof:
+            return False
+        chunk, self.input = self.input or self.inflater.unconsumed_tail, b""
+        try:
+            data = self.inflater.decompress(chunk, INFLATE_STEP)
+        except zlib.error as exc:
+            raise NmsgError(f"{self.where}: compressed body damaged after {self.inflated} inflated bytes ({exc})"
+                            ) from None
+        self.inflated += len(data)
+        if self.inflated > self.declared:
+            raise NmsgError(f"{self.where}: compressed body inflates to more than the declared {self.declared} bytes")
+        if not data and not self.inflater.eof:
+            raise NmsgError(f"{self.where}: compressed body ends after {self.inflated} of its declared "
+                            f"{self.declared} bytes")
+        if self.pos > INFLATE_STEP:  # let go of what was read
+            del self.buf[: self.pos]
+            self.base += self.pos
+            self.pos = 0
+        self.buf += data
+        return True
+
+    def check_end(self) -> None:
+        if self.inflater is not None and self.inflated != self.declared:
+            raise NmsgError(f"{self.where}: compressed body inflates to {self.inflated} bytes, not the declared "
+                            f"{self.declared}")
+
+    def fields(self) -> Iterator[tuple[int, int, object, int]]:
+        """(field, wire type, value, byte in the body) of each field."""
+        while True:
+            if self.pos >= len(self.buf) and not self.more():
+                self.check_end()
+                return
+            start = self.pos
+            try:
+                field, wire, value, self.pos = self._field_at(start)
+            except _Short:
+                if not self.more():
+                    raise NmsgError(f"{self.where}: the body ends inside its field at byte {self.base + start}"
+                                    ) from None
+                continue
+            except DecodeError as exc:
+                raise NmsgError(f"{self.where}: damaged at byte {self.base + start} of the body ({exc})") from None
+            yield field, wire, value, self.base + start
+
+    def _field_at(self, pos: int) -> tuple[int, int, object, int]:
+        buf = self.buf
+        key, pos = _varint_at(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint_at(buf, pos)
+            return field, wire, value, pos
+        if wire == 2:
+            length, pos = _varint_at(buf, pos)
+            end = pos + length
+            if self.base + end > (self.declared if self.inflater is not None else len(buf)):
+                raise DecodeError(f"field {field} declares {length} bytes past the end")
+            if end > len(buf):
+                raise _Short
+            return field, wire, bytes(buf[pos:end]), end
+        size = {5: 4, 1: 8}.get(wire)
+        if size is None:
+            raise DecodeError(f"field {field} has wire type {wire}")
+        if pos + size > len(buf):
+            raise _Short
+        return field, wire, bytes(buf[pos : pos + size]), pos + size
 
 
 class Defragmenter:
-    """Joins NmsgFragments back into the container they were cut from."""
+    """Joins NmsgFragments back into the container they were cut from,
+    holding at most MAX_PENDING_PIECES pieces and MAX_CONTAINER bytes."""
 
     def __init__(self) -> None:
         self.pending: dict[int, dict[int, bytes]] = {}
+        self.first: dict[int, str] = {}  # where each pending container's first piece came
+        self.pieces = 0
+        self.held = 0
 
-    def add(self, body: bytes) -> bytes | None:
+    def add(self, body: bytes, where: str = "a fragment") -> bytes | None:
         """The whole serialized container once its last piece is in."""
-        values = {field: value for field, _, value in fields(body)}
+        try:
+            values = {field: value for field, _, value in fields(body)}
+        except DecodeError as exc:
+            raise NmsgError(f"{where}: damaged fragment ({exc})") from None
         try:
             ident, current, last, piece = values[1], values[2], values[3], values[4]
         except KeyError:
-            raise NmsgError("fragment without id, position or data") from None
+            raise NmsgError(f"{where}: fragment without id, position or data") from None
         if last >= MAX_FRAGMENTS or current > last:
-            raise NmsgError(f"fragment {current} of {last} is out of bounds")
+            raise NmsgError(f"{where}: fragment {current} of {last} is out of bounds")
         pieces = self.pending.setdefault(ident, {})
+        self.first.setdefault(ident, where)
+        old = pieces.get(current)
+        self.pieces += old is None
+        self.held += len(piece) - len(old or b"")
+        if self.pieces > MAX_PENDING_PIECES or self.held > MAX_CONTAINER:
+            raise NmsgError(f"{where}: more than {MAX_PENDING_PIECES} fragments or {MAX_CONTAINER} bytes wait for "
+                            "the rest of their containers")
         pieces[current] = bytes(piece)
         if len(pieces) <= last:
             return None
-        del self.pending[ident]
+        del self.pending[ident], self.first[ident]
+        self.pieces -= len(pieces)
+        self.held -= sum(map(len, pieces.values()))
         return b"".join(pieces[i] for i in range(last + 1))
+
+    def check_complete(self) -> None:
+        """At the end of the file: fragments whose containers never completed are an error."""
+        if self.pending:
+            first = next(iter(self.first.values()))
+            raise NmsgError(f"{len(self.pending)} fragmented containers never completed "
+                            f"({self.pieces} fragments; the first from {first})")
+
+
+_PAYLOAD_WIRES = {1: 0, 2: 0, 3: 0, 4: 5, 5: 2, 7: 0, 8: 0, 9: 0}  # NmsgPayload's fields and their wire types
+
+
+def _payload(data: bytes, place: tuple[str, int, int]) -> Payload:
+    """An NmsgPayload; NmsgError for one without its required vendor, type
+    and time (an empty entry is filler, not a payload)."""
+    payload = Payload(place)
+    values = {}
+    try:
+        for field, wire, value in fields(data):
+            expected = _PAYLOAD_WIRES.get(field)
+            if expected is not None and wire != expected:
+                raise DecodeError(f"field {field} has wire type {wire}")
+            values[field] = value
+    except DecodeError as exc:
+        raise NmsgError(f"{payload.where()}: damaged ({exc})") from None
+    try:
+        payload.vid, payload.msgtype, sec, nsec = values[1], values[2], values[3], values[4]
+    except KeyError:
+        raise NmsgError(f"{payload.where()}: not an NmsgPayload (no vendor, type or time)") from None
+    payload.sec = sec - (1 << 64) if sec >= 1 << 63 else sec
+    payload.nsec = _FIXED32.unpack(nsec)[0]
+    payload.data = bytes(values.get(5, b""))
+    payload.source, payload.operator, payload.group = values.get(7), values.get(8), values.get(9)
+    return payload
+
+
+class Reader:
+    """The containers of an NMSG stream, read within bounds: fragments
+    joined, bodies inflated a step at a time, payloads refused at the
+    first one that is not a payload."""
+
+    def __init__(self, stream, allow_cut: bool = False) -> None:
+        self.stream = stream
+        self.allow_cut = allow_cut
+        self.defragmenter = Defragmenter()
+        self.others = 0  # payloads of other types than base:dnsqr so far
+
+    def containers(self) -> Iterator[tuple[int, list[Payload]]]:
+        """(end offset, CRC-checked payloads) of each whole container.
+
+        At the end, fragments left waiting are an error unless `allow_cut`
+        (recovery keeps only what comes before them: `usable_length`)."""
+        for number, (flags, body, end) in enumerate(containers(self.stream, self.allow_cut), 1):
+            where = f"container {number} at byte {end - HEADER.size - len(body)}"
+            if flags & FLAG_FRAGMENT:
+                body = self.defragmenter.add(body, where)
+                if body is None:
+                    continue
+                where += " (joined from its fragments)"
+            yield end, self._payloads(_Body(flags, body, where))
+        if not self.allow_cut:
+            self.defragmenter.check_complete()
+
+    def _payloads(self, body: _Body) -> list[Payload]:
+        """The payloads of one container, each refused at once if it is no
+        NmsgPayload, then checked against its CRC32C when the container
+        carries them (nmsgtool's files do; they follow the payloads, so a
+        container's payloads are held until then: at most MAX_PAYLOADS)."""
+        entries: list[Payload] = []
+        crcs: list[int] = []
+        for field, wire, value, offset in body.fields():
+            if field == 1:
+                if wire != 2 or len(entries) == MAX_PAYLOADS:
+                    raise NmsgError(f"{body.where}, payload {len(entries) + 1} at byte {offset} of its body: "
+                                    + ("not a payload" if wire != 2 else f"more than {MAX_PAYLOADS} in a container"))
+                entry = _payload(value, (body.where, len(entries) + 1, offset))
+                self._count_other(entry)
+                entries.append(entry)
+            elif field == 2:
+                if wire != 0 or len(crcs) == MAX_PAYLOADS:
+                    raise NmsgError(f"{body.where}: byte {offset} of its body: a CRC field that is not one")
+                crcs.append(value)
+        if crcs and len(crcs) != len(entries):
+            raise NmsgError(f"{body.where}: {len(entries)} payloads but {len(crcs)} CRCs")
+        for entry, crc in zip(entries, crcs, strict=False):
+            if payload_crc(entry.data) != crc:
+                raise NmsgError(f"{entry.where()}: fails its CRC32C")
+        return entries
+
+    def _count_other(self, payload: Payload) -> None:
+        """Payloads of other types are skipped, up to MAX_OTHER_PAYLOADS in a
+        file: more is not a dnsqr file but filler, refused before it is
+        crawled through."""
+        if payload.vid != VENDOR_BASE or payload.msgtype != MSGTYPE_DNSQR:
+            self.others += 1
+            if self.others > MAX_OTHER_PAYLOADS:
+                raise NmsgError(f"{payload.where()}: more than {MAX_OTHER_PAYLOADS} payloads that are not "
+                                "base:dnsqr (this reader shows only those)")
 
 
 def payloads(stream, allow_cut: bool = False) -> Iterator[Payload]:
     """Every payload in an NMSG stream, in order; NmsgError on damage."""
-    defragmenter = Defragmenter()
-    for flags, body, _ in containers(stream, allow_cut):
-        yield from container_payloads(flags, body, defragmenter)
-
-
-def container_payloads(flags: int, body: bytes, defragmenter: Defragmenter) -> list[Payload]:
-    """The payloads of one container, each checked against its CRC32C
-    when the container carries them (nmsgtool's files do)."""
-    if flags & FLAG_FRAGMENT:
-        body = defragmenter.add(body)
-        if body is None:
-            return []
-    if flags & FLAG_ZLIB:
-        body = inflate(body)
-    entries, crcs = [], []
-    try:
-        for field, _, value in fields(body):
-            if field == 1:
-                entries.append(_payload(value))
-            elif field == 2:
-                crcs.append(value)
-    except DecodeError as exc:
-        raise NmsgError(str(exc)) from None
-    if crcs and len(crcs) != len(entries):
-        raise NmsgError(f"{len(entries)} payloads but {len(crcs)} CRCs in a container")
-    for index, crc in enumerate(crcs):
-        if payload_crc(entries[index].data) != crc:
-            raise NmsgError(f"payload {index + 1} of a container fails its CRC32C")
-    return entries
-
-
-def _payload(data: bytes) -> Payload:
-    payload = Payload()
-    for field, wire, value in fields(data):
-        if field == 1:
-            payload.vid = value
-        elif field == 2:
-            payload.msgtype = value
-        elif field == 3:
-            payload.sec = value - (1 << 64) if value >= 1 << 63 else value
-        elif field == 4 and wire == 5:
-            payload.nsec = _FIXED32.unpack(value)[0]
-        elif field == 5:
-            payload.data = bytes(value)
-        elif field == 7:
-            payload.source = value
-        elif field == 8:
-            payload.operator = value
-        elif field == 9:
-            payload.group = value
-    return payload
+    for _, entries in Reader(stream, allow_cut).containers():
+        yield from entries
 
 
 def records(stream, allow_cut: bool = False) -> Iterator[tuple[dict, Envelope]]:
-    """(record, envelope) for every base:dnsqr payload; others are skipped.
+    """(record, envelope) for every base:dnsqr payload (others are skipped,
+    within bounds: `Reader`).
 
-    Each record is checked (`record.check`); NmsgError says which payload
-    is the first bad one."""
+    Each record is checked (`record.check`); NmsgError names the first bad
+    payload: its container, its number and its byte."""
     number = 0
     for payload in payloads(stream, allow_cut):
         if payload.vid != VENDOR_BASE or payload.msgtype != MSGTYPE_DNSQR:
@@ -333,25 +517,30 @@ def records(stream, allow_cut: bool = False) -> Iterator[tuple[dict, Envelope]]:
         try:
             record = check(dnsqr.decode(payload.data))
         except ValueError as exc:  # DecodeError included
-            raise NmsgError(f"record {number}: undecodable dnsqr payload ({exc})") from None
+            raise NmsgError(f"{payload.where()}: record {number}: undecodable dnsqr payload ({exc})") from None
         yield record, payload.envelope()
 
 
-def usable_length(path: str) -> int:
+def usable_length(path: str) -> tuple[int, str]:
     """How many bytes at the start of the file are whole containers whose
-    every payload passes its CRC and decodes: what recovery keeps of a
-    crashed or damaged file."""
+    every payload passes its CRC and decodes, with no fragment left
+    waiting: what recovery keeps of a crashed or damaged file; and why
+    what follows is not kept ("" when the file ends there)."""
     usable = 0
-    defragmenter = Defragmenter()
     with open(path, "rb") as stream:
+        reader = Reader(stream, allow_cut=True)
         try:
-            for flags, body, end in containers(stream, allow_cut=True):
-                for payload in container_payloads(flags, body, defragmenter):
-                    check(dnsqr.decode(payload.data))
-                usable = end
-        except ValueError:  # NmsgError, DecodeError: the damage starts in this container
-            pass
-    return usable
+            for end, entries in reader.containers():
+                for payload in entries:
+                    try:
+                        check(dnsqr.decode(payload.data))
+                    except ValueError as exc:
+                        raise NmsgError(f"{payload.where()}: undecodable dnsqr payload ({exc})") from None
+                if not reader.defragmenter.pending:
+                    usable = end
+        except NmsgError as exc:  # the damage starts in this container
+            return usable, str(exc)
+    return usable, ""
 
 
 def whole_length(path: str) -> int:

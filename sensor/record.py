@@ -95,12 +95,15 @@ _KINDS = {
     Field.RESPONSE_TIME_SEC: _INTS, Field.RESPONSE_TIME_NSEC: _INTS, Field.TCP: _BYTES, Field.ICMP: _BYTES,
     Field.TIMEOUT: _NUMBER, Field.UDP_CHECKSUM: _INT, Field.RESOLVER_ADDRESS_ZEROED: _INT,
 }
+# Values a list field may hold: a side's datagram pieces are at most
+# fragments.MAX_PIECES (64); a list of thousands is a bomb, not a record.
+MAX_LIST = 1024
 _FITS = {
     _INT: lambda v: isinstance(v, int),
     _BYTES: lambda v: isinstance(v, bytes),
     _NUMBER: lambda v: isinstance(v, (int, float)),
-    _INTS: lambda v: isinstance(v, list) and all(isinstance(x, int) for x in v),
-    _BYTES_LIST: lambda v: isinstance(v, list) and all(isinstance(x, bytes) for x in v),
+    _INTS: lambda v: isinstance(v, list) and len(v) <= MAX_LIST and all(isinstance(x, int) for x in v),
+    _BYTES_LIST: lambda v: isinstance(v, list) and len(v) <= MAX_LIST and all(isinstance(x, bytes) for x in v),
 }
 
 
@@ -118,6 +121,8 @@ def check(item) -> dict:
         if kind is None:
             raise ValueError(f"unknown field {key!r}")
         if not _FITS[kind](value):
+            if isinstance(value, list) and len(value) > MAX_LIST:
+                raise ValueError(f"field {key} holds {len(value)} values (a record holds at most {MAX_LIST})")
             raise ValueError(f"field {key} is not {kind}")
     for field in (Field.TYPE, Field.QUERY_IP, Field.RESPONSE_IP):
         if field not in item:

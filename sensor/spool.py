@@ -26,7 +26,7 @@ import cbor2
 import deflate
 
 from . import _cborpack
-from .record import PAIR_FIELDS, RecordType, check
+from .record import FIELD_NAMES, MAX_LIST, PAIR_FIELDS, RecordType, check
 
 # The C encoder knows the pair by its type number and size.
 if (RecordType.UDP_QUERY_RESPONSE, len(PAIR_FIELDS)) != (_cborpack.TYPE_UDP_QUERY_RESPONSE, _cborpack.PAIR_SIZE):
@@ -49,6 +49,7 @@ MEMBER_SIZE = 1 << 20  # CBOR bytes a gzip member holds, unless a sync ends it e
 READ_CHUNK = 1 << 16
 INFLATE_STEP = 1 << 18  # inflate at most this much per step (bombs)
 MAX_ITEM = 16 << 20  # no record is larger: 64 fragments of 64 KiB each way
+MAX_PAIRS = len(FIELD_NAMES)  # a record maps each field at most once; the header has fewer keys
 
 
 class SpoolError(ValueError):
@@ -89,66 +90,213 @@ def _plain(value):
     return int(value)
 
 
-def read_items(stream: io.BufferedIOBase, allow_cut: bool = False) -> Iterator[object]:
-    """Every CBOR item of a gzip stream, one at a time, within bounds.
+class _Short(Exception):
+    """The buffer ends inside the item: it needs at least `need` bytes."""
 
-    Inflating proceeds a step at a time and no item may grow past
-    MAX_ITEM, so a bomb or a lying length costs bounded memory and time;
-    the caller checks each item as it comes and can stop at the first bad
-    one. A stream that ends inside a member raises SpoolError ("cut
-    short") unless `allow_cut` (recovery of a crashed file); bytes after a
-    member that do not start another one, or a bad checksum, always do.
+    def __init__(self, need: int) -> None:
+        self.need = need
+
+
+_KINDS = {0: "an unsigned integer", 1: "a negative integer", 2: "a byte string", 3: "a text string",
+          4: "an array", 5: "a map", 6: "a tag", 7: "a simple value or float"}
+
+
+def _head(buf: bytearray, pos: int) -> tuple[int, int, int]:
+    """(major type, argument, next position) of the CBOR head at `pos`;
+    _Short when the buffer ends inside it, ValueError for an
+    indefinite length (the writer never makes one) or a reserved head."""
+    if pos >= len(buf):
+        raise _Short(pos + 1)
+    first = buf[pos]
+    info = first & 0x1F
+    if info < 24:
+        return first >> 5, info, pos + 1
+    if info > 27:
+        raise ValueError(f"{_KINDS[first >> 5]} of indefinite or reserved length")
+    end = pos + 1 + (1 << (info - 24))
+    if end > len(buf):
+        raise _Short(end)
+    return first >> 5, int.from_bytes(buf[pos + 1 : end], "big"), end
+
+
+_SMALL_MAP = 0xA0  # the head of a map of 0 to 23 pairs is one byte: 0xa0 + pairs
+
+
+def _map_head(buf: bytearray, pos: int) -> None:
+    """Refuse at its first bytes an item that is no record: every item
+    (the header too) is a map of at most MAX_PAIRS pairs, so an array
+    claiming millions of items costs nothing."""
+    if pos < len(buf) and buf[pos] >> 5 != 5:
+        raise ValueError(f"not a record: {_KINDS[buf[pos] >> 5]}, not a map")
+    _, pairs, _ = _head(buf, pos)
+    if pairs > MAX_PAIRS:
+        raise ValueError(f"not a record: a map of {pairs} pairs (a record has at most {MAX_PAIRS} fields)")
+
+
+def item_end(buf: bytearray, pos: int) -> int:
+    """Where the item at `pos` ends, reading only its heads: a map of
+    scalars and of lists of at most MAX_LIST scalars (a record's shape).
+    _Short when the buffer ends first; ValueError for any other shape. The
+    cost is bounded by the counts, whatever the lengths declare."""
+    _, pairs, pos = _head(buf, pos)
+    for _ in range(2 * pairs):
+        major, value, pos = _head(buf, pos)
+        if major in (2, 3):
+            pos += value
+        elif major == 4:
+            if value > MAX_LIST:
+                raise ValueError(f"not a record: a list of {value} values (at most {MAX_LIST})")
+            for _ in range(value):
+                major, length, pos = _head(buf, pos)
+                if major in (2, 3):
+                    pos += length
+                elif major in (4, 5, 6):
+                    raise ValueError(f"not a record: {_KINDS[major]} inside a list")
+        elif major in (5, 6):
+            raise ValueError(f"not a record: {_KINDS[major]} inside a map")
+    if pos > len(buf):
+        raise _Short(pos)
+    return pos
+
+
+def read_items(stream: io.BufferedIOBase, allow_cut: bool = False) -> Iterator[tuple[int, object]]:
+    """(offset in the inflated stream, item) for every CBOR item of a gzip
+    stream, one at a time, within bounds (see `Items`)."""
+    return iter(Items(stream, allow_cut))
+
+
+class Items:
+    """The CBOR items of a run of gzip members, inflated a step at a time.
+
+    Bounds, so a bomb or a lying length costs little memory and time: every
+    item must open as a map of at most MAX_PAIRS pairs (else it is refused
+    at its first byte); cbor2 decodes items that lie whole in the bytes of
+    one step (at most INFLATE_STEP, depth 2, no indefinite lengths); an
+    item that does not fit is measured by `item_end` (which bounds the
+    counts, and refuses one larger than MAX_ITEM as soon as a length says
+    so) before cbor2 sees it whole. Errors name the item and its byte in
+    the inflated stream (`zcat FILE | tail -c +BYTE+1` shows it), or the
+    file byte of the gzip member whose compressed data is damaged.
+
+    A stream that ends inside a member raises SpoolError ("cut short")
+    unless `allow_cut` (recovery of a crashed file); bytes after a member
+    that do not start another one, or a bad checksum, always do.
     """
-    inflater = zlib.decompressobj(GZIP_WBITS)
-    pending = b""
-    count = 0
-    carried = b""  # what followed the member that just ended
-    while True:
-        chunk = carried or inflater.unconsumed_tail or stream.read(READ_CHUNK)
-        carried = b""
-        if not chunk:
-            break
-        try:
-            data = inflater.decompress(chunk, INFLATE_STEP)
-        except zlib.error as exc:
-            raise SpoolError(f"damaged after item {count}: compressed data ({exc})") from None
-        pending += data
-        if len(pending) > MAX_ITEM:
-            raise SpoolError(f"damaged after item {count}: an item of more than {MAX_ITEM} bytes")
-        decoder = cbor2.CBORDecoder(io.BytesIO(pending))
-        consumed = 0
-        while consumed < len(pending):
-            try:
-                item = decoder.decode()
-            except (cbor2.CBORDecodeEOF, EOFError):
+
+    def __init__(self, stream: io.BufferedIOBase, allow_cut: bool) -> None:
+        self.stream = stream
+        self.allow_cut = allow_cut
+        self.inflater = zlib.decompressobj(GZIP_WBITS)
+        self.read = 0  # file bytes read so far
+        self.member = 0  # file byte where the current gzip member starts
+        self.carried = b""  # what followed the member that just ended
+        self.buf = bytearray()  # inflated bytes not yet decoded
+        self.base = 0  # offset of buf[0] in the inflated stream
+        self.index = 0  # the next item's number: 0 is the header
+        self.need = 0  # bytes the item at buf[0] needs before it is measured again (0: none pending)
+
+    def __iter__(self) -> Iterator[tuple[int, object]]:
+        while True:
+            chunk = self._next_input()
+            data = self._inflate(chunk)
+            self.buf += data
+            yield from self._decode()
+            if self.inflater.eof:
+                if not self._next_member():
+                    if self.buf:
+                        raise SpoolError(f"damaged: the stream ends inside {self._item()}")
+                    return
+            elif not chunk and not data:
                 break
-            except cbor2.CBORDecodeError as exc:
-                raise SpoolError(f"damaged at item {count + 1}: {exc}") from None
-            consumed = decoder.fp.tell()
-            count += 1
-            yield item
-        pending = pending[consumed:]
-        if inflater.eof:  # a member ended: the file ends here, or the next member starts
-            carried = inflater.unused_data or stream.read(READ_CHUNK)
-            if not carried:
-                if pending:
-                    raise SpoolError(f"damaged after item {count}: the stream ends inside an item")
-                return
-            inflater = zlib.decompressobj(GZIP_WBITS)
-    if not allow_cut:
-        raise SpoolError(f"cut short after item {count}")
+        if not self.allow_cut:
+            raise SpoolError(f"cut short inside {self._item()}: the file ends in the gzip member at file byte "
+                             f"{self.member}")
+
+    def _item(self, pos: int = 0) -> str:
+        """The next item (at buf[pos]), as errors name it."""
+        name = "the header" if self.index == 0 else f"record {self.index}"
+        return f"{name} at byte {self.base + pos} of the inflated stream"
+
+    def _read(self) -> bytes:
+        data = self.stream.read(READ_CHUNK)
+        self.read += len(data)
+        return data
+
+    def _next_input(self) -> bytes:
+        if self.inflater.unconsumed_tail:
+            return self.inflater.unconsumed_tail
+        if self.carried:
+            carried, self.carried = self.carried, b""
+            return carried
+        return self._read()
+
+    def _inflate(self, chunk: bytes) -> bytes:
+        """At most INFLATE_STEP bytes; b"" as input drains what zlib holds."""
+        try:
+            return self.inflater.decompress(chunk, INFLATE_STEP)
+        except zlib.error as exc:
+            raise SpoolError(f"damaged before {self._item()}: the compressed data of the gzip member at file "
+                             f"byte {self.member} ({exc})") from None
+
+    def _next_member(self) -> bool:
+        """A member ended: start the next one; False at the end of the file."""
+        carried = self.inflater.unused_data or self._read()
+        if not carried:
+            return False
+        self.member = self.read - len(carried)
+        self.carried = carried
+        self.inflater = zlib.decompressobj(GZIP_WBITS)
+        return True
+
+    def _decode(self) -> Iterator[tuple[int, object]]:
+        """Every whole item in the buffer; what is left is the next item's start."""
+        buf = self.buf
+        pos = 0
+        decoder = None
+        try:
+            while pos < len(buf) and len(buf) >= self.need:
+                if not _SMALL_MAP <= buf[pos] <= _SMALL_MAP + MAX_PAIRS:  # the usual head, checked inline
+                    _map_head(buf, pos)
+                if self.need:  # an item that did not fit in one step: measured, then decoded whole
+                    end = item_end(buf, pos)
+                    item = cbor2.loads(bytes(buf[pos:end]))
+                    self.need = 0
+                else:
+                    if decoder is None:
+                        decoder = cbor2.CBORDecoder(io.BytesIO(bytes(buf[pos:])), max_depth=2,
+                                                    allow_indefinite=False)
+                        start = pos
+                    try:
+                        item = decoder.decode()
+                    except cbor2.CBORDecodeEOF:
+                        raise _Short(len(buf) + 1) from None
+                    end = start + decoder.fp.tell()
+                offset, pos = self.base + pos, end
+                self.index += 1
+                yield offset, item
+        except _Short as short:
+            self.need = short.need - pos
+        except (ValueError, cbor2.CBORDecodeError) as exc:  # CBORDecodeError is one
+            raise SpoolError(f"{self._item(pos)}: {exc}") from None
+        finally:
+            del buf[:pos]
+            self.base += pos
+        if self.need > MAX_ITEM:
+            raise SpoolError(f"{self._item()}: an item of more than {MAX_ITEM} bytes")
 
 
-def read_spool(path: str, allow_cut: bool = False) -> tuple[dict, Iterator[dict]]:
-    """The header and an iterator over the records of one spool file.
+def read_spool(path: str, allow_cut: bool = False, stream: io.BufferedIOBase | None = None
+               ) -> tuple[dict, Iterator[dict]]:
+    """The header and an iterator over the records of one spool file
+    (`stream`: the file already open, else it is opened here).
 
     Each record is checked (`record.check`) as it is read; the first bad
-    one raises SpoolError naming the file and its position.
+    one raises SpoolError naming the file, the record and its byte.
     """
-    stream = open(path, "rb")  # noqa: SIM115 - closed by the generator below
+    stream = stream or open(path, "rb")  # noqa: SIM115 - closed by the generator below
     items = read_items(stream, allow_cut)
     try:
-        header = next(items)
+        _, header = next(items)
     except StopIteration:
         stream.close()
         raise SpoolError(f"{path}: no header (empty or not a spool file)") from None
@@ -160,15 +308,16 @@ def read_spool(path: str, allow_cut: bool = False) -> tuple[dict, Iterator[dict]
         raise SpoolError(f"{path}: not a {SPOOL_FORMAT} spool file")
 
     def records() -> Iterator[dict]:
-        number = 0
         with stream:
             try:
-                for item in items:
-                    number += 1
-                    yield check(item)
-            except ValueError as exc:  # SpoolError included
-                raise SpoolError(f"{path}: record {number}: {exc}" if not isinstance(exc, SpoolError)
-                                 else f"{path}: {exc}") from None
+                for number, (offset, item) in enumerate(items, 1):
+                    try:
+                        record = check(item)
+                    except ValueError as exc:
+                        raise SpoolError(f"record {number} at byte {offset} of the inflated stream: {exc}") from None
+                    yield record
+            except SpoolError as exc:
+                raise SpoolError(f"{path}: {exc}") from None
 
     return header, records()
 

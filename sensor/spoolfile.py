@@ -17,9 +17,11 @@ call.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import queue
+import stat
 import threading
 import time
 import zlib
@@ -50,6 +52,12 @@ class BackgroundWriter:
         self._error: BaseException | None = None
         self.lost_records = 0  # records in chunks that could not be written
         self.cpu_seconds = 0.0  # the thread's own CPU (compression, writes), once it has ended
+        # What the file surely holds: the bytes and records of every output
+        # written and flushed whole. After a failed write the file is cut
+        # back to saved_bytes (writer.py), so a recovery finds saved_records.
+        self.saved_bytes = 0
+        self.saved_records = 0
+        self._unsaved = 0  # records fed to the codec since its last output
         self._thread = threading.Thread(target=self._work, name="spool-writer", daemon=True)
         self._thread.start()
 
@@ -67,13 +75,23 @@ class BackgroundWriter:
                 continue
             try:
                 if item is self._SYNC:
-                    self.sink.write(self.codec.sync())
-                    self.sink.flush()
+                    self._write(self.codec.sync())
                 else:
-                    self.sink.write(self.codec.feed(item))
+                    self._unsaved += records
+                    self._write(self.codec.feed(item))
             except BaseException as exc:  # handed to the caller
                 self._error = exc
                 self.lost_records += records
+
+    def _write(self, output: bytes) -> None:
+        """Write and flush one output of the codec: a whole gzip member or
+        NMSG container, which holds every record fed before it."""
+        if output:
+            self.sink.write(output)
+            self.sink.flush()
+            self.saved_bytes += len(output)
+            self.saved_records += self._unsaved
+            self._unsaved = 0
 
     def _raise_pending(self) -> None:
         if self._error is not None:
@@ -93,7 +111,7 @@ class BackgroundWriter:
         """Wait for every queued chunk, then end the file's stream."""
         self.stop()
         self._raise_pending()
-        self.sink.write(self.codec.finish())
+        self._write(self.codec.finish())
 
     def stop(self) -> None:
         """End the thread once the queue is drained (written or not)."""
@@ -115,6 +133,11 @@ class CborStream:
     @property
     def cpu_seconds(self) -> float:
         return self._writer.cpu_seconds
+
+    @property
+    def saved(self) -> tuple[int, int]:
+        """(bytes, records) the file surely holds: see BackgroundWriter."""
+        return self._writer.saved_bytes, self._writer.saved_records
 
     def write(self, records: list[dict]) -> None:
         self._writer.put(encode_records(records), len(records))
@@ -195,6 +218,11 @@ class NmsgStream:
     def cpu_seconds(self) -> float:
         return self._writer.cpu_seconds
 
+    @property
+    def saved(self) -> tuple[int, int]:
+        """(bytes, records) the file surely holds: see BackgroundWriter."""
+        return self._writer.saved_bytes, self._writer.saved_records
+
     def write(self, records: list[dict]) -> None:
         start, full = self._container.add_records(records, 0, self._trailer)
         while full:
@@ -232,12 +260,9 @@ class NmsgFormat:
 
     def recover(self, path: str, host: str, channel: str) -> int:
         """Cut the file after its last usable container; count its records."""
-        try:
-            whole = nmsg.usable_length(path)
-        except nmsg.NmsgError as exc:
-            raise SpoolError(f"{path}: {exc}") from None
+        whole, why = nmsg.usable_length(path)
         if whole == 0:
-            raise SpoolError(f"{path}: not one usable NMSG container")
+            raise SpoolError(f"{path}: not one usable NMSG container ({why or 'no whole one'})")
         with open(path, "r+b") as handle:
             handle.truncate(whole)
             handle.flush()
@@ -246,16 +271,19 @@ class NmsgFormat:
 
 
 # ---------------------------------------------------------------- reading
-def read(path: str, allow_cut: bool = False) -> Iterator[tuple[dict, Envelope]]:
+def read(path: str, allow_cut: bool = False, follow_symlinks: bool = True) -> Iterator[tuple[dict, Envelope]]:
     """(record, envelope) for every record of a spool file of either format.
 
     The envelope has, from NMSG, the payload's time, source/operator/group
-    ids and size; a CBOR record has none of those. SpoolError names the file and what is wrong
-    (not a spool file, damaged at some point, cut short unless `allow_cut`);
+    ids and size; a CBOR record has none of those. SpoolError names the
+    file and what is wrong (not a regular file, not a spool file, damaged
+    at some record or container and byte, cut short unless `allow_cut`);
     records before the damage have been yielded by then. Every declared
-    length is bounded, so a hostile file costs bounded memory and time.
+    length and count is bounded, so a hostile file costs bounded memory
+    and time.
     """
-    with open(path, "rb") as stream:
+    stream = open_regular(path, follow_symlinks)
+    with stream:
         first = stream.read(4)
         stream.seek(0)
         if nmsg.is_nmsg(first):
@@ -264,11 +292,50 @@ def read(path: str, allow_cut: bool = False) -> Iterator[tuple[dict, Envelope]]:
             except (nmsg.NmsgError, zlib.error) as exc:
                 raise SpoolError(f"{path}: {exc}") from None
             return
-    if first[:2] != GZIP_MAGIC:
-        raise SpoolError(f"{path}: not a spool file (neither NMSG nor gzip-compressed CBOR)")
-    _, records = read_spool(path, allow_cut)
-    for record in records:
-        yield record, Envelope()
+        if first[:2] != GZIP_MAGIC:
+            raise SpoolError(f"{path}: not a spool file (neither NMSG nor gzip-compressed CBOR)")
+        _, records = read_spool(path, allow_cut, stream)
+        for record in records:
+            yield record, Envelope()
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symbolic link"))
+
+
+def kind_of(mode: int) -> str:
+    """What a file that is not a regular one is, in words."""
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def not_regular(path: str) -> str | None:
+    """Why a file found in a spool directory is skipped (lstat: a symbolic
+    link is not followed), or None to read it."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as exc:
+        return f"{path}: {exc.strerror}: skipped"
+    return None if stat.S_ISREG(mode) else f"{path}: {kind_of(mode)}, not a regular file: skipped"
+
+
+def open_regular(path: str, follow_symlinks: bool = True) -> io.BufferedReader:
+    """A file opened for reading only if it is a regular file, else
+    SpoolError saying what it is. Opened non-blocking and checked on its
+    descriptor: a FIFO would block the open until some writer came, and a
+    file swapped in after a check would not be the file checked. Without
+    `follow_symlinks` a symbolic link is refused (spool directories)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_symlinks:
+            raise SpoolError(f"{path}: a symbolic link, not a regular file: skipped") from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise SpoolError(f"{path}: {kind_of(mode)}, not a regular file: skipped")
+    return os.fdopen(fd, "rb")
 
 
 def records(path: str, allow_cut: bool = False) -> list[dict]:

@@ -13,8 +13,10 @@ does not stop: records are counted in `unwritten` and dropped, and every
 RETRY_SECONDS a write is tried again. One log line opens the episode and
 one closes it, when a whole file has been written and handed on again
 (failures while retrying belong to the same episode). The file that was
-open when it started is kept in new/ and finished, from every record it
-holds, once writing works again.
+open when it started is cut back to its last whole gzip member or NMSG
+container, kept in new/ and finished from those records once writing
+works again (or at the next start): they count as written, so what the
+stop line says was written is what the files hold.
 """
 
 from __future__ import annotations
@@ -88,11 +90,12 @@ class SpoolWriter:
         self._retry_at = 0.0
         self._broken: list[str] = []  # files in new/ abandoned in a failed write
         # Exact counts after a write failure: records_written holds only what
-        # a file still holds. The open file's records are taken out of it when
-        # the file is abandoned (counted unwritten), and what a later
-        # recovery of that file keeps is put back.
+        # a file still holds. A file abandoned after a failed write is cut
+        # back to its last whole gzip member or NMSG container: its records
+        # there stay written, the rest are unwritten, and a recovery of the
+        # file (later in this run or at the next start) finds exactly those.
         self._file_records = 0
-        self._abandoned: dict[str, int] = {}  # this run's abandoned files: records taken out
+        self._abandoned: dict[str, int] = {}  # this run's abandoned files: the records they hold
 
     # --------------------------------------------------------------- writing
     def write(self, records: list[dict], sec: int, nsec: int) -> None:
@@ -126,27 +129,30 @@ class SpoolWriter:
         self._retry_at = now + RETRY_SECONDS
 
     def _abandon(self) -> int:
-        """Let go of the open file after a failure; return the records taken
-        out of records_written (all the file's: which of them reached the
-        disk is known only when the file is recovered)."""
-        lost = self._file_records if self._file is not None else 0
-        self.records_written -= lost
-        self._file_records = 0
+        """Let go of the open file after a failure, cut back to what it
+        surely holds (`saved`: whole members or containers, written and
+        flushed); return the records taken out of records_written."""
         if self._compressor is not None:
             self._compressor.stop()
-        if self._file is not None:
-            with contextlib.suppress(OSError):
-                self._file.close()
-            path = os.path.join(self.dirs[spooldir.NEW], self._name)
-            try:
-                if os.path.getsize(path) == 0:
-                    os.unlink(path)  # nothing reached the disk: nothing to keep
-                else:
-                    self._broken.append(self._name)
-                    self._abandoned[self._name] = lost
-            except OSError:
-                self._broken.append(self._name)
-                self._abandoned[self._name] = lost
+        if self._file is None:
+            self._compressor = None
+            return 0
+        saved_bytes, saved_records = self._compressor.saved if self._compressor is not None else (0, 0)
+        lost = self._file_records - saved_records
+        self.records_written -= lost
+        self._file_records = 0
+        with contextlib.suppress(OSError):
+            self._file.close()  # may flush a piece of a failed write: the cut below removes it
+        path = os.path.join(self.dirs[spooldir.NEW], self._name)
+        try:
+            os.truncate(path, saved_bytes)
+            if saved_bytes == 0:
+                os.unlink(path)  # nothing reached the disk whole: nothing to keep
+        except OSError:
+            pass  # kept as it is; what its recovery finds is counted back then
+        if saved_bytes or os.path.exists(path):
+            self._broken.append(self._name)
+            self._abandoned[self._name] = saved_records
         self._file = None
         self._compressor = None
         self.deadline = INFINITY
@@ -167,6 +173,7 @@ class SpoolWriter:
                 log.warning("spool file %s finished after the write failure: %d records", name, count)
             except SpoolError as exc:
                 log.warning("spool file %s lost after the write failure (%s)", name, exc)
+                self._count_back(name, 0)
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(self.dirs[spooldir.NEW], name))
             except OSError as exc:
@@ -174,11 +181,13 @@ class SpoolWriter:
                 self._fail(exc, 0)
 
     def _count_back(self, name: str, count: int) -> None:
-        """An abandoned file of this run recovered with `count` records."""
-        taken = self._abandoned.pop(name, 0)
-        count = min(count, taken)
-        self.records_written += count
-        self.unwritten -= count
+        """An abandoned file of this run recovered with `count` records: the
+        records it was counted as holding are corrected to those (the same
+        number, unless the file was damaged or could not be cut back)."""
+        held = self._abandoned.pop(name, None)
+        if held is not None:
+            self.records_written += count - held
+            self.unwritten -= count - held
 
     def boundary_after(self, sec: int) -> int:
         """When a file opened at `sec` would be finished."""
@@ -330,7 +339,9 @@ class SpoolWriter:
         damaged = spooldir.folder(self.root, spooldir.DAMAGED, self.channel)
         os.makedirs(damaged, exist_ok=True)
         os.rename(path, os.path.join(damaged, name))
-        log.error("spool file %s could not be recovered (%s); moved to %s", name, reason, damaged)
+        # str() of some errors is empty (MemoryError): the log line always says what happened
+        log.error("spool file %s could not be recovered (%s); moved to %s", name, str(reason) or repr(reason),
+                  damaged)
 
     def _rewrite(self, path: str) -> int:
         """Finish a cut-short file in place, keeping every whole record."""

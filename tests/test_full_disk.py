@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -30,15 +31,20 @@ REASON = _why_not()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    mountpoint = tmp_path / "spool"
+@contextlib.contextmanager
+def tmpfs(mountpoint, size: str):
     mountpoint.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)], check=True)
     try:
         yield mountpoint
     finally:
         subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    with tmpfs(tmp_path / "spool", "1m") as mountpoint:
+        yield mountpoint
 
 
 def incompressible_pair(i: int) -> dict:
@@ -102,7 +108,8 @@ def test_full_spool_disk_drops_counts_logs_once_and_resumes(small_disk, monkeypa
     assert w.records_written + w.unwritten == 63 * 100 + 60 * 100  # every record offered, once
 
 
-def test_replay_onto_a_full_disk_finishes_and_reports_what_it_could_not_write(small_disk, tmp_path):
+def replay_pcap(tmp_path) -> str:
+    """3000 pairs, each response 600 bytes of answers."""
     frames = []
     for i in range(3000):
         query = P.query(ident=i & 0xFFFF, sport=1024 + i, qname=f"n{i}.example", qtype=16)
@@ -111,19 +118,28 @@ def test_replay_onto_a_full_disk_finishes_and_reports_what_it_could_not_write(sm
         frames.append((P.ethernet(big), T0 + i / 100 + 0.001))
     pcap = str(tmp_path / "c.pcap")
     P.write_pcap(pcap, frames)
-    # fill the disk first, leaving a little room
-    filler = small_disk / "filler"
-    subprocess.run(["dd", "if=/dev/urandom", f"of={filler}", "bs=1k", "count=960"], check=True, capture_output=True)
+    return pcap
+
+
+def replay(tmp_path, spool, settings: str = 'interval="5"') -> dict[str, int]:
+    """`run --pcap` into `spool`; the counts of its stop line."""
     config = tmp_path / "conf"
-    config.write_text(f'spooldir="{small_disk}"\nDNSQR_RES_ADDRS="{P.RESOLVER}"\ninterval="5"\n')
+    config.write_text(f'spooldir="{spool}"\nDNSQR_RES_ADDRS="{P.RESOLVER}"\n{settings}\n')
     result = subprocess.run(
-        [sys.executable, "-m", "sensor", "run", "-c", str(config), "--pcap", pcap],
+        [sys.executable, "-m", "sensor", "run", "-c", str(config), "--pcap", replay_pcap(tmp_path)],
         capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=REPO),
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("cannot write the spool") == 1
     summary = next(line for line in result.stderr.splitlines() if "stopped:" in line)
-    counts = {k: int(v) for k, v in (part.split("=") for part in summary.split() if "=" in part) if v.isdigit()}
+    return {k: int(v) for k, v in (part.split("=") for part in summary.split() if "=" in part) if v.isdigit()}
+
+
+def test_replay_onto_a_full_disk_finishes_and_reports_what_it_could_not_write(small_disk, tmp_path):
+    # fill the disk first, leaving a little room
+    filler = small_disk / "filler"
+    subprocess.run(["dd", "if=/dev/urandom", f"of={filler}", "bs=1k", "count=960"], check=True, capture_output=True)
+    counts = replay(tmp_path, small_disk)
     assert counts["unwritten"] > 0
     assert counts["records"] + counts["unwritten"] == 3000  # each record written or counted
     finished = glob.glob(str(small_disk / "waiting" / "ch202" / "*"))
@@ -132,3 +148,32 @@ def test_replay_onto_a_full_disk_finishes_and_reports_what_it_could_not_write(sm
         len(spoolfile.records(f, allow_cut=True)) for f in left  # cut by the full disk
     )
     assert 0 < readable == counts["records"], (readable, counts)
+
+
+@pytest.mark.parametrize(
+    "spool_format, size, interval, kept",
+    [
+        ("cbor", "80k", 5, False),  # the open file's first gzip member cut by the full disk: nothing kept
+        ("cbor", "100k", 60, True),  # one file: a member written whole, a later one cut
+        ("nmsg", "100k", 60, True),  # one file: its first container written whole, the next one cut
+    ],
+)
+def test_the_stop_line_counts_what_the_next_start_recovers(tmp_path, spool_format, size, interval, kept):
+    """The file open when the disk filled is cut back to its last whole
+    gzip member or NMSG container and left in new/ (removed if that is
+    nothing); the next start, with room again, recovers exactly the
+    records the stop line said were written, no more, no fewer."""
+    with tmpfs(tmp_path / "spool", size) as spool:
+        counts = replay(tmp_path, spool, f'spool_format="{spool_format}"\ninterval="{interval}"')
+        assert counts["unwritten"] > 0 and counts["records"] + counts["unwritten"] == 3000
+        left = os.listdir(spool / "new" / "ch202")  # for the next start
+        subprocess.run(["mount", "-o", "remount,size=4m", str(spool)], check=True)
+        formats = {"cbor": spoolfile.CborFormat(), "nmsg": spoolfile.NmsgFormat()}
+        writer = SpoolWriter(str(spool), "ch202", "host", interval, archive=False, upload=True,
+                             spool_format=formats[spool_format])
+        writer.recover()
+        writer.close()
+        assert os.listdir(spool / "new" / "ch202") == []
+        held = sum(len(spoolfile.records(str(f))) for f in (spool / "waiting" / "ch202").iterdir())
+    assert held == counts["records"], (held, counts)
+    assert bool(left) == kept
