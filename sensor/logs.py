@@ -40,9 +40,11 @@ from . import daemon
 # tests point both elsewhere: the machine's own syslog may or may not be there
 SYSLOG_SOCKET = os.environ.get("SIE_DNS_SENSOR_SYSLOG_SOCKET", "/dev/log")
 SYSLOG_TAG = "sie"  # as the C sensor logged
-# the package makes this folder for the service user; tests point it elsewhere
+# each package makes its folder for its service user; tests point them elsewhere
 LOG_DIR = os.environ.get("SIE_DNS_SENSOR_LOG_DIR", "/var/log/sie-dns-sensor")
 LOG_FILE = os.path.join(LOG_DIR, "sie-dns-sensor.log")
+COLLECTOR = "sie-dns-collector"
+COLLECTOR_LOG_DIR = os.environ.get("SIE_DNS_COLLECTOR_LOG_DIR", "/var/log/sie-dns-collector")
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -150,7 +152,7 @@ def setup(priority: str, foreground: bool, detached: bool = False, program: str 
         handler = _log_file(program)
         if handler is not None:
             root.addHandler(handler)
-            where.append(LOG_FILE)
+            where.append(handler.baseFilename)
     if (foreground and not detached) or not root.handlers:
         stderr = logging.StreamHandler()
         stderr.setFormatter(OneLine(f"{SYSLOG_TAG}: %(levelname)s %(message)s"))
@@ -189,11 +191,21 @@ class _LogFile(logging.handlers.WatchedFileHandler):
             self.handleError(record)
 
 
+def log_file(program: str) -> str:
+    """Where a detached `program` logs when there is no syslog: the sensor's
+    daemons share LOG_FILE; the collector, another package with another
+    service user, has its own folder."""
+    if program == COLLECTOR:
+        return os.path.join(COLLECTOR_LOG_DIR, f"{COLLECTOR}.log")
+    return LOG_FILE
+
+
 def _log_file(program: str) -> logging.Handler | None:
-    """LOG_FILE, or None when it cannot be opened (the caller falls back to stderr)."""
+    """log_file(program), or None when it cannot be opened (the caller falls back to stderr)."""
+    path = log_file(program)
     try:
-        os.makedirs(LOG_DIR, mode=0o750, exist_ok=True)
-        handler = _LogFile(LOG_FILE)
+        os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
+        handler = _LogFile(path)
     except OSError:
         return None
     handler.setFormatter(

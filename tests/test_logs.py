@@ -54,6 +54,16 @@ def test_the_log_file_gets_one_escaped_line(root_logger, tmp_path):
     _one_escaped_line(text[:-1])
 
 
+def test_the_detached_collector_logs_to_its_own_folder(root_logger, tmp_path, monkeypatch):
+    """Another package with another service user (issue 24): not the sensor's folder."""
+    monkeypatch.setattr(logs, "COLLECTOR_LOG_DIR", str(tmp_path / "collector-log"), raising=False)
+    path = tmp_path / "collector-log" / "sie-dns-collector.log"
+    assert logs.setup("local5.info", foreground=False, detached=True, program="sie-dns-collector") == str(path)
+    logging.getLogger("collector").info("ingesting")
+    assert "sie-dns-collector[" in path.read_text() and "INFO ingesting" in path.read_text()
+    assert not (tmp_path / "log").exists()
+
+
 def test_syslog_gets_one_escaped_line(root_logger, tmp_path, monkeypatch):
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     server.bind(str(tmp_path / "dev-log"))

@@ -1,4 +1,4 @@
-"""Packaging: the .deb an operator installs, end to end; the rpm; static checks.
+"""Packaging: the .debs an operator installs, end to end; the rpm; static checks.
 
 The end-to-end test changes the machine (installs and purges the package,
 adds a veth to the root namespace), so it runs where CI=true or
@@ -13,8 +13,10 @@ import fnmatch
 import glob
 import json
 import os
+import pwd
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -22,9 +24,12 @@ import uuid
 
 import pytest
 
+from collector import config as collector_config
+from collector import incoming, sensors
 from sensor import spoolfile
 from tests import netns
 from tests import sshd as sshd_helper
+from tests.collectorkit import ROOT_HINTS, resolution, write_spool
 from tests.dnstraffic import ASKER, RESPONDER
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,6 +39,10 @@ SHELL_SCRIPTS = [
     "debian/sie-dns-sensor.postinst",
     "debian/sie-dns-sensor.postrm",
     "debian/sie-dns-sensor.prerm",
+    "initscripts/sie-dns-collector.init",
+    "debian/sie-dns-collector.postinst",
+    "debian/sie-dns-collector.postrm",
+    "debian/sie-dns-collector.prerm",
     "tests/setup.sh",
     "examples/run-example.sh",
     ".ci/run",
@@ -58,6 +67,39 @@ def _tracked_copy(destination: str) -> str:
 def test_shellcheck_passes_on_every_shell_script():
     result = subprocess.run(["shellcheck", "-s", "sh", *SHELL_SCRIPTS], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+COLLECTOR_SCRIPTS = {
+    "postinst": "debian/sie-dns-collector.postinst",
+    "prerm": "debian/sie-dns-collector.prerm",
+    "postrm": "debian/sie-dns-collector.postrm",
+}
+
+
+def _read(name: str) -> str:
+    with open(os.path.join(REPO, name), encoding="utf-8") as handle:
+        return handle.read()
+
+
+def test_the_collector_package_scripts_take_their_names_from_the_collector():
+    """Folders, the store's file, the key marker, user and home: each defined once, in collector/."""
+    scripts = {kind: _read(name) for kind, name in COLLECTOR_SCRIPTS.items()}
+    defaults = collector_config.load(os.devnull, environ={})
+    named = {kind: set(re.findall(r'\$HOME_DIR/([^/"\s]+)', text)) for kind, text in scripts.items()}
+    # the folders are made by the collector's own code, never listed in the script
+    assert "incoming.make_folders(config.load().collector_dir)" in scripts["postinst"]
+    assert named["postinst"] == {".ssh"}
+    # what purge counts and names
+    assert named["postrm"] <= {*incoming.FOLDERS, ".ssh", os.path.basename(defaults.store_path)}
+    assert {incoming.INCOMING, incoming.WORK} <= named["postrm"]
+    assert f"' {sensors.MARKER}'" in scripts["postrm"]
+    for kind in ("postinst", "postrm"):
+        assert f"HOME_DIR={defaults.collector_dir}\n" in scripts[kind], kind
+    assert f"USER_NAME={collector_config.SERVICE_USER}\n" in scripts["postinst"]
+    sshd_config = _read("etc/sie-dns-collector.sshd_config")
+    assert f"AllowUsers {collector_config.SERVICE_USER}\n" in sshd_config
+    assert f"AuthorizedKeysFile {defaults.authorized_keys_path}\n" in sshd_config
+    assert f"Port {collector_config.SUBMIT_PORT}\n" in sshd_config
 
 
 def test_installing_from_source_shows_no_build_deprecation_warning(tmp_path):
@@ -190,6 +232,13 @@ def deb(tmp_path_factory):
     return _build_deb(tmp_path_factory.mktemp("deb"))
 
 
+@pytest.fixture(scope="module")
+def collector_deb(deb):
+    """Built with the sensor's, from the same source package."""
+    (path,) = glob.glob(os.path.join(os.path.dirname(deb), "sie-dns-collector_*_all.deb"))
+    return path
+
+
 def _libraries(deb_path: str) -> list[str]:
     """The bundled distributions and versions (their .dist-info folders)."""
     listing = subprocess.run(["dpkg-deb", "-c", deb_path], capture_output=True, text=True, check=True).stdout
@@ -206,18 +255,22 @@ def _sh(*argv: str, timeout: float = 120, check: bool = True) -> subprocess.Comp
 
 # each deliberate; README ("Packaging") lists them, with the reason
 LINTIAN_WARNINGS = {
-    "init.d-script-does-not-source-init-functions",
-    "systemd-service-file-refers-to-unusual-wantedby-target",
+    "sie-dns-sensor": {
+        "init.d-script-does-not-source-init-functions",
+        "systemd-service-file-refers-to-unusual-wantedby-target",
+    },
+    "sie-dns-collector": {"init.d-script-does-not-source-init-functions"},
 }
 
 
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
-def test_lintian_reports_no_errors_and_only_the_deliberate_warnings(deb):
-    result = _sh("lintian", "--no-tag-display-limit", deb, check=False)
+def test_lintian_reports_no_errors_and_only_the_deliberate_warnings(deb, collector_deb):
+    result = _sh("lintian", "--no-tag-display-limit", deb, collector_deb, check=False)
     errors = [line for line in result.stdout.splitlines() if line.startswith("E:")]
     assert errors == [], result.stdout
-    warnings = {line.split()[2] for line in result.stdout.splitlines() if line.startswith("W: sie-dns-sensor: ")}
-    assert warnings == LINTIAN_WARNINGS, result.stdout
+    for package, expected in LINTIAN_WARNINGS.items():
+        warnings = {line.split()[2] for line in result.stdout.splitlines() if line.startswith(f"W: {package}: ")}
+        assert warnings == expected, result.stdout
 
 
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
@@ -305,12 +358,17 @@ def _wait(condition, seconds: float, what: str):
     raise AssertionError(f"not within {seconds} s: {what}")
 
 
-def _set(name: str, value: str) -> None:
-    """Change one variable of the installed configuration file."""
-    with open(CONFIG) as handle:
-        lines = [line for line in handle.read().splitlines() if not line.startswith(f"{name}=")]
-    with open(CONFIG, "w") as handle:
-        handle.write("\n".join([*lines, f'{name}="{value}"']) + "\n")
+def _set(name: str, value: str, path: str = CONFIG) -> None:
+    """Change one variable of an installed configuration file (the sensor's unless `path`)."""
+    _replace_line(path, f"{name}=", f'{name}="{value}"')
+
+
+def _replace_line(path: str, start: str, line: str) -> None:
+    """`line` instead of the lines of `path` that begin with `start` (at the end)."""
+    with open(path) as handle:
+        lines = [kept for kept in handle.read().splitlines() if not kept.startswith(start)]
+    with open(path, "w") as handle:
+        handle.write("\n".join([*lines, line]) + "\n")
 
 
 def _daemons_left() -> str:
@@ -501,3 +559,158 @@ def test_installed_package_runs_as_a_service_end_to_end(deb, tmp_path):
     # the test's own cleanup: other tests run tools as root that would become this user
     _sh("userdel", "sie-dns-sensor", check=False)
     _sh("groupdel", "sie-dns-sensor", check=False)
+
+
+# ---------------------------------------------------------- the collector's .deb
+COLLECTOR_CONFIG = "/etc/default/sie-dns-collector"
+COLLECTOR_SSHD_CONFIG = "/etc/sie-dns-collector/sshd_config"
+COLLECTOR_HOME = "/var/lib/sie-dns-collector"
+COLLECTOR_LOG = "/var/log/sie-dns-collector/sie-dns-collector.log"
+COLLECTOR_USER = collector_config.SERVICE_USER
+# the lab's root server (tests.collectorkit), whose referrals the records start from
+LAB_HINTS = "/etc/sie-dns-collector/lab-root.hints"
+
+
+def _collector_pids() -> tuple[int, int]:
+    """(ingester, sshd), from the pidfiles the SysV script and sshd_config name."""
+    found = []
+    for path in ("/run/sie-dns-collector/ingest.pid", "/run/sie-dns-collector-sshd.pid"):
+        with open(path) as handle:
+            found.append(int(handle.read()))
+    return found[0], found[1]
+
+
+def _collector_status() -> tuple[int, dict]:
+    result = _sh("sie-dns-collector", "status", "--json", check=False)
+    return result.returncode, json.loads(result.stdout)
+
+
+def _owner(path: str) -> str:
+    return pwd.getpwuid(os.stat(path).st_uid).pw_name
+
+
+def _register_sensor(port: int) -> None:
+    """What the operators do: the sensor's key made and registered at the
+    collector, the collector's host keys and address given to the sensor."""
+    _sh("sie-gen-key")
+    added = _sh("sie-dns-collector", "add-sensor", "sensor1", "/var/spool/sie/keys/upload.pub", "--from", "127.0.0.1",
+                "--host", "127.0.0.1", "--port", str(port)).stdout
+    authorized_keys = os.path.join(COLLECTOR_HOME, ".ssh", "authorized_keys")
+    with open(authorized_keys) as handle:
+        (line,) = handle.read().splitlines()
+    assert line.startswith('restrict,from="127.0.0.1",command="/usr/bin/rrsync -wo -munge '
+                           f'{COLLECTOR_HOME}/incoming/sensor1" ssh-ed25519 '), line
+    assert line.endswith(" sie-sensor=sensor1"), line
+    assert _owner(authorized_keys) == COLLECTOR_USER and stat.S_IMODE(os.stat(authorized_keys).st_mode) == 0o600
+    known = [said.strip() for said in added.splitlines() if said.strip().startswith(f"[127.0.0.1]:{port} ")]
+    assert known, added
+    with open("/var/spool/sie/keys/known_hosts", "a") as handle:
+        handle.write("\n".join(known) + "\n")
+    _set("login", COLLECTOR_USER)
+    _set("submitserver", f"127.0.0.1:{port}")
+
+
+def _upload_a_resolution(now: int) -> None:
+    """One spool file in the sensor's waiting/, sent by the sensor package's sie-upload."""
+    sensor_user = pwd.getpwnam("sie-dns-sensor")
+    folder = "/var/spool/sie/waiting/ch202"
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"sensor1.{now}.000000.nmsg")
+    write_spool(path, resolution("www.example.test", "example.test", "203.0.113.80", now))
+    for made in (folder, path):
+        os.chown(made, sensor_user.pw_uid, sensor_user.pw_gid)
+    _sh("sie-upload", "--once", timeout=120)
+
+
+@pytest.fixture
+def users_removed_afterwards():
+    """Whatever happens: other tests run tools as root that would become these users."""
+    yield
+    for name in (COLLECTOR_USER, "sie-dns-sensor"):
+        _sh("userdel", name, check=False)
+        _sh("groupdel", name, check=False)
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+def test_installed_collector_receives_ingests_and_answers_as_a_service(deb, collector_deb, users_removed_afterwards):
+    """Both packages; the collector's SysV service receives a sensor's upload
+    through its own sshd (the shipped sshd_config, add-sensor's key line),
+    ingests it and answers; a bad file is refused; purge while it runs."""
+    try:
+        installed = _sh("dpkg", "-i", deb, collector_deb, timeout=300)
+        assert "sie-dns-collector:" not in installed.stderr, installed.stderr  # check-config and the folders
+        _sh("systemd-analyze", "verify", "/lib/systemd/system/sie-dns-collector.service",
+            "/lib/systemd/system/sie-dns-collector-sshd.service")
+        conffiles = _sh("dpkg-query", "-W", "-f=${Conffiles}", "sie-dns-collector").stdout
+        for path in (COLLECTOR_CONFIG, COLLECTOR_SSHD_CONFIG, "/etc/init.d/sie-dns-collector",
+                     "/etc/logrotate.d/sie-dns-collector"):
+            assert f" {path} " in conffiles, conffiles
+        user = pwd.getpwnam(COLLECTOR_USER)
+        assert (user.pw_dir, user.pw_shell) == (COLLECTOR_HOME, "/bin/sh")  # sshd runs the forced rrsync with it
+        for name in (*incoming.FOLDERS, ".ssh"):
+            assert _owner(os.path.join(COLLECTOR_HOME, name)) == COLLECTOR_USER, name
+        assert stat.S_IMODE(os.stat(os.path.join(COLLECTOR_HOME, ".ssh")).st_mode) == 0o700
+        assert _sh("service", "sie-dns-collector", "status", check=False).returncode == 3  # installed, not started
+
+        # the operator's settings: the lab's root, quick batches, a free port for the sensors
+        with open(LAB_HINTS, "w") as handle:
+            handle.write(ROOT_HINTS)
+        _set("root_hints", LAB_HINTS, path=COLLECTOR_CONFIG)
+        _set("dedup_window", "1", path=COLLECTOR_CONFIG)
+        port = sshd_helper.free_port()
+        _replace_line(COLLECTOR_SSHD_CONFIG, "Port ", f"Port {port}")
+        _register_sensor(port)
+
+        _sh("service", "sie-dns-collector", "start")
+        status = _sh("service", "sie-dns-collector", "status").stdout
+        assert "sie-dns-collector is running" in status and "sie-dns-collector sshd is running" in status, status
+        ingest_pid, sshd_pid = _collector_pids()
+        assert _sh("ps", "-o", "user=", "-p", str(ingest_pid)).stdout.strip() == COLLECTOR_USER
+        _wait(lambda: _collector_status()[0] == 0, 30, "status: the ingester runs")
+
+        now = int(time.time())
+        _upload_a_resolution(now)
+        _code, found = _wait(lambda: (s := _collector_status())[1]["ingested_files"] and s, 60, "the upload ingested")
+        assert found["problems"] == [] and found["damaged_files"] == 0 and found["backlog_files"] == 0, found
+        answer = _sh("sie-dns-collector", "query", "rrset", "www.example.test", "--json").stdout
+        assert "203.0.113.80" in answer, answer
+        if not os.path.exists("/dev/log"):  # no syslog daemon here: the collector's own log file has it
+            with open(COLLECTOR_LOG) as handle:
+                logged = handle.read()
+            assert f"ingesting {COLLECTOR_HOME}/incoming" in logged and "Traceback" not in logged, logged
+            assert _owner(COLLECTOR_LOG) == COLLECTOR_USER
+
+        # a typo: restart refuses, says why, and leaves both daemons as they are
+        _set("dedup_window", "sixty", path=COLLECTOR_CONFIG)
+        refused = _sh("service", "sie-dns-collector", "restart", check=False)
+        assert refused.returncode != 0
+        assert "dedup_window: 'sixty' is not a whole number" in refused.stdout + refused.stderr, refused
+        assert _collector_pids() == (ingest_pid, sshd_pid)
+        assert all(os.path.exists(f"/proc/{pid}") for pid in (ingest_pid, sshd_pid))
+        _set("dedup_window", "1", path=COLLECTOR_CONFIG)
+
+        _sh("service", "sie-dns-collector", "stop", timeout=180)
+        for pid in (ingest_pid, sshd_pid):
+            assert not os.path.exists(f"/proc/{pid}"), f"pid {pid} still running"
+        assert _sh("service", "sie-dns-collector", "status", check=False).returncode == 3
+
+        # purge while the service runs: both stop, and it says what goes
+        _sh("service", "sie-dns-collector", "start")
+        ingest_pid, sshd_pid = _collector_pids()
+        os.unlink(LAB_HINTS)  # read at the first start; not the package's, so dpkg would keep its folder
+        purged = _sh("dpkg", "--purge", "sie-dns-collector", timeout=300)
+        assert "error" not in purged.stderr.lower() and "warning" not in purged.stderr.lower(), purged.stderr
+        assert re.search(rf"purge deletes {COLLECTOR_HOME}: the passive DNS database \(\S+\), 0 upload\(s\) not yet "
+                         r"ingested, the keys of 1 registered sensor\(s\)", purged.stderr), purged.stderr
+        for pid in (ingest_pid, sshd_pid):
+            assert not os.path.exists(f"/proc/{pid}"), f"pid {pid} still running after purge"
+    finally:
+        _sh("service", "sie-dns-collector", "stop", check=False, timeout=180)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(LAB_HINTS)
+        _sh("dpkg", "--purge", "sie-dns-collector", "sie-dns-sensor", check=False, timeout=300)
+    # purge removes what the package made, except the system user (Debian policy)
+    assert _sh("getent", "passwd", COLLECTOR_USER, check=False).returncode == 0
+    for path in (COLLECTOR_HOME, "/var/log/sie-dns-collector", "/run/sie-dns-collector", COLLECTOR_CONFIG,
+                 "/etc/sie-dns-collector"):
+        assert not os.path.exists(path), path
