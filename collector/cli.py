@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -12,15 +11,13 @@ import sys
 import time
 
 import click
-import dns.exception
-import dns.rdatatype
 
 from sensor import daemon, logs
-from sensor.dns import text_to_wire
 from sensor.state import StateFile, read_state
 
 from . import config as configuration
-from . import incoming, present, roothints, sensors
+from . import incoming, keys, present, roothints, sensors
+from .api import lookup as lookups
 from .chain import Chain
 from .ingest import Ingester
 from .sqlite_store import SqliteStore
@@ -143,12 +140,21 @@ def list_sensors(config_path) -> None:
 @config_option
 @click.option("--once", is_flag=True, help="ingest what is there, then exit")
 @click.option("--user", default=None, help=f"as root, run as this user (default {configuration.SERVICE_USER})")
-def ingest(config_path, once, user) -> None:
+@click.option("--daemon", "daemon_mode", is_flag=True, help="detach into the background (init scripts)")
+@click.option("--pidfile", type=click.Path(dir_okay=False), help="write the process id here")
+def ingest(config_path, once, user, daemon_mode, pidfile) -> None:
     """Ingest uploads into the store until SIGTERM (or once, --once)."""
+    if daemon_mode:
+        daemon.close_inherited_fds()
     cfg = load(config_path)
-    logs.setup(cfg.syslog_priority, foreground=daemon.foreground(), program="sie-dns-collector")
+    logs.setup(cfg.syslog_priority, foreground=daemon.foreground(), detached=daemon_mode,
+               program="sie-dns-collector")
     user = user or configuration.SERVICE_USER
+    # detached, start-up errors still reach `service ... start` (daemon.Detached) until ready()
+    detached = daemon.detach() if daemon_mode else None
     try:
+        if pidfile:
+            daemon.PidFile(pidfile).claim()
         if os.geteuid() == 0 and user != "root":
             daemon.drop_privileges(user)
     except daemon.DaemonError as exc:
@@ -167,16 +173,22 @@ def ingest(config_path, once, user) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     log.info("ingesting %s into %s", os.path.join(cfg.collector_dir, incoming.INCOMING), cfg.store_path)
-    ingester.recover()
-    while not stopping:
-        taken = ingester.step()
-        if state.due() or once:
-            state.write(_state(ingester, store))
-        if once and not taken:
-            break
-        if not taken:
-            time.sleep(1.0)
-    ingester.commit()
+    if detached:
+        detached.ready()
+    try:
+        ingester.recover()
+        while not stopping:
+            taken = ingester.step()
+            if state.due() or once:
+                state.write(_state(ingester, store))
+            if once and not taken:
+                break
+            if not taken:
+                time.sleep(1.0)
+        ingester.commit()
+    except Exception as exc:  # detached, stderr is /dev/null: say it in the log, once, never a bare traceback
+        log.critical("stopped by an unexpected error: %s", exc, exc_info=True)
+        sys.exit(70)
     state.write(_state(ingester, store))
     store.close()
     os.close(lock)
@@ -198,14 +210,19 @@ def _summary(ingester: Ingester) -> str:
 
 # ------------------------------------------------------------------- query
 def _fences(first_after, first_before, last_after, last_before) -> Fences:
-    return Fences(first_after, first_before, last_after, last_before)
+    """Fences from the options; a negative value is that many seconds before now (as DNSDB's)."""
+    now = int(time.time())
+    return Fences(*(now + value if value is not None and value < 0 else value
+                    for value in (first_after, first_before, last_after, last_before)))
 
 
 def query_options(function):
     for option in (
         click.option("--json", "as_json", is_flag=True, help="one JSON object a line (DNSDB's fields)"),
+        click.option("--summarize", is_flag=True, help="count, num_results and times of the lookup instead"),
         click.option("--limit", type=click.IntRange(1), default=None, help="at most this many results"),
-        click.option("--first-after", type=int, help="time_first at or after (epoch seconds)"),
+        click.option("--offset", type=click.IntRange(0), default=0, help="skip this many results first"),
+        click.option("--first-after", type=int, help="time_first at or after (epoch seconds; negative: ago)"),
         click.option("--first-before", type=int, help="time_first at or before"),
         click.option("--last-after", type=int, help="time_last at or after"),
         click.option("--last-before", type=int, help="time_last at or before"),
@@ -214,66 +231,61 @@ def query_options(function):
     return config_option(function)
 
 
-def _name(text: str) -> tuple[bytes, bool]:
-    """(wire name, under) of `example.com` or `*.example.com`."""
-    under = text.startswith("*.")
+def _lookup(segments: list[str]) -> lookups.Lookup:
     try:
-        return text_to_wire(text[2:] if under else text).lower(), under
-    except ValueError as exc:
-        raise click.BadParameter(f"{text!r}: {exc}") from None
-
-
-def _rrtype(text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        return dns.rdatatype.from_text(text)
-    except (dns.exception.DNSException, ValueError):
-        raise click.BadParameter(f"{text!r} is not a record type") from None
+        return lookups.parse_lookup(segments)
+    except lookups.BadRequest as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @main.group()
 def query() -> None:
-    """Look up the database (the store file, read-only)."""
+    """Look up the database (the store file, read-only), as the HTTP API does."""
 
 
 @query.command("rrset")
 @query_options
 @click.argument("name")
-@click.option("--type", "rrtype", default=None, help="only this record type (A, NS, ...)")
+@click.option("--type", "rrtype", default="ANY", help="only this record type (A, NS, ..., ANY-DNSSEC)")
 @click.option("--bailiwick", default=None, help="only entries with this bailiwick")
-def query_rrset(config_path, as_json, limit, first_after, first_before, last_after, last_before, name, rrtype,
-                bailiwick) -> None:
-    """RRsets owned by NAME (`*.NAME`: by NAME and every name under it)."""
-    cfg = load(config_path)
-    owner, under = _name(name)
-    zone = _name(bailiwick)[0] if bailiwick else None
-    store = SqliteStore(cfg.store_path)
-    found = store.rrsets(owner, under=under, rrtype=_rrtype(rrtype), bailiwick=zone,
-                         fences=_fences(first_after, first_before, last_after, last_before), limit=limit)
-    _print(found, as_json, present.entry_json, present.entry_text)
+@click.option("--raw", is_flag=True, help="NAME is a wire-form name in hex")
+def query_rrset(config_path, as_json, summarize, limit, offset, first_after, first_before, last_after, last_before,
+                name, rrtype, bailiwick, raw) -> None:
+    """RRsets owned by NAME (`*.NAME`: NAME and every name under it; `NAME.*`: every name beginning with NAME)."""
+    found = _lookup(["rrset", "raw" if raw else "name", name, rrtype, *([bailiwick] if bailiwick else [])])
+    _answer(load(config_path), found, _fences(first_after, first_before, last_after, last_before), limit, offset,
+            summarize, as_json)
 
 
 @query.command("rdata")
 @query_options
 @click.argument("value")
-@click.option("--type", "rrtype", default=None, help="only this record type (names)")
-def query_rdata(config_path, as_json, limit, first_after, first_before, last_after, last_before, value,
-                rrtype) -> None:
-    """Records whose data is VALUE: an address or prefix, or a name (`*.NAME` for names under it)."""
-    cfg = load(config_path)
-    store = SqliteStore(cfg.store_path)
-    fences = _fences(first_after, first_before, last_after, last_before)
+@click.option("--type", "rrtype", default="ANY", help="only this record type (names, raw data)")
+@click.option("--raw", is_flag=True, help="VALUE is record data in hex")
+def query_rdata(config_path, as_json, summarize, limit, offset, first_after, first_before, last_after, last_before,
+                value, rrtype, raw) -> None:
+    """Records whose data is VALUE: an address, prefix or range (FIRST-LAST), a name (wildcards as for rrset)."""
     try:
-        network = ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        network = None
-    if network is not None:
-        found = store.rdata_ip(network, fences=fences, limit=limit)
+        lookups.parse_addresses(value)
+        by = "raw" if raw else "ip"
+    except lookups.BadRequest:
+        by = "raw" if raw else "name"
+    found = _lookup(["rdata", by, value, *([rrtype] if by != "ip" else [])])
+    _answer(load(config_path), found, _fences(first_after, first_before, last_after, last_before), limit, offset,
+            summarize, as_json)
+
+
+def _answer(cfg: configuration.Config, found: lookups.Lookup, fences: Fences, limit: int | None, offset: int,
+            summarize: bool, as_json: bool) -> None:
+    store = SqliteStore(cfg.store_path)
+    if summarize:
+        summary = found.summarize(store, fences, limit, offset, None)
+        click.echo(json.dumps(present.summary_json(summary)) if as_json else present.summary_text(summary), nl=as_json)
+    elif found.kind == "rrset":
+        _print(found.rows(store, fences, limit, offset), as_json, present.entry_json, present.entry_text)
     else:
-        target, under = _name(value)
-        found = store.rdata_name(target, under=under, rrtype=_rrtype(rrtype), fences=fences, limit=limit)
-    _print(found, as_json, present.rdata_entry_json, present.rdata_entry_text)
+        _print(found.rows(store, fences, limit, offset), as_json, present.rdata_entry_json, present.rdata_entry_text)
+    store.close()
 
 
 def _print(found, as_json: bool, to_json, to_text) -> None:
@@ -284,6 +296,93 @@ def _print(found, as_json: bool, to_json, to_text) -> None:
         else:
             click.echo(("" if first else "\n") + to_text(entry), nl=False)
         first = False
+
+
+# ------------------------------------------------------------- HTTP API
+@main.command()
+@config_option
+@click.option("--listen", default=None, help="HOST:PORT to answer on (default api_listen; port 0: any)")
+@click.option("--user", default=None, help=f"as root, run as this user (default {configuration.SERVICE_USER})")
+@click.option("--daemon", "daemon_mode", is_flag=True, help="detach into the background (init scripts)")
+@click.option("--pidfile", type=click.Path(dir_okay=False), help="write the process id here")
+def serve(config_path, listen, user, daemon_mode, pidfile) -> None:
+    """Answer DNSDB API v2 and COF queries over HTTP until SIGTERM."""
+    from .api import server  # the web stack only for the command that needs it
+
+    if daemon_mode:
+        daemon.close_inherited_fds()
+    cfg = load(config_path)
+    logs.setup(cfg.syslog_priority, foreground=daemon.foreground(), detached=daemon_mode,
+               program="sie-dns-collector")
+    try:
+        host, port = configuration.host_port(listen or cfg.api_listen)
+        sock = server.listen(host, port)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(f"cannot answer on {listen or cfg.api_listen}: {exc}") from None
+    detached = daemon.detach() if daemon_mode else None
+    try:
+        if pidfile:
+            daemon.PidFile(pidfile).claim()
+        if os.geteuid() == 0 and (user or configuration.SERVICE_USER) != "root":
+            daemon.drop_privileges(user or configuration.SERVICE_USER)
+    except daemon.DaemonError as exc:
+        raise click.ClickException(str(exc)) from None
+    bound = sock.getsockname()
+    log.info("answering on http://%s:%d/ (DNSDB API v2 under /dnsdb/v2/, COF under /pdns/query/), keys in %s",
+             f"[{bound[0]}]" if ":" in bound[0] else bound[0], bound[1], cfg.api_keys_path)
+    if detached:
+        detached.ready()
+    try:
+        server.serve(cfg, sock)
+    except Exception as exc:  # detached, stderr is /dev/null: say it in the log, once, never a bare traceback
+        log.critical("stopped by an unexpected error: %s", exc, exc_info=True)
+        sys.exit(70)
+
+
+@main.command("add-key")
+@config_option
+@click.argument("name")
+@click.option("--results-max", type=click.IntRange(1), default=None, help="this key's most results a lookup")
+@click.option("--burst-size", type=click.IntRange(1), default=None, help="this key's requests a window")
+@click.option("--burst-window", type=click.IntRange(1), default=None, help="this key's window, seconds")
+@click.option("--lookups", type=click.IntRange(1), default=None, help="this key's lookups under way at once")
+def add_key(config_path, name, results_max, burst_size, burst_window, lookups) -> None:
+    """Make an API key NAME for the HTTP API; it is printed once, only its hash is kept."""
+    cfg = load(config_path)
+    try:
+        secret = keys.add(cfg.api_keys_path, name, _owner(cfg), results_max=results_max, burst_size=burst_size,
+                          burst_window=burst_window, lookups=lookups)
+    except (keys.KeyProblem, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(secret)
+    click.echo(f"key {name} added: give it as X-API-Key (DNSDB API) or as the password of user {name} (COF); "
+               "it is not shown again.", err=True)
+
+
+@main.command("remove-key")
+@config_option
+@click.argument("name")
+def remove_key(config_path, name) -> None:
+    """Take the API key NAME out (a running server refuses it within a second)."""
+    cfg = load(config_path)
+    try:
+        removed = keys.remove(cfg.api_keys_path, name, _owner(cfg))
+    except (keys.KeyProblem, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if not removed:
+        raise click.ClickException(f"no API key named {name}")
+    click.echo(f"key {name} removed")
+
+
+@main.command("list-keys")
+@config_option
+def list_keys(config_path) -> None:
+    """The API keys: name and limits (never the keys, which are not kept)."""
+    found, problems = keys.read(load(config_path).api_keys_path)
+    for key in found:
+        click.echo(f"{key.name}  {key.limits_text()}")
+    for problem in problems:
+        click.echo(f"warning: {problem}", err=True)
 
 
 # ----------------------------------------------------------- maintenance

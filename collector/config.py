@@ -45,6 +45,19 @@ def _whole(low: int):
     return parse
 
 
+def host_port(text: str) -> tuple[str, int]:
+    """(host, port) of `HOST:PORT` (`[v6]:PORT`); port 0: any free one (tests)."""
+    match = re.fullmatch(r"(?:\[([0-9A-Fa-f:.]+)\]|([0-9A-Za-z_.-]+)):(\d{1,5})", text)
+    if not match or int(match.group(3)) > 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT ([ADDRESS]:PORT for IPv6)")
+    return match.group(1) or match.group(2), int(match.group(3))
+
+
+def _listen(text: str) -> str:
+    host_port(text)
+    return text
+
+
 def _store(text: str) -> str:
     if text and not (text.startswith("sqlite:/") or text.startswith("clickhouse://")):
         raise ValueError(f"{text!r} is not sqlite:/PATH (or empty for the default file)")
@@ -62,6 +75,18 @@ VARIABLES: dict[str, Variable] = {
     "dedup_max_entries": Variable("dedup_max_entries", _whole(1000), "200000"),
     "memory_ulimit_kbytes": Variable("memory_ulimit_kbytes", _whole(65536), "1048576"),
     "syslog_priority": Variable("syslog_priority", syslog_priority, "local5.info"),
+    "api_listen": Variable("api_listen", _listen, "127.0.0.1:8053"),
+    "api_keys": Variable("api_keys", _optional_path, ""),
+    "api_limit": Variable("api_limit", _whole(1), "10000"),
+    "api_results_max": Variable("api_results_max", _whole(1), "1000000"),
+    "api_offset_max": Variable("api_offset_max", _whole(0), "1000000"),
+    "api_burst_size": Variable("api_burst_size", _whole(1), "600"),
+    "api_burst_window": Variable("api_burst_window", _whole(1), "60"),
+    "api_key_lookups": Variable("api_key_lookups", _whole(1), "8"),
+    "api_auth_failures": Variable("api_auth_failures", _whole(1), "10"),
+    "api_timeout": Variable("api_timeout", _whole(1), "300"),
+    "api_send_timeout": Variable("api_send_timeout", _whole(1), "30"),
+    "api_max_connections": Variable("api_max_connections", _whole(2), "500"),
 }
 
 
@@ -79,6 +104,18 @@ class Config:
     dedup_max_entries: int
     memory_ulimit_kbytes: int
     syslog_priority: str
+    api_listen: str
+    api_keys: str
+    api_limit: int
+    api_results_max: int
+    api_offset_max: int
+    api_burst_size: int
+    api_burst_window: int
+    api_key_lookups: int
+    api_auth_failures: int
+    api_timeout: int
+    api_send_timeout: int
+    api_max_connections: int
     origins: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
     @property
@@ -92,6 +129,11 @@ class Config:
     def authorized_keys_path(self) -> str:
         """The collector user's authorized_keys (its home is collector_dir)."""
         return self.authorized_keys or os.path.join(self.collector_dir, ".ssh", "authorized_keys")
+
+    @property
+    def api_keys_path(self) -> str:
+        """The query server's API keys (hashed): `add-key` writes it."""
+        return self.api_keys or os.path.join(self.collector_dir, "api-keys")
 
     def as_text_lines(self) -> list[str]:
         return [f'{name}="{getattr(self, var.attr)}"  # {self.origins.get(name, "default")}'

@@ -7,7 +7,11 @@ Tables (every one WITHOUT ROWID, so each is one B-tree in key order):
   inverse index (`data` is empty where it equals the key: A and AAAA);
 - `delegation`, `host_address`, `zone_server`: what the bailiwick stage
   has learned (zone -> server names, name -> addresses, address -> zones);
-- `ingested`: every file whose aggregates are in the store.
+- `ingested`: every file whose aggregates are in the store;
+- `name_forward`: (forward name key, name key) for every owner and every
+  name in the data of a name-bearing type: the labels in written order,
+  so a right-hand wildcard (`www.example.*`) is a range scan too, joined
+  to `rrset` or `rdata` in forward-key order (no sort, streams).
 
 Ingest writes a batch in one transaction: the merged aggregates, what the
 bailiwick stage learned while making them, and the names of the files
@@ -21,11 +25,27 @@ from __future__ import annotations
 import ipaddress
 import os
 import sqlite3
+import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from . import decompose, names
-from .store import NO_FENCES, Entry, Fences, RdataEntry, address_range, pack_rdata, rdata_key, unpack_rdata
+from .store import (
+    NO_FENCES,
+    Entry,
+    Fences,
+    LookupTimeout,
+    RdataEntry,
+    RRTypes,
+    Summary,
+    address_range,
+    pack_rdata,
+    rdata_key,
+    type_list,
+    unpack_rdata,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rrset (
@@ -45,7 +65,12 @@ CREATE TABLE IF NOT EXISTS zone_server (
 CREATE TABLE IF NOT EXISTS ingested (
     sensor TEXT NOT NULL, file TEXT NOT NULL, size INTEGER NOT NULL, outcome TEXT NOT NULL,
     PRIMARY KEY (sensor, file)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS name_forward (
+    fkey BLOB NOT NULL PRIMARY KEY, key BLOB NOT NULL) WITHOUT ROWID;
 """
+SCHEMA_VERSION = 1  # PRAGMA user_version: 1 = name_forward filled
+_PROGRESS_STEPS = 10000  # SQLite steps between two looks at a lookup's deadline
+_IDLE_READERS = 64  # read-only connections kept for the next lookups
 
 _MERGE = (
     "INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
@@ -116,8 +141,10 @@ class SqliteDirectory:
 class SqliteStore:
     """The Store interface on one SQLite file."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, query_timeout: float | None = None) -> None:
+        """`query_timeout`: seconds a lookup may run (LookupTimeout after), None: no bound."""
         self.path = path
+        self.query_timeout = query_timeout
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = FULL")
@@ -125,6 +152,24 @@ class SqliteStore:
         self.db.executescript(SCHEMA)
         self.in_batch = False
         self.directory = SqliteDirectory(self.db, self._begin)
+        self.readers: list[sqlite3.Connection] = []  # idle read-only connections
+        self.readers_lock = threading.Lock()
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Fill name_forward from the names already in a store made before it existed (once)."""
+        if self.db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        if self.db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:  # another process may have
+            for sql in ("SELECT DISTINCT name FROM rrset",
+                        f"SELECT DISTINCT key FROM rdata WHERE type IN ({', '.join(map(str, _TARGET_TYPES))})"):
+                cursor = self.db.execute(sql)
+                while keys := cursor.fetchmany(4096):
+                    self.db.executemany("INSERT OR IGNORE INTO name_forward VALUES (?, ?)",
+                                        [(_forward(key), key) for (key,) in keys])
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self.db.execute("COMMIT")
 
     # ------------------------------------------------------------- writing
     def _begin(self) -> None:
@@ -148,6 +193,12 @@ class SqliteStore:
             [_rdata_row(datum, rrtype, owner, first, last, count)
              for (datum, rrtype, owner), first, last, count in rdata],
         )
+        keys = {names.key(owner) for (owner, _, _, _), _, _, _ in rrsets}
+        keys.update(names.key(target) for (datum, rrtype, _), _, _, _ in rdata
+                    if rrtype in _TARGET_TYPES and (target := decompose.rdata_names(rrtype, datum)) is not None)
+        # in forward-key order: neighbouring inserts land on the same pages of the index
+        self.db.executemany("INSERT OR IGNORE INTO name_forward VALUES (?, ?)",
+                            sorted((_forward(key), key) for key in keys))
 
     def commit(self, files: list[tuple[str, str, int, str]]) -> None:
         self._begin()
@@ -162,71 +213,134 @@ class SqliteStore:
         self.directory.forget_cache()
 
     # ------------------------------------------------------------- reading
-    def rrsets(self, owner: bytes, *, under: bool = False, rrtype: int | None = None,
+    def rrsets(self, owner: bytes, *, under: bool = False, starts: bool = False, rrtype: RRTypes = None,
                bailiwick: bytes | None = None, fences: Fences = NO_FENCES,
                limit: int | None = None, offset: int = 0) -> Iterator[Entry]:
-        where, args = _name_clause("name", names.key(owner), under)
-        if rrtype is not None:
-            where += " AND type = ?"
-            args.append(rrtype)
-        if bailiwick is not None:
-            where += " AND bailiwick = ?"
-            args.append(bailiwick.lower())
-        where, args = _fence_clause(where, args, fences)
-        sql = f"SELECT name, type, bailiwick, data, first, last, count FROM rrset WHERE {where} " \
-              "ORDER BY name, type, bailiwick, data"
-        for name, kind, zone, data, first, last, count in self._page(sql, args, limit, offset):
+        select = self._rrsets_select(owner, under=under, starts=starts, rrtype=rrtype, bailiwick=bailiwick,
+                                     fences=fences)
+        for name, kind, zone, data, first, last, count in self._page(select, limit, offset):
             yield Entry(names.wire_of_key(name), kind, zone, unpack_rdata(data), first, last, count)
 
-    def rdata_name(self, target: bytes, *, under: bool = False, rrtype: int | None = None,
+    def rdata_name(self, target: bytes, *, under: bool = False, starts: bool = False, rrtype: RRTypes = None,
                    fences: Fences = NO_FENCES, limit: int | None = None, offset: int = 0) -> Iterator[RdataEntry]:
-        where, args = _name_clause("key", names.key(target), under)
-        types = [rrtype] if rrtype is not None else sorted(NAME_TYPES)
-        where += f" AND type IN ({', '.join('?' * len(types))})"
-        args.extend(types)
-        return self._rdata(where, args, fences, limit, offset)
+        return self._rdata(self._rdata_name_select(target, under=under, starts=starts, rrtype=rrtype,
+                                                   fences=fences), limit, offset)
 
     def rdata_ip(self, network, *, fences: Fences = NO_FENCES,
                  limit: int | None = None, offset: int = 0) -> Iterator[RdataEntry]:
-        rrtype, low, high = address_range(ipaddress.ip_network(network))
-        return self._rdata("key BETWEEN ? AND ? AND type = ?", [low, high, rrtype], fences, limit, offset)
+        return self._rdata(self._rdata_ip_select(network, fences=fences), limit, offset)
 
-    def rdata_raw(self, rdata: bytes, *, rrtype: int | None = None, fences: Fences = NO_FENCES,
+    def rdata_ip_range(self, first: bytes, last: bytes, *, fences: Fences = NO_FENCES,
+                       limit: int | None = None, offset: int = 0) -> Iterator[RdataEntry]:
+        return self._rdata(self._rdata_ip_range_select(first, last, fences=fences), limit, offset)
+
+    def rdata_raw(self, rdata: bytes, *, rrtype: RRTypes = None, fences: Fences = NO_FENCES,
                   limit: int | None = None, offset: int = 0) -> Iterator[RdataEntry]:
-        types = [rrtype] if rrtype is not None else None
+        return self._rdata(self._rdata_raw_select(rdata, rrtype=rrtype, fences=fences), limit, offset)
+
+    def summarize(self, lookup: str, *args, max_count: int | None = None, **kwargs) -> Summary:
+        limit, offset = kwargs.pop("limit", None), kwargs.pop("offset", 0)
+        select = getattr(self, f"_{lookup}_select")(*args, **kwargs)
+        inner = _Select(select.source, select.where, select.args, select.order, "t.count, t.first, t.last")
+        if max_count is None:
+            rows = _Select(f"({inner.sql(limit, offset)}) AS t", "1", inner.paged_args(limit, offset), "",
+                           "sum(t.count), count(*), min(t.first), max(t.last)")
+            count, found, first, last = next(self._page(rows, None, 0))
+            return Summary(count or 0, found, first, last)
+        count = found = 0
+        first = last = None
+        for each, seen_first, seen_last in self._page(inner, limit, offset):
+            count, found = count + each, found + 1
+            first = seen_first if first is None else min(first, seen_first)
+            last = seen_last if last is None else max(last, seen_last)
+            if count >= max_count:
+                break
+        return Summary(count, found, first, last)
+
+    # the SQL of each lookup (summarize runs the same, counting)
+    def _rrsets_select(self, owner: bytes, *, under: bool = False, starts: bool = False, rrtype: RRTypes = None,
+                       bailiwick: bytes | None = None, fences: Fences = NO_FENCES) -> _Select:
+        source, where, args, order = _name_clause("rrset", "name", owner, under, starts)
+        types = type_list(rrtype)
+        if types is not None:
+            where += f" AND t.type IN ({_marks(types)})"
+            args.extend(types)
+        if bailiwick is not None:
+            where += " AND t.bailiwick = ?"
+            args.append(bailiwick.lower())
+        where, args = _fence_clause(where, args, fences)
+        return _Select(source, where, args, f"{order}, t.type, t.bailiwick, t.data", _RRSET_COLUMNS)
+
+    def _rdata_name_select(self, target: bytes, *, under: bool = False, starts: bool = False,
+                           rrtype: RRTypes = None, fences: Fences = NO_FENCES) -> _Select:
+        source, where, args, order = _name_clause("rdata", "key", target, under, starts)
+        wanted = type_list(rrtype)
+        # only the types whose data key is a name: another type's key is its data, never a name key
+        types = sorted(_TARGET_TYPES) if wanted is None else [t for t in wanted if t in _TARGET_TYPES] or [-1]
+        where += f" AND t.type IN ({_marks(types)})"
+        args.extend(types)
+        return _rdata_select(source, where, args, order, fences)
+
+    def _rdata_ip_select(self, network, *, fences: Fences = NO_FENCES) -> _Select:
+        _, low, high = address_range(ipaddress.ip_network(network))
+        return self._rdata_ip_range_select(low, high, fences=fences)
+
+    def _rdata_ip_range_select(self, first: bytes, last: bytes, *, fences: Fences = NO_FENCES) -> _Select:
+        if len(first) != len(last) or len(first) not in (4, 16):
+            raise ValueError("an address range is two IPv4 or two IPv6 addresses")
+        rrtype = decompose.TYPE_A if len(first) == 4 else decompose.TYPE_AAAA
+        return _rdata_select("rdata t", "t.key BETWEEN ? AND ? AND t.type = ?", [first, last, rrtype], "t.key",
+                             fences)
+
+    def _rdata_raw_select(self, rdata: bytes, *, rrtype: RRTypes = None, fences: Fences = NO_FENCES) -> _Select:
+        types = type_list(rrtype)
         keys = sorted({_raw_key(kind, rdata) for kind in (types or [0, *NAME_TYPES])} - {None})
-        where = f"key IN ({', '.join('?' * len(keys))}) AND (data = ? OR (data = x'' AND key = ?))"
+        where = f"t.key IN ({_marks(keys)}) AND (t.data = ? OR (t.data = x'' AND t.key = ?))"
         args = [*keys, rdata, rdata]
         if types:
-            where += " AND type = ?"
-            args.append(rrtype)
-        return self._rdata(where, args, fences, limit, offset)
+            where += f" AND t.type IN ({_marks(types)})"
+            args.extend(types)
+        return _rdata_select("rdata t", where, args, "t.key", fences)
 
-    def _rdata(self, where: str, args: list, fences: Fences, limit, offset) -> Iterator[RdataEntry]:
-        where, args = _fence_clause(where, args, fences)
-        sql = f"SELECT key, type, name, data, first, last, count FROM rdata WHERE {where} " \
-              "ORDER BY key, type, name, data"
-        for key, kind, name, data, first, last, count in self._page(sql, args, limit, offset):
+    def _rdata(self, select: _Select, limit, offset) -> Iterator[RdataEntry]:
+        for key, kind, name, data, first, last, count in self._page(select, limit, offset):
             yield RdataEntry(names.wire_of_key(name), kind, data or key, first, last, count)
 
-    def _page(self, sql: str, args: list, limit: int | None, offset: int) -> Iterator[tuple]:
-        if limit is not None or offset:
-            sql += " LIMIT ? OFFSET ?"
-            args = [*args, -1 if limit is None else limit, offset]
-        # a connection of its own per lookup: a lookup streams while ingest writes
-        reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+    def _page(self, select: _Select, limit: int | None, offset: int) -> Iterator[tuple]:
+        # a connection of its own per lookup, so a lookup streams while ingest writes; taken
+        # from those idle (opening one and reading the schema costs more than a small lookup)
+        with self.readers_lock:
+            reader = self.readers.pop() if self.readers else None
+        if reader is None:
+            reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        if self.query_timeout is not None:
+            reader.set_progress_handler(_past(time.monotonic() + self.query_timeout), _PROGRESS_STEPS)
+        cursor = None
         try:
-            cursor = reader.execute(sql, args)
+            cursor = reader.execute(select.sql(limit, offset), select.paged_args(limit, offset))
             while rows := cursor.fetchmany(1024):
                 yield from rows
+        except sqlite3.OperationalError as exc:
+            if "interrupted" not in str(exc):
+                raise
+            raise LookupTimeout(f"the lookup ran past its {self.query_timeout:g} s") from None
         finally:
-            reader.close()
+            if cursor is not None:
+                cursor.close()  # its statement reset: the reader holds no snapshot while idle
+            with self.readers_lock:
+                if len(self.readers) < _IDLE_READERS:
+                    self.readers.append(reader)
+                    reader = None
+            if reader is not None:
+                reader.close()
 
     # --------------------------------------------------------- maintenance
     def expire(self, before: int) -> tuple[int, int]:
         self._begin()
         rrsets = self.db.execute("DELETE FROM rrset WHERE last < ?", (before,)).rowcount
         rdata = self.db.execute("DELETE FROM rdata WHERE last < ?", (before,)).rowcount
+        self.db.execute("DELETE FROM name_forward WHERE NOT EXISTS (SELECT 1 FROM rrset WHERE name = key) "
+                        "AND NOT EXISTS (SELECT 1 FROM rdata WHERE rdata.key = name_forward.key)")
         self.db.execute("COMMIT")
         self.in_batch = False
         return rrsets, rdata
@@ -242,9 +356,57 @@ class SqliteStore:
     def close(self) -> None:
         self.rollback()
         self.db.close()
+        with self.readers_lock:
+            for reader in self.readers:
+                reader.close()
+            self.readers.clear()
 
 
 NAME_TYPES = frozenset(t for t in decompose.NAME_FIELDS if t not in (14, 17, 26, 35))
+_TARGET_TYPES = NAME_TYPES  # the types whose inverse-index key is a name key
+_RRSET_COLUMNS = "t.name, t.type, t.bailiwick, t.data, t.first, t.last, t.count"
+_RDATA_COLUMNS = "t.key, t.type, t.name, t.data, t.first, t.last, t.count"
+
+
+@dataclass(frozen=True)
+class _Select:
+    """One lookup's query: rows of `columns` from `source` (the table as
+    `t`) where `where` holds, in the stable order `order`."""
+
+    source: str
+    where: str
+    args: list
+    order: str
+    columns: str
+
+    def sql(self, limit: int | None, offset: int) -> str:
+        order = f" ORDER BY {self.order}" if self.order else ""
+        paging = " LIMIT ? OFFSET ?" if limit is not None or offset else ""
+        return f"SELECT {self.columns} FROM {self.source} WHERE {self.where}{order}{paging}"
+
+    def paged_args(self, limit: int | None, offset: int) -> list:
+        if limit is None and not offset:
+            return list(self.args)
+        return [*self.args, -1 if limit is None else limit, offset]
+
+
+def _rdata_select(source: str, where: str, args: list, order: str, fences: Fences) -> _Select:
+    where, args = _fence_clause(where, args, fences)
+    return _Select(source, where, args, f"{order}, t.type, t.name, t.data", _RDATA_COLUMNS)
+
+
+def _past(deadline: float) -> Callable[[], bool]:
+    """SQLite's progress handler: a true answer interrupts the statement."""
+    return lambda: time.monotonic() > deadline
+
+
+def _marks(values: list) -> str:
+    return ", ".join("?" * len(values))
+
+
+def _forward(key: bytes) -> bytes:
+    """The forward key of a name key: its labels back in written order (no root)."""
+    return names.wire_of_key(key)[:-1]
 
 
 def _rdata_row(datum: bytes, rrtype: int, owner: bytes, first: int, last: int, count: int) -> tuple:
@@ -259,10 +421,19 @@ def _raw_key(rrtype: int, rdata: bytes) -> bytes | None:
         return None
 
 
-def _name_clause(column: str, key: bytes, under: bool) -> tuple[str, list]:
+def _name_clause(table: str, column: str, wire: bytes, under: bool, starts: bool) -> tuple[str, str, list, str]:
+    """(source, where, args, order) finding a name, or a wildcard's names
+    (`under`: reversed keys from the name's; `starts`: forward keys from the name's)."""
+    if under and starts:
+        raise ValueError("a name takes one wildcard, left or right, not both")
+    if starts:
+        forward = wire.lower()[:-1]
+        return (f"name_forward f CROSS JOIN {table} t ON t.{column} = f.key", "f.fkey >= ? AND f.fkey < ?",
+                [forward, forward + names.RANGE_END], "f.fkey")
+    key = names.key(wire)
     if under:
-        return f"{column} >= ? AND {column} < ?", [key, key + names.RANGE_END]
-    return f"{column} = ?", [key]
+        return f"{table} t", f"t.{column} >= ? AND t.{column} < ?", [key, key + names.RANGE_END], f"t.{column}"
+    return f"{table} t", f"t.{column} = ?", [key], f"t.{column}"
 
 
 def _fence_clause(where: str, args: list, fences: Fences) -> tuple[str, list]:
@@ -270,6 +441,6 @@ def _fence_clause(where: str, args: list, fences: Fences) -> tuple[str, list]:
     for column, op, value in (("first", ">=", fences.first_after), ("first", "<=", fences.first_before),
                               ("last", ">=", fences.last_after), ("last", "<=", fences.last_before)):
         if value is not None:
-            where += f" AND {column} {op} ?"
+            where += f" AND t.{column} {op} ?"
             args.append(value)
     return where, args

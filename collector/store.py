@@ -9,12 +9,18 @@ Lookups are generators: rows stream out in a stable order (owner key,
 type, bailiwick, data for RRsets; data key, type, owner, data for the
 inverse index), bounded by `limit` and skipped by `offset`, so a client
 can page and no answer is ever built in memory whole.
+
+Names may carry one wildcard, as DNSDB's do, standing for zero or more
+labels: `under` is the left-hand one (`*.example.com`: the name and every
+name below it), `starts` the right-hand one (`www.example.*`: the name
+and every name that begins with its labels). Both are range scans, on
+the reversed and on the forward name keys; neither is ever a full scan.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -68,6 +74,33 @@ class Fences:
 
 NO_FENCES = Fences()
 
+# one type, several (DNSDB's ANY-DNSSEC), or None: every type
+RRTypes = int | Collection[int] | None
+
+
+class LookupTimeout(Exception):
+    """A lookup ran past the time it was given; what it yielded so far is
+    all there is (the text says how long it had)."""
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a lookup would return, in four numbers (DNSDB's summarize):
+    the sum of the counts, the number of rows, the earliest time_first and
+    the latest time_last (None when there is no row)."""
+
+    count: int
+    num_results: int
+    time_first: int | None
+    time_last: int | None
+
+
+def type_list(rrtype: RRTypes) -> list[int] | None:
+    """The types a lookup keeps, sorted; None: every type."""
+    if rrtype is None:
+        return None
+    return [rrtype] if isinstance(rrtype, int) else sorted(set(rrtype))
+
 
 def pack_rdata(rdatas: tuple[bytes, ...]) -> bytes:
     """An RRset's data as one value: each datum after its two-octet length."""
@@ -119,22 +152,32 @@ class Store(Protocol):
     def rollback(self) -> None:
         """Forget the batch under way (its files will be ingested again)."""
 
-    def rrsets(self, owner: bytes, *, under: bool = False, rrtype: int | None = None,
+    def rrsets(self, owner: bytes, *, under: bool = False, starts: bool = False, rrtype: RRTypes = None,
                bailiwick: bytes | None = None, fences: Fences = NO_FENCES,
                limit: int | None = None, offset: int = 0) -> Iterator[Entry]:
-        """Entries owned by `owner` (or by any name under it, `under`)."""
+        """Entries owned by `owner` (or by any name under it, `under`; or
+        beginning with its labels, `starts`)."""
 
-    def rdata_name(self, target: bytes, *, under: bool = False, rrtype: int | None = None,
+    def rdata_name(self, target: bytes, *, under: bool = False, starts: bool = False, rrtype: RRTypes = None,
                    fences: Fences = NO_FENCES, limit: int | None = None, offset: int = 0) -> Iterator[RdataEntry]:
-        """Records whose data names `target` (or any name under it)."""
+        """Records whose data names `target` (or any name under it, or beginning with its labels)."""
 
     def rdata_ip(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network, *, fences: Fences = NO_FENCES,
                  limit: int | None = None, offset: int = 0) -> Iterator[RdataEntry]:
         """A and AAAA records whose address is in `network`."""
 
-    def rdata_raw(self, rdata: bytes, *, rrtype: int | None = None, fences: Fences = NO_FENCES,
+    def rdata_ip_range(self, first: bytes, last: bytes, *, fences: Fences = NO_FENCES,
+                       limit: int | None = None, offset: int = 0) -> Iterator[RdataEntry]:
+        """A (4 octets) or AAAA (16) records whose address is from `first` to `last`, both included."""
+
+    def rdata_raw(self, rdata: bytes, *, rrtype: RRTypes = None, fences: Fences = NO_FENCES,
                   limit: int | None = None, offset: int = 0) -> Iterator[RdataEntry]:
         """Records whose data is exactly `rdata`."""
+
+    def summarize(self, lookup: str, *args, max_count: int | None = None, **kwargs) -> Summary:
+        """The Summary of what `getattr(self, lookup)(*args, **kwargs)` would
+        yield (its limit and offset included), stopping once the counts sum
+        to `max_count` or more."""
 
     def expire(self, before: int) -> tuple[int, int]:
         """Remove entries last seen before `before`; (RRsets, index rows) removed."""
