@@ -13,7 +13,7 @@ import time
 
 import click
 
-from . import capabilities, daemon, fanout, logs, spooldir, spoolfile
+from . import activation, capabilities, daemon, fanout, logs, spooldir, spoolfile
 from . import config as configuration
 from . import status as status_report
 from . import workers as workers_mod
@@ -52,6 +52,8 @@ def main() -> None:
 @click.option("--user", default=None,
               help=f"as root: after opening the capture, run as this user if it exists "
                    f"(default for live capture: {daemon.SERVICE_USER}; a --pcap replay keeps its user)")
+@click.option("--print", "print_format", type=click.Choice(["json", "text"]),
+              help="also print each record on stdout as it goes to the spool, as `read` prints it")
 def run(
     config_path: str | None,
     dnstap_spec: str | None,
@@ -62,10 +64,14 @@ def run(
     daemon_mode: bool,
     pidfile: str | None,
     user: str | None,
+    print_format: str | None,
 ) -> None:
     """Capture (or replay) until stopped, writing spool files."""
     if pcap_path and dnstap_path:
         raise click.UsageError("--pcap and --dnstap-file exclude each other")
+    if print_format and daemon_mode:
+        raise click.UsageError("--print writes to stdout, which --daemon closes")
+    passed = activation.passed_sockets()  # before close_inherited_fds: systemd's, kept open across restarts
     if daemon_mode:
         daemon.close_inherited_fds()
     replay = pcap_path or dnstap_path
@@ -92,12 +98,13 @@ def run(
         elif dnstap_path:
             captures = [DnstapFile(dnstap_path, _decoder(cfg, matcher))]
         elif dnstap_live:
-            captures = [DnstapListener.open(cfg.dnstap_socket, _decoder(cfg, matcher))]
+            captures = [DnstapListener.open(cfg.dnstap_socket, _decoder(cfg, matcher), passed=passed)]
         else:
             captures = [open_live() for _ in range(workers)]  # every worker's, while CAP_NET_RAW is up
     except (CaptureError, UnsupportedLinkType) as exc:
         raise click.ClickException(str(exc)) from None
     capture = captures[0]
+    _close_unused(passed, capture)
     detached = daemon.detach() if daemon_mode else None
     claimed = daemon.PidFile(pidfile) if pidfile else None
     try:
@@ -131,8 +138,11 @@ def run(
             reload=_reloader(config_path, cfg),
             reopen=None if replay or dnstap_live else open_live,
             state=None if replay else StateFile(state_path(cfg.spooldir, worker_state_name(number), cfg.channel)),
-            progress=_ProgressBar(pcap_path) if pcap_path and sys.stderr.isatty() else None,
+            progress=_ProgressBar(pcap_path) if pcap_path and sys.stderr.isatty() and not print_format else None,
             worker=(number, workers),
+            carry=_table_carry(cfg, matcher, capture) if dnstap_live else None,
+            # each worker's own (a thread does not outlive a fork)
+            printer=_printer(print_format, cfg, wait=replay is not None) if print_format else None,
         )
 
     sensor, family = _start_workers(sensor_for, workers, writer)
@@ -162,6 +172,36 @@ def run(
     if pcap_path and capture.damaged:  # a replay that did not reach the file's end is not a success
         raise click.ClickException(f"{capture.damaged}; the {summary.records} records from the packets before it "
                                    f"were written to the spool {cfg.spooldir} as usual")
+
+
+def _close_unused(passed: list[socket.socket], capture) -> None:
+    """Sockets systemd passed that the configuration does not listen on
+    (sie-dns-sensor.socket enabled for another path, or packet capture)."""
+    for sock in passed:
+        if sock is not getattr(capture, "sock", None):
+            log.warning("systemd passed a socket (%s) that dnstap_socket does not name: not used",
+                        sock.getsockname() or "unnamed")
+            sock.close()
+
+
+def _table_carry(cfg: configuration.Config, matcher: Matcher, capture):
+    """dnstap: the query table kept across a planned restart (carryover.py)."""
+    from .carryover import TableCarry, table_path
+
+    return TableCarry(table_path(cfg.spooldir, cfg.channel), matcher, capture.decoder)
+
+
+def _printer(print_format: str, cfg: configuration.Config, wait: bool):
+    """`run --print`: lines as `read --format` prints them from this spool's files."""
+    from . import render  # here: dnspython is for printing, not for the capture
+    from .liveprint import LivePrinter
+    from .record import Envelope
+
+    show = {"json": render.to_json, "text": render.to_text}[print_format]
+    envelope = Envelope()
+    if cfg.spool_format != "cbor":  # an NMSG payload carries the ids; a CBOR record has none
+        envelope = Envelope(source=cfg.nmsg_source, operator=cfg.nmsg_operator, group=cfg.nmsg_group)
+    return LivePrinter(show, envelope, wait=wait)
 
 
 def _spool_writer(cfg: configuration.Config, lock: bool = True) -> SpoolWriter:
@@ -364,17 +404,21 @@ def read(fmt: str, paths: tuple[str, ...]) -> None:
     """Print the records of spool files (NMSG or CBOR), one per line.
 
     A directory is read as a spool: the finished files under its waiting/
-    and archive/ folders (or the files in it), oldest first. A file that
-    cannot be read is reported and the others are still read; the exit
-    status is then 1.
+    and archive/ folders (or the files in it), oldest first; what is not a
+    regular file there (a FIFO, a symbolic link) is reported and skipped.
+    A file that cannot be read is reported and the others are still read;
+    the exit status is then 1.
     """
     from . import render  # here: dnspython (11 MB) is for reading, not for the capture
 
     show = {"json": render.to_json, "pres": render.to_pres, "text": render.to_text}[fmt]
-    failed = False
-    for path in _spool_files(paths):
+    files, skipped = _spool_files(paths)
+    for problem in skipped:
+        click.echo(f"sie-dns-sensor: {problem}", err=True)
+    failed = bool(skipped)
+    for path, given in files:
         try:
-            for record, envelope in spoolfile.read(path):
+            for record, envelope in spoolfile.read(path, follow_symlinks=given):
                 click.echo(show(record, envelope))
         except BrokenPipeError:
             # the reader went away (`read ... | head`): stop quietly, as Unix tools do
@@ -387,12 +431,16 @@ def read(fmt: str, paths: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
-def _spool_files(paths: tuple[str, ...]) -> list[str]:
-    """Files as given; directories expanded into their finished spool files."""
-    files: list[str] = []
+def _spool_files(paths: tuple[str, ...]) -> tuple[list[tuple[str, bool]], list[str]]:
+    """(path, given on the command line) of the files to read, directories
+    expanded into their finished spool files; and what was skipped there,
+    in words: in a spool directory, only regular files are read (lstat:
+    a FIFO would block, a symbolic link points anywhere)."""
+    files: list[tuple[str, bool]] = []
+    skipped: list[str] = []
     for path in paths:
         if not os.path.isdir(path):
-            files.append(path)
+            files.append((path, True))
             continue
         # a spool root: waiting/ and archive/ together (a file in both is one
         # file, hard-linked); any other folder: the spool files below it
@@ -400,12 +448,19 @@ def _spool_files(paths: tuple[str, ...]) -> list[str]:
         tops = [top for top in tops if os.path.isdir(top)] or [path]
         found: dict[str, str] = {}
         for top in tops:
-            for root, _, names in os.walk(top):
+            for root, folders, names in os.walk(top):
+                skipped += [f"{os.path.join(root, name)}: a symbolic link to a folder: not followed"
+                            for name in folders if os.path.islink(os.path.join(root, name))]
                 for name in names:
-                    if spooldir.name_time(name) is not None:
-                        found.setdefault(name, os.path.join(root, name))
-        files += [found[name] for name in sorted(found, key=lambda n: (spooldir.name_time(n), n))]
-    return files
+                    if spooldir.name_time(name) is None or name in found:
+                        continue
+                    problem = spoolfile.not_regular(os.path.join(root, name))
+                    if problem:
+                        skipped.append(problem)
+                    else:
+                        found[name] = os.path.join(root, name)
+        files += [(found[name], False) for name in sorted(found, key=lambda n: (spooldir.name_time(n), n))]
+    return files, skipped
 
 
 @main.command("check-config")

@@ -42,12 +42,12 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from google.protobuf.message import DecodeError
 
 from . import dnstap_schema as schema
-from .matcher import DEFAULT_QUERY_TIMEOUT, DEFAULT_STATE_TABLE_MAX, Matcher, Record
+from .matcher import _FRAGMENTS, _NSEC, _PACKET, _SEC, DEFAULT_QUERY_TIMEOUT, DEFAULT_STATE_TABLE_MAX, Matcher, Record
 from .record import Field, RecordType, UdpChecksum
 from .wire import DNS_HEADER_LEN, IPPROTO_TCP, IPPROTO_UDP
 
@@ -288,6 +288,23 @@ class Decoder:
         out.append((udp_datagram(resolver, authority, resolver_port, authority_port, query, mark), query_sec,
                     query_nsec))
 
+    def remember(self, datagram: bytes, sec: int) -> None:
+        """A query datagram this decoder built in an earlier process (the
+        table kept across a restart): remembered as reported on its own, so
+        that its response report, which carries the query too, is not fed
+        a second copy of it."""
+        if len(datagram) < 20 or datagram[0] >> 4 not in (4, 6):
+            return
+        if datagram[0] >> 4 == 4:
+            start, resolver, authority = (datagram[0] & 0x0F) * 4, datagram[12:16], datagram[16:20]
+        else:
+            start, resolver, authority = 40, datagram[8:24], datagram[24:40]
+        dns = datagram[start + 8 :]
+        if len(dns) < DNS_HEADER_LEN:
+            return
+        resolver_port, authority_port = _PORTS.unpack_from(datagram, start)
+        self.seen[_exchange(resolver, authority, authority_port, dns, datagram[1])] = (sec, resolver_port)
+
     def _trim(self, sec: int) -> None:
         """Forget queries older than the timeout (once a second of message
         time) and the oldest beyond `seen_max`."""
@@ -379,6 +396,13 @@ class DnstapMatcher(Matcher):
 
     def flush(self, limit: int | None = None) -> list[Record]:
         return self._retype(Matcher.flush(self, limit))
+
+    def outstanding(self) -> Iterator[tuple[bytes, int, int]]:
+        """(datagram, sec, nsec) of every query in the table, oldest first:
+        what `carryover` keeps across a restart (fed again, they make the
+        same entries)."""
+        for query in self.table.values():
+            yield from query[_FRAGMENTS] or ((query[_PACKET], query[_SEC], query[_NSEC]),)
 
     def _retype(self, records: list[Record]) -> list[Record]:
         if self.tcp_seen:

@@ -12,6 +12,7 @@ A connection that breaks the protocol (garbage, an oversized frame, a
 content type other than dnstap's, a payload that is not a Dnstap protobuf)
 is counted under the reason and closed; the frames it sent before are
 kept and the sensor goes on. A resolver that reconnects starts afresh.
+At a stop (`drain`) every connection is read dry and answered with FINISH.
 
 Idle and slowloris connections must not keep a resolver out (`Limits`):
 a newcomer is never refused, it evicts the connection least likely to be
@@ -31,11 +32,11 @@ import stat
 import struct
 import time
 
-from . import daemon
+from . import activation, daemon
 from .capture import CaptureError, Datagram
 from .config import dnstap_endpoint
 from .dnstap import Decoder
-from .framestream import Reader, State
+from .framestream import Control, Reader, State, control_frame
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ LISTEN_BACKLOG = 64
 ACCEPTS_PER_ROUND = 8
 SOCKET_MODE = 0o660  # the resolver's user joins the service user's group
 SEND_TIMEOUT = 2.0
+DRAIN_SECONDS = 2.0  # at a stop, the longest spent reading the connections dry
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _HANDSHAKING = (State.WAITING, State.READY)
 
@@ -145,12 +147,20 @@ class DnstapListener:
         self.selector.register(sock, selectors.EVENT_READ, None)
 
     @classmethod
-    def open(cls, spec: str, decoder: Decoder, limits: Limits = DEFAULT_LIMITS) -> DnstapListener:
-        """Listen at `unix:/PATH` or `tcp:HOST:PORT` (config.dnstap_endpoint)."""
+    def open(cls, spec: str, decoder: Decoder, limits: Limits = DEFAULT_LIMITS,
+             passed: list[socket.socket] | tuple = ()) -> DnstapListener:
+        """Listen at `unix:/PATH` or `tcp:HOST:PORT` (config.dnstap_endpoint),
+        on the socket systemd passed for it (`passed`, activation.py) if one
+        is bound there: that socket outlives this process, so it is neither
+        made nor removed here."""
         try:
             kind, where = dnstap_endpoint(spec)
         except (TypeError, ValueError) as exc:
             raise CaptureError(f"dnstap socket: {exc}") from None
+        for sock in passed:
+            if activation.bound_to(sock, kind, where):
+                sock.setblocking(False)
+                return cls(sock, f"dnstap socket {spec} (from systemd)", decoder, limits=limits)
         try:
             if kind == "unix":
                 sock = _unix_listener(where)
@@ -228,13 +238,19 @@ class DnstapListener:
         except OSError as exc:
             self._drop(connection, "dnstap_connection_error", f"receive failed: {exc}")
             return
-        reader = connection.reader
         if not data:
-            if not reader.idle:
+            if not connection.reader.idle:
                 self._drop(connection, "dnstap_truncated_frame", "closed in the middle of a frame")
             else:
                 self._close(connection, "closed")
             return
+        self._take(connection, data, batch, now)
+
+    def _take(self, connection: _Connection, data: bytes, batch: list, now: float) -> bool:
+        """Feed what arrived, decode the frames it completed, answer control
+        frames; False once the connection is closed (a violation, or STOP
+        answered)."""
+        reader = connection.reader
         was_established = connection.established
         frames = reader.feed(data)
         connection.fed(len(frames), was_established, now)
@@ -245,13 +261,20 @@ class DnstapListener:
         for payload in frames:
             if not decode(payload, batch):
                 self._drop(connection, None, "sent a payload that is not a Dnstap message")
-                return
+                return False
+        if reader.error is None and reader.state is State.STOPPED:
+            # STOP: FINISH goes back, but a resolver may close without
+            # waiting for it (unbound does at times): that ends the stream
+            # just as well, so it is no error
+            self._send_if_there(connection, reader.take_outgoing())
+            self._close(connection, "finished")
+            return False
         if reader.outgoing and not self._send(connection, reader.take_outgoing()):
-            return
+            return False
         if reader.error is not None:
             self._drop(connection, reader.error, f"Frame Streams violation ({reader.error})")
-        elif reader.state is State.STOPPED:
-            self._close(connection, "finished")
+            return False
+        return True
 
     def _send(self, connection: _Connection, data: bytes) -> bool:
         """Control frames (ACCEPT, FINISH): a few dozen bytes, sent whole."""
@@ -264,6 +287,15 @@ class DnstapListener:
             self._drop(connection, "dnstap_connection_error", f"send failed: {exc}")
             return False
         return True
+
+    def _send_if_there(self, connection: _Connection, data: bytes) -> None:
+        """A last control frame (FINISH): a peer already gone is no error."""
+        sock = connection.sock
+        try:
+            sock.settimeout(SEND_TIMEOUT)
+            sock.sendall(data)
+        except OSError as exc:
+            log.debug("dnstap: %s gone before FINISH (%s)", connection.peer, exc)
 
     def _drop(self, connection: _Connection, reason: str | None, why: str) -> None:
         if reason:
@@ -292,6 +324,43 @@ class DnstapListener:
     def _count(self, reason: str) -> None:
         counters = self.decoder.counters
         counters[reason] = counters.get(reason, 0) + 1
+
+    # ------------------------------------------------------------- a stop
+    def drain(self, seconds: float = DRAIN_SECONDS) -> list[Datagram]:
+        """At a stop: every frame the resolvers wrote before it, then FINISH.
+
+        Each connection is shut for reading first: on a unix socket the
+        resolver's next write then fails at once (it reconnects; unbound
+        drops the one message it was writing, libfstrm the batch it had
+        not flushed) while all it wrote before stays readable; then it is
+        read to its end, FINISH goes back on a stream that has begun, and
+        it is closed. `seconds` bounds the whole (a tcp peer can go on
+        writing after the shutdown).
+        """
+        batch: list[Datagram] = []
+        deadline = time.monotonic() + seconds
+        for connection in list(self.connections.values()):
+            self._drain_one(connection, batch, deadline)
+        return batch
+
+    def _drain_one(self, connection: _Connection, batch: list, deadline: float) -> None:
+        sock = connection.sock
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RD)
+        while time.monotonic() < deadline:
+            try:
+                data = sock.recv(RECV_BYTES)
+            except OSError:  # nothing more (EAGAIN), or the peer is gone
+                break
+            if not data:
+                break
+            if not self._take(connection, data, batch, time.monotonic()):
+                return  # closed: STOP answered, or a violation
+        if not connection.reader.idle:
+            log.info("dnstap: %s: the frame it was writing at the stop is not taken", connection.peer)
+        if connection.reader.state is State.DATA:
+            self._send_if_there(connection, control_frame(Control.FINISH))
+        self._close(connection, "closed at the stop")
 
     # ------------------------------------------------------------- rest
     def kernel_stats(self) -> tuple[int, int, int]:

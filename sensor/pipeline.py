@@ -15,12 +15,17 @@ import resource
 import time
 from collections.abc import Callable
 from time import thread_time
+from typing import TYPE_CHECKING
 
 from .capture import Capture, CaptureError
 from .matcher import Matcher
 from .record import Field, RecordType
 from .state import StateFile
 from .writer import INFINITY, SpoolWriter
+
+if TYPE_CHECKING:  # carryover imports the dnstap decoder (protobuf): for dnstap runs only
+    from .carryover import TableCarry
+    from .liveprint import LivePrinter
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +140,15 @@ class Sensor:
         state: StateFile | None = None,
         progress: Callable[[Capture], None] | None = None,
         worker: tuple[int, int] = (1, 1),
+        carry: TableCarry | None = None,
+        printer: LivePrinter | None = None,
     ) -> None:
         """`worker`: (this one, how many) with capture_workers > 1: only
         the first finishes a crash's files (before the others start), and
-        each names itself in its log lines and state."""
+        each names itself in its log lines and state. `carry` (dnstap):
+        the query table is kept across a planned restart instead of being
+        flushed at the stop. `printer` (`run --print`): told every list of
+        records handed to the writer, closed at the end."""
         self.capture = capture
         self.matcher = matcher
         self.writer = writer
@@ -147,6 +157,8 @@ class Sensor:
         self.state = state
         self.progress = progress  # told after every batch (a replay's progress bar)
         self.worker = worker
+        self.carry = carry
+        self.printer = printer
         self.label = f"worker {worker[0]} of {worker[1]} " if worker[1] > 1 else ""
         self.summary = Summary()
         self._stopping = False
@@ -183,6 +195,8 @@ class Sensor:
     def run(self) -> Summary:
         if self.worker[1] == 1:
             finish_crashed_files(self.writer)
+        if self.carry is not None:
+            self._write(self.carry.restore(), self.matcher.now_sec, self.matcher.now_nsec)
         next_stats = time.monotonic() + STATS_SECONDS
         while not self._stopping:
             batch = self._read()
@@ -327,6 +341,8 @@ class Sensor:
             self.by_type.update(map(_record_type, records))
             self.writer.write(records, sec, nsec)
             self.summary.cpu.encoding += thread_time() - started
+            if self.printer is not None:
+                self.printer(records)
 
     def _process(self, batch: list) -> None:
         """Feed one batch, writing records into the file of their interval."""
@@ -368,17 +384,36 @@ class Sensor:
         self.writer.sync()  # what came before the quiet spell reaches the disk
 
     def _shutdown(self) -> None:
-        """Every outstanding query leaves as unanswered; the file is finished."""
+        """What the capture still holds is read; every outstanding query
+        leaves as unanswered (or, dnstap, is kept for the next start); the
+        file is finished."""
+        self._drain()
         matcher = self.matcher
-        while matcher.table:
-            self._write(matcher.flush(FLUSH_CHUNK), matcher.now_sec, matcher.now_nsec)
+        if self.carry is None or not self.carry.keep():
+            while matcher.table:
+                self._write(matcher.flush(FLUSH_CHUNK), matcher.now_sec, matcher.now_nsec)
         self.writer.close()
+        if self.printer is not None:
+            self.printer.close()
         summary = self._snapshot()
         if self.state is not None:
             self._write_state(stopped=time.time(), summary=dataclasses.asdict(summary))
         if self.lost_since is None:
             self.capture.close()
         log.info("%sstopped: %s", self.label, summary.line())
+
+    def _drain(self) -> None:
+        """A capture that can be read dry at a stop (dnstap: what sits in
+        the resolvers' connections, each then answered with FINISH) gives
+        its last batch here; a packet capture has no such step."""
+        drain = getattr(self.capture, "drain", None)
+        if drain is None or self.lost_since is not None:
+            return
+        started = thread_time()
+        batch = drain()
+        self.summary.cpu.capture += thread_time() - started
+        if batch:
+            self._process(batch)
 
     def _snapshot(self) -> Summary:
         summary = self.summary

@@ -13,17 +13,23 @@
       198.51.100.4 / 2001:db8:1::4  serves other.test only: REFUSED for
                                      refused.test, which is delegated to it
       198.51.100.5 / 2001:db8:1::5  reads queries for dead.test, never answers
+      198.51.100.6 / 2001:db8:1::6  the poisoner, delegated poison.test: answers
+                                     every query with poison.test's A (for an
+                                     A question) and POISONED, records outside
+                                     its zone (see POISONER)
 
 Names worth asking: www.lab.test A, mail.lab.test MX, nx.lab.test
 (NXDOMAIN), big.signed.test TXT and big.signed6.test TXT (signed answers
 of ~2.5 kB: fragmented over IPv4 and IPv6), big.tc.test TXT (truncated,
-retried over TCP), www.refused.test A (REFUSED), www.dead.test A (timeouts).
+retried over TCP), www.refused.test A (REFUSED), www.dead.test A (timeouts),
+www.poison.test A (an answer with poison the resolver must scrub).
 
     python -m tests.lab      # brings it up, prints how to use it; Ctrl-C tears it down
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -46,7 +52,22 @@ SERVERS = {  # role: (IPv4, IPv6)
     "zones": ("198.51.100.3", "2001:db8:1::3"),
     "refuser": ("198.51.100.4", "2001:db8:1::4"),
     "dead": ("198.51.100.5", "2001:db8:1::5"),
+    "poisoner": ("198.51.100.6", "2001:db8:1::6"),
 }
+# What each authority serves; the black hole serves nothing.
+ZONES_OF = {
+    "root": ["."],
+    "tld": ["test."],
+    "zones": ["lab.test.", "signed.test.", "signed6.test.", "tc.test."],
+    "refuser": ["other.test."],
+    "poisoner": ["poison.test."],
+}
+POISON_ANSWER = "192.0.2.7"  # the poisoner's answer to every A question, in its own zone
+POISONED = (  # (section, owner, type, rdata) the poisoner adds to every response: none of its zone
+    ("answer", "www.lab.test.", "A", "192.0.2.66"),  # an answer for a name in another zone
+    ("authority", "test.", "NS", "ns.poison.test."),  # NS for its parent
+    ("additional", "ns1.lab.test.", "A", "192.0.2.66"),  # glue for a name it does not serve
+)
 SOA = "@ 3600 IN SOA ns1 hostmaster 2026112201 3600 900 604800 300"
 
 
@@ -75,6 +96,7 @@ def _zones() -> dict[str, str]:
     z4, z6 = SERVERS["zones"]
     r4, r6 = SERVERS["refuser"]
     d4, d6 = SERVERS["dead"]
+    p4, p6 = SERVERS["poisoner"]
     return {
         ".": f"""$ORIGIN .
 $TTL 3600
@@ -107,6 +129,9 @@ ns1.refused IN AAAA {r6}
 dead IN NS ns1.dead
 ns1.dead IN A {d4}
 ns1.dead IN AAAA {d6}
+poison IN NS ns.poison
+ns.poison IN A {p4}
+ns.poison IN AAAA {p6}
 """,
         "lab.test.": f"""$ORIGIN lab.test.
 $TTL 300
@@ -163,15 +188,49 @@ while True:
         s.recvfrom(65535)  # and never a word back
 """
 
+# A hostile authority: every response carries, beside what its zone holds,
+# records for names it does not serve (argv: v4, v6, A answer, POISONED as JSON).
+POISONER = """
+import json, select, socket, sys
+import dns.flags, dns.message, dns.rdatatype, dns.rrset
+answer, poisoned = sys.argv[3], json.loads(sys.argv[4])
+socks = []
+for family, addr in ((socket.AF_INET, sys.argv[1]), (socket.AF_INET6, sys.argv[2])):
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.bind((addr, 53))
+    socks.append(s)
+while True:
+    for s in select.select(socks, [], [])[0]:
+        data, peer = s.recvfrom(65535)
+        try:
+            query = dns.message.from_wire(data)
+        except Exception:
+            continue
+        if len(query.question) != 1:
+            continue
+        reply = dns.message.make_response(query)
+        reply.flags |= dns.flags.AA
+        question = query.question[0]
+        if question.rdtype == dns.rdatatype.A:
+            reply.answer.append(dns.rrset.from_text(question.name, 300, "IN", "A", answer))
+        for section, owner, rrtype, rdata in poisoned:
+            getattr(reply, section).append(dns.rrset.from_text(owner, 300, "IN", rrtype, rdata))
+        s.sendto(reply.to_wire(), peer)
+"""
+
 
 class DnsLab:
     """Context manager: everything up on enter, everything gone on exit."""
 
-    def __init__(self, dnstap_socket: str | None = None) -> None:
-        """`dnstap_socket`: a unix socket path that unbound sends dnstap to
-        (its resolver query and response messages); the listener must be
-        there before the lab starts."""
+    def __init__(self, dnstap_socket: str | None = None, resolver: str = "unbound", named_options: str = "") -> None:
+        """`dnstap_socket`: a unix socket path that the resolver sends dnstap
+        to (its resolver query and response messages); the listener must be
+        there before the lab starts. `resolver`: "unbound", or "named"
+        (BIND 9, Debian package bind9: not in tests/setup.sh, for
+        measurements), with `named_options` added to its options."""
         self.dnstap_socket = dnstap_socket
+        self.named_options = named_options
+        self.resolver_program = f"/usr/sbin/{resolver}"
         tag = uuid.uuid4().hex[:5]
         self.client, self.resolver, self.auth = f"siec{tag}", f"sier{tag}", f"siea{tag}"
         self.client_if, self.front_if = f"lc{tag}", f"lf{tag}"
@@ -179,6 +238,7 @@ class DnsLab:
         self.work = tempfile.mkdtemp(prefix="sie-lab-")
         os.chmod(self.work, 0o755)
         self.processes: list[subprocess.Popen] = []
+        self.zone_files: dict[str, str] = {}  # origin -> the file its server loads (signed: the signed one)
 
     # ------------------------------------------------------------ network
     def _wire(self) -> None:
@@ -299,13 +359,47 @@ class DnsLab:
             "  dnstap-log-client-query-messages: yes\n  dnstap-log-client-response-messages: yes\n"
         )
 
+    def _named(self) -> None:
+        """BIND as the resolver, configured as unbound is above (no DNSSEC
+        validation: the anchors are unbound's file)."""
+        root4, root6 = SERVERS["root"]
+        hints = os.path.join(self.work, "named.hints")
+        with open(hints, "w") as handle:
+            handle.write(f". 3600 IN NS a.root-servers.lab.\na.root-servers.lab. 3600 IN A {root4}\n"
+                         f"a.root-servers.lab. 3600 IN AAAA {root6}\n")
+        dnstap = (f'  dnstap {{ resolver; }};\n  dnstap-output unix "{self.dnstap_socket}";\n'
+                  f'  dnstap-identity "lab";\n{self.named_options}') if self.dnstap_socket else ""
+        conf = os.path.join(self.work, "named.conf")
+        with open(conf, "w") as handle:
+            handle.write(
+                f'options {{\n  directory "{self.work}";\n  pid-file "{self.work}/named.pid";\n'
+                f"  listen-on {{ {RESOLVER_FRONT4}; }};\n  listen-on-v6 {{ {RESOLVER_FRONT6}; }};\n"
+                f"  query-source address {RESOLVER4};\n  query-source-v6 address {RESOLVER6};\n"
+                "  recursion yes;\n  allow-recursion { 203.0.113.0/24; 2001:db8:c::/64; };\n"
+                "  dnssec-validation no;\n  qname-minimization off;\n  edns-udp-size 4096;\n"
+                f"  max-udp-size 4096;\n  empty-zones-enable no;\n{dnstap}}};\n"
+                f'zone "." {{ type hint; file "{hints}"; }};\n'
+            )
+        self._start(self.resolver, ["/usr/sbin/named", "-g", "-n", "1", "-c", conf], "named")
+
     def stop_resolver(self) -> None:
-        """Stop unbound: no more upstream traffic (and the end of its dnstap
-        stream), so every observer has seen all there was."""
+        """Stop the resolver: no more upstream traffic (and the end of its
+        dnstap stream), so every observer has seen all there was."""
         for process in self.processes:
-            if "/usr/sbin/unbound" in process.args:
+            if self.resolver_program in process.args:
                 process.terminate()
                 process.wait(timeout=30)
+
+    def restart_resolver(self) -> None:
+        """The resolver again, its cache empty: what it resolves next starts
+        from the root, in view of whoever watches the upstream interface
+        (the start-up check has taught the first one the way to lab.test)."""
+        old = [process for process in self.processes if self.resolver_program in process.args]
+        self.stop_resolver()
+        for process in old:
+            self.processes.remove(process)
+            self._start(self.resolver, list(process.args[4:]), os.path.basename(self.resolver_program) + "-again")
+        self._wait_ready()
 
     def _start(self, ns: str, argv: list[str], name: str) -> None:
         log = open(os.path.join(self.work, f"{name}.out"), "w")  # noqa: SIM115 - owned by the process
@@ -340,13 +434,16 @@ class DnsLab:
     def __enter__(self) -> DnsLab:
         try:
             self._wire()
-            files = self._write_zones()
-            self._nsd("root", ["."], files)
-            self._nsd("tld", ["test."], files)
-            self._nsd("zones", ["lab.test.", "signed.test.", "signed6.test.", "tc.test."], files)
-            self._nsd("refuser", ["other.test."], files)
+            files = self.zone_files = self._write_zones()
+            for role in ("root", "tld", "zones", "refuser"):
+                self._nsd(role, ZONES_OF[role], files)
             self._start(self.auth, [sys.executable, "-c", BLACKHOLE, *SERVERS["dead"]], "blackhole")
-            self._unbound()
+            self._start(self.auth, [sys.executable, "-c", POISONER, *SERVERS["poisoner"], POISON_ANSWER,
+                                    json.dumps(POISONED)], "poisoner")
+            if self.resolver_program.endswith("named"):
+                self._named()
+            else:
+                self._unbound()
             self._wait_ready()
         except BaseException:
             self.__exit__(None, None, None)

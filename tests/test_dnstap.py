@@ -10,6 +10,7 @@ against the sensor's listener.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import select
 import shutil
@@ -330,6 +331,24 @@ def test_several_connections_garbage_closed_others_go_on_and_reconnect_loses_not
             assert T.read_control(sender.sock)[0] == Control.FINISH
     finally:
         listener.close()
+
+
+def test_a_resolver_that_closes_right_after_stop_ends_its_stream_without_an_error(tmp_path, caplog):
+    """unbound may close its end as soon as it has sent STOP: the FINISH the
+    sensor answers with then meets a closed socket. That is a normal end."""
+    listener, matcher = _listen(tmp_path)
+    try:
+        sender = _connect(listener, str(tmp_path / "dnstap.sock"))
+        sender.send(T.exchanges(100, seed=9))
+        sender.sock.sendall(control_frame(Control.STOP))
+        sender.sock.close()
+        with caplog.at_level(logging.INFO, logger="sensor"):
+            records = _pump(listener, matcher, lambda _: not listener.connections, seconds=2)
+    finally:
+        listener.close()
+    assert len(records) == 50 and matcher.counters == {}
+    assert [r.levelname for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert "local peer finished" in caplog.text
 
 
 # ------------------------------------------- crowds of idle connections
