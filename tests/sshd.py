@@ -1,14 +1,19 @@
 """A real OpenSSH sshd on loopback, as the collector, for tests and benchmarks.
 
-It gets its own config, host key, port and a system user whose home is a
-temporary folder; `close()` stops it and removes the user. The user is
+`Sshd` gets its own config, host key, port and a system user whose home is
+a temporary folder; `close()` stops it and removes the user. The user is
 SFTP-only (`mode="sftp"`), or, as the SIE collector does it, forced to
 `rrsync` in its home (`mode="rsync"`: authorized_keys' command= option,
 so nothing but rsync --server runs).
+
+`ShippedSshd` runs the project's own etc/sie-dns-collector.sshd_config,
+changed only on the command line where a test must (port, address, pid
+file, user, authorized_keys), so the shipped file is what is tested.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import pwd
 import shutil
@@ -20,6 +25,8 @@ import time
 import uuid
 
 SSHD = "/usr/sbin/sshd"
+SHIPPED_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "etc",
+                              "sie-dns-collector.sshd_config")
 
 
 def available() -> str | None:
@@ -41,6 +48,40 @@ def free_port() -> int:
 RRSYNC = "/usr/bin/rrsync"
 
 
+def add_user(home: str, shell: str = "/bin/sh") -> str:
+    """A new system user whose home is `home` (made, and given to it): its
+    name. No password, but not locked: sshd refuses a locked account even
+    its keys. A forced command runs through the shell, so keys need one."""
+    name = f"sieup{uuid.uuid4().hex[:6]}"
+    os.makedirs(home, exist_ok=True)
+    subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", home, "--shell", shell, name],
+                   check=True, capture_output=True)
+    subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True)
+    entry = pwd.getpwnam(name)
+    os.chown(home, entry.pw_uid, entry.pw_gid)
+    return name
+
+
+def remove_user(name: str) -> None:
+    """Stop what still runs as `name` (sessions outlive their sshd), then remove it."""
+    subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
+    time.sleep(0.1)
+    subprocess.run(["userdel", name], capture_output=True)
+
+
+def wait_listening(process: subprocess.Popen, address: str, port: int, log: str, seconds: float = 10) -> None:
+    """Until `address:port` takes connections (RuntimeError with the log if not)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            socket.create_connection((address, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    with open(log) as handle:
+        raise RuntimeError(f"sshd did not start: {handle.read()}")
+
+
 class Sshd:
     """One sshd process serving one user on `address` (127.0.0.1).
 
@@ -56,22 +97,14 @@ class Sshd:
         workdir = tempfile.mkdtemp(prefix="sie-sshd-", dir="/tmp")
         os.chmod(workdir, 0o755)
         self.workdir = workdir
-        self.user = f"sieup{uuid.uuid4().hex[:6]}"
         self.home = os.path.join(workdir, "home")
         self.port = free_port()
         self.config = os.path.join(workdir, "sshd_config")
         self.log = os.path.join(workdir, "sshd.log")
         self.process: subprocess.Popen | None = None
-        os.makedirs(self.home)
         os.makedirs("/run/sshd", exist_ok=True)
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--home-dir", self.home, "--shell",
-             "/usr/sbin/nologin" if mode == "sftp" and not sftp_script else "/bin/sh", self.user],
-            check=True, capture_output=True,
-        )
-        subprocess.run(["usermod", "-p", "*", self.user], check=True, capture_output=True)  # no password, not locked
+        self.user = add_user(self.home, "/usr/sbin/nologin" if mode == "sftp" and not sftp_script else "/bin/sh")
         entry = pwd.getpwnam(self.user)
-        os.chown(self.home, entry.pw_uid, entry.pw_gid)
         if mode == "rsync":  # the SIE collector's layout: up/ is there, channels are made by rsync
             os.mkdir(os.path.join(self.home, "up"))
             os.chown(os.path.join(self.home, "up"), entry.pw_uid, entry.pw_gid)
@@ -143,4 +176,53 @@ class Sshd:
         self.kill()
         time.sleep(0.1)
         subprocess.run(["userdel", self.user], capture_output=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def shipped_available() -> str | None:
+    """None when the shipped sshd configuration can be run here, else why not."""
+    reason = available()
+    if reason:
+        return reason
+    if not os.path.exists(RRSYNC):
+        return "needs rsync (rrsync)"
+    if not glob.glob("/etc/ssh/ssh_host_*_key"):
+        return "needs this machine's SSH host keys (/etc/ssh/ssh_host_*_key: openssh-server makes them)"
+    return None
+
+
+class ShippedSshd:
+    """etc/sie-dns-collector.sshd_config with test overrides on the command
+    line only: the port (-p, which sets the file's Port aside), loopback,
+    a pid file of its own, the user it admits (AllowUsers adds to the
+    file's) and that user's authorized_keys. Everything else (keys only, no
+    forwarding, no tty, PAM, the machine's host keys) is the shipped file's."""
+
+    def __init__(self, user: str, authorized_keys: str, address: str = "127.0.0.1") -> None:
+        self.user, self.address = user, address
+        self.workdir = tempfile.mkdtemp(prefix="sie-sshd-", dir="/tmp")
+        self.port = free_port()
+        self.log = os.path.join(self.workdir, "sshd.log")
+        self.options = ["-f", SHIPPED_CONFIG, "-p", str(self.port), "-o", f"ListenAddress={address}",
+                        "-o", f"PidFile={self.workdir}/sshd.pid", "-o", f"AllowUsers={user}",
+                        "-o", f"AuthorizedKeysFile={authorized_keys}"]
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        os.makedirs("/run/sshd", exist_ok=True)
+        checked = subprocess.run([SSHD, "-t", *self.options], capture_output=True, text=True)
+        if checked.returncode:
+            raise RuntimeError(f"sshd -t refuses the shipped configuration: {checked.stderr}")
+        log = open(self.log, "a")  # noqa: SIM115 - owned by the process
+        self.process = subprocess.Popen([SSHD, "-D", "-e", *self.options], stderr=log)
+        wait_listening(self.process, self.address, self.port, self.log)
+
+    def read_log(self) -> str:
+        with open(self.log) as handle:
+            return handle.read()
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
         shutil.rmtree(self.workdir, ignore_errors=True)
