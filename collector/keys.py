@@ -16,7 +16,6 @@ read is named in the log once and skipped, the other keys still work.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -24,8 +23,9 @@ import logging
 import os
 import re
 import secrets
-import tempfile
 import time
+
+from . import privatefile
 
 log = logging.getLogger("collector.api")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -115,23 +115,12 @@ def remove(path: str, name: str, owner: tuple[int, int] | None = None) -> bool:
 
 
 def _write(path: str, keys: list[ApiKey], owner: tuple[int, int] | None) -> None:
-    """Replace the file whole (aside, fsync, rename), mode 0600, the service user's."""
-    folder = os.path.dirname(path) or "."
-    fd, temporary = tempfile.mkstemp(prefix=".api-keys.", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for key in keys:
-                fields = {field: value for field, value in dataclasses.asdict(key).items() if value is not None}
-                handle.write(json.dumps(fields) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        if owner is not None:
-            os.chown(temporary, *owner)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    """Replace the file whole, mode 0600, the service user's (privatefile)."""
+    lines = []
+    for key in keys:
+        fields = {field: value for field, value in dataclasses.asdict(key).items() if value is not None}
+        lines.append(json.dumps(fields) + "\n")
+    privatefile.replace(path, "".join(lines), owner)
 
 
 class KeyRing:

@@ -17,7 +17,6 @@ uploads not yet claimed (the ingester moves a file out to work/ first).
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import re
@@ -25,7 +24,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
-from . import incoming
+from . import incoming, privatefile
 
 RRSYNC = "/usr/bin/rrsync"
 MARKER = "sie-sensor="
@@ -132,20 +131,7 @@ def _write(path: str, lines: list[str], owner: tuple[int, int] | None) -> None:
         os.makedirs(folder, mode=0o700)
         if owner is not None:  # sshd reads authorized_keys as the user
             os.chown(folder, *owner)
-    fd, temporary = tempfile.mkstemp(prefix=".authorized_keys.", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write("".join(line + "\n" for line in lines))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o600)
-        if owner is not None:
-            os.chown(temporary, *owner)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    privatefile.replace(path, "".join(line + "\n" for line in lines), owner)
 
 
 def add(root: str, authorized_keys: str, name: str, key_file: str, addresses: str = "",
