@@ -27,6 +27,7 @@ MARKS = {
     "test_full_disk": ("slow",),
     "test_crash": ("slow",),
     "test_collector_soak": ("slow",),
+    "test_collector_page": ("network",),
     "test_collector_lab": ("network", "slow"),
     "test_collector_api": ("network",),
     "test_collector_dnsdbq": ("network",),

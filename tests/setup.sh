@@ -3,10 +3,11 @@
 # Debian packages, then a virtualenv (.venv) with the sensor installed.
 set -eu
 cd "$(dirname "$0")/.."
-# the sensor, its live and upload tests, packaging (deb, rpm, checks), the DNS lab, the collector's API client
+# the sensor, its live and upload tests, packaging (deb, rpm, checks), the DNS lab, the collector's API client,
+# the browser its search page is tested in (Selenium drives Debian's chromium through chromium-driver)
 packages="python3 python3-venv python3-dev libpcap-dev iproute2 ethtool openssh-server openssh-client passwd procps
  build-essential debhelper dh-python dpkg-dev fakeroot lintian shellcheck rpm systemd git
- unbound nsd ldnsutils tshark dnsutils tcpreplay rsync fstrm-bin dnstap-ldns dnsdbq"
+ unbound nsd ldnsutils tshark dnsutils tcpreplay rsync fstrm-bin dnstap-ldns dnsdbq chromium chromium-driver"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

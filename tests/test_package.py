@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import glob
+import http.client
 import json
 import os
 import pwd
@@ -580,6 +581,23 @@ def _collector_pids() -> tuple[int, int]:
     return found[0], found[1]
 
 
+def _api_pid() -> int:
+    """The query server's pid, from the pidfile the SysV script gives it."""
+    with open("/run/sie-dns-collector/api.pid") as handle:
+        return int(handle.read())
+
+
+def _api_get(port: int, path: str, key: str = "") -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of a GET to the installed query server."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", path, headers={"X-API-Key": key} if key else {})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
 def _collector_status() -> tuple[int, dict]:
     result = _sh("sie-dns-collector", "status", "--json", check=False)
     return result.returncode, json.loads(result.stdout)
@@ -640,7 +658,7 @@ def test_installed_collector_receives_ingests_and_answers_as_a_service(deb, coll
         installed = _sh("dpkg", "-i", deb, collector_deb, timeout=300)
         assert "sie-dns-collector:" not in installed.stderr, installed.stderr  # check-config and the folders
         _sh("systemd-analyze", "verify", "/lib/systemd/system/sie-dns-collector.service",
-            "/lib/systemd/system/sie-dns-collector-sshd.service")
+            "/lib/systemd/system/sie-dns-collector-sshd.service", "/lib/systemd/system/sie-dns-collector-api.service")
         conffiles = _sh("dpkg-query", "-W", "-f=${Conffiles}", "sie-dns-collector").stdout
         for path in (COLLECTOR_CONFIG, COLLECTOR_SSHD_CONFIG, "/etc/init.d/sie-dns-collector",
                      "/etc/logrotate.d/sie-dns-collector"):
@@ -657,6 +675,8 @@ def test_installed_collector_receives_ingests_and_answers_as_a_service(deb, coll
             handle.write(ROOT_HINTS)
         _set("root_hints", LAB_HINTS, path=COLLECTOR_CONFIG)
         _set("dedup_window", "1", path=COLLECTOR_CONFIG)
+        api_port = sshd_helper.free_port()
+        _set("api_listen", f"127.0.0.1:{api_port}", path=COLLECTOR_CONFIG)
         port = sshd_helper.free_port()
         _replace_line(COLLECTOR_SSHD_CONFIG, "Port ", f"Port {port}")
         _register_sensor(port)
@@ -664,8 +684,15 @@ def test_installed_collector_receives_ingests_and_answers_as_a_service(deb, coll
         _sh("service", "sie-dns-collector", "start")
         status = _sh("service", "sie-dns-collector", "status").stdout
         assert "sie-dns-collector is running" in status and "sie-dns-collector sshd is running" in status, status
+        assert "sie-dns-collector api is running" in status, status
         ingest_pid, sshd_pid = _collector_pids()
-        assert _sh("ps", "-o", "user=", "-p", str(ingest_pid)).stdout.strip() == COLLECTOR_USER
+        api_pid = _api_pid()
+        for pid in (ingest_pid, api_pid):
+            assert _sh("ps", "-o", "user=", "-p", str(pid)).stdout.strip() == COLLECTOR_USER
+        assert _api_get(api_port, "/dnsdb/v2/ping")[2] == b'{"ping":"ok"}\n'
+        code, headers, html = _api_get(api_port, "/")  # the search page's files are in the installed package
+        assert code == 200 and b'src="search.js"' in html and "content-security-policy" in headers
+        assert _api_get(api_port, "/search.js")[0] == 200
         _wait(lambda: _collector_status()[0] == 0, 30, "status: the ingester runs")
 
         now = int(time.time())
@@ -674,6 +701,9 @@ def test_installed_collector_receives_ingests_and_answers_as_a_service(deb, coll
         assert found["problems"] == [] and found["damaged_files"] == 0 and found["backlog_files"] == 0, found
         answer = _sh("sie-dns-collector", "query", "rrset", "www.example.test", "--json").stdout
         assert "203.0.113.80" in answer, answer
+        key = _sh("sie-dns-collector", "add-key", "analyst").stdout.strip()
+        code, _headers, answer = _api_get(api_port, "/dnsdb/v2/lookup/rrset/name/www.example.test", key)
+        assert code == 200 and b'"203.0.113.80"' in answer and answer.endswith(b'{"cond":"succeeded"}\n'), answer
         if not os.path.exists("/dev/log"):  # no syslog daemon here: the collector's own log file has it
             with open(COLLECTOR_LOG) as handle:
                 logged = handle.read()
@@ -685,24 +715,25 @@ def test_installed_collector_receives_ingests_and_answers_as_a_service(deb, coll
         refused = _sh("service", "sie-dns-collector", "restart", check=False)
         assert refused.returncode != 0
         assert "dedup_window: 'sixty' is not a whole number" in refused.stdout + refused.stderr, refused
-        assert _collector_pids() == (ingest_pid, sshd_pid)
-        assert all(os.path.exists(f"/proc/{pid}") for pid in (ingest_pid, sshd_pid))
+        assert _collector_pids() == (ingest_pid, sshd_pid) and _api_pid() == api_pid
+        assert all(os.path.exists(f"/proc/{pid}") for pid in (ingest_pid, sshd_pid, api_pid))
         _set("dedup_window", "1", path=COLLECTOR_CONFIG)
 
         _sh("service", "sie-dns-collector", "stop", timeout=180)
-        for pid in (ingest_pid, sshd_pid):
+        for pid in (ingest_pid, sshd_pid, api_pid):
             assert not os.path.exists(f"/proc/{pid}"), f"pid {pid} still running"
         assert _sh("service", "sie-dns-collector", "status", check=False).returncode == 3
 
         # purge while the service runs: both stop, and it says what goes
         _sh("service", "sie-dns-collector", "start")
         ingest_pid, sshd_pid = _collector_pids()
+        api_pid = _api_pid()
         os.unlink(LAB_HINTS)  # read at the first start; not the package's, so dpkg would keep its folder
         purged = _sh("dpkg", "--purge", "sie-dns-collector", timeout=300)
         assert "error" not in purged.stderr.lower() and "warning" not in purged.stderr.lower(), purged.stderr
         assert re.search(rf"purge deletes {COLLECTOR_HOME}: the passive DNS database \(\S+\), 0 upload\(s\) not yet "
                          r"ingested, the keys of 1 registered sensor\(s\)", purged.stderr), purged.stderr
-        for pid in (ingest_pid, sshd_pid):
+        for pid in (ingest_pid, sshd_pid, api_pid):
             assert not os.path.exists(f"/proc/{pid}"), f"pid {pid} still running after purge"
     finally:
         _sh("service", "sie-dns-collector", "stop", check=False, timeout=180)

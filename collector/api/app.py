@@ -5,6 +5,7 @@
     GET /dnsdb/v2/lookup/<lookup>               SAF lines, an `obj` a row (see `lookup`)
     GET /dnsdb/v2/summarize/<lookup>            SAF lines, one `obj`: count, num_results, times
     GET /pdns/query/<name or address>           COF lines (HTTP basic auth: key name, key)
+    GET /                                       the search page (collector.web; it calls the API above)
 
 Status codes as DNSDB documents them: 400 a malformed request (the body
 says what), 403 no key or an unknown one, 404 no such lookup, 415 an
@@ -34,6 +35,7 @@ from .. import present
 from ..config import Config
 from ..keys import ApiKey, KeyRing
 from ..store import Store
+from ..web import page
 from . import lookup as lookups
 from .limits import Guards, Slots, Windows
 from .stream import Streamed, cof_lines, saf_lookup, saf_summary
@@ -73,6 +75,7 @@ class QueryServer:
             Route("/dnsdb/v2/rate_limit", _guarded(self.rate_limit)),
             Route("/dnsdb/v2/{verb}/{rest:path}", _guarded(self.dnsdb)),
             Route("/pdns/query/{value:path}", _guarded(self.cof)),
+            *page.routes(),
         ])
 
     # ---------------------------------------------------------------- routes
