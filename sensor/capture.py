@@ -86,7 +86,7 @@ class Capture:
         """`fanout_group`: share the interface's packets with the other
         workers in this group (capture_workers > 1; see fanout.py)."""
         if not device_exists(device):
-            raise CaptureError(f"interface {device!r} names no network device (configuration variable `interface`)")
+            raise CaptureError(f"interface {device!r} names no network device")
         try:
             handle = pcapy.create(device)
             handle.set_snaplen(SNAPLEN)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import grp
 import json
 import logging
 import os
@@ -13,15 +14,15 @@ import time
 
 import click
 
-from . import activation, capabilities, daemon, fanout, logs, spooldir, spoolfile
+from . import activation, capabilities, clock, daemon, fanout, logs, spooldir, spoolfile
 from . import config as configuration
 from . import status as status_report
 from . import workers as workers_mod
 from .bpf import Vantage, build_filter
-from .capture import Capture, CaptureError
+from .capture import Capture, CaptureError, device_exists
 from .linklayer import UnsupportedLinkType
 from .matcher import Matcher, Settings
-from .options import ConfigProblem, config_option, load_config
+from .options import ConfigProblem, NotPermitted, as_this_user, config_option, load_config
 from .pipeline import Sensor, Summary, finish_crashed_files
 from .spool import SpoolError
 from .spoolfile import CborFormat, NmsgFormat
@@ -463,36 +464,55 @@ def _spool_files(paths: tuple[str, ...]) -> tuple[list[tuple[str, bool]], list[s
     return files, skipped
 
 
+RESTART_NEEDED = 3  # check-config --started-with: the file is good, but a reload would not apply all of it
+
+
 @main.command("check-config")
 @config_option
 @click.option("--quiet", "-q", is_flag=True, help="print only problems (init scripts, before a restart or reload)")
-def check_config(config_path: str | None, quiet: bool) -> None:
+@click.option("--started-with", "started_with", type=click.Path(dir_okay=False), default=None,
+              help="the settings the running sensor started with, as check-config printed them (the SysV "
+                   f"script's reload): a changed setting that needs a restart is said, exit {RESTART_NEEDED}")
+def check_config(config_path: str | None, quiet: bool, started_with: str | None) -> None:
     """Validate the configuration and print the effective settings.
 
     Exits non-zero on anything that would stop `run` or `sie-upload` from
     starting, so the init scripts can refuse a restart or reload while the
-    running sensor is left as it is.
+    running sensor is left as it is: 1 for such a problem, 78 for a value
+    that cannot be read, 77 when this user cannot look at what it must
+    check (the upload key in a spool it may not enter), 3 (with
+    --started-with) when a setting changed that only a restart applies.
     """
     cfg = load_config(config_path)
     if not quiet:
         for line in cfg.as_text_lines():
             click.echo(line)
-    for problem in problems(cfg):
+    found, unchecked = problems(cfg), _unchecked(cfg)
+    for problem in found:
         click.echo(f"error: {problem}", err=True)
     if not quiet and cfg.dnstap_socket:
         click.echo(f"# input: dnstap at {cfg.dnstap_socket} (no packet capture)")
     elif not quiet:
         click.echo(f"# capture filter: {build_filter(cfg.res_addrs, cfg.auth_addrs, cfg.capture_qr)}")
-    if problems(cfg):
+    unsynchronized = None if quiet else clock.unsynchronized()
+    if unsynchronized:
+        click.echo(f"warning: {unsynchronized}", err=True)
+    if found:
         sys.exit(1)
+    if unchecked:
+        raise NotPermitted(f"{unchecked} (check-config needs root, or the user the sensor runs as)")
+    if started_with and _restart_needed(cfg, started_with):
+        sys.exit(RESTART_NEEDED)
 
 
 def problems(cfg: configuration.Config) -> list[str]:
     """What would stop a live start with this configuration."""
     # dnstap: the resolver reports only its own upstream traffic, no address list needed
-    checks = [] if cfg.dnstap_socket else [cfg.require_capture_addresses]
+    checks = [] if cfg.dnstap_socket else [cfg.require_capture_addresses, lambda: _require_interface(cfg)]
     if cfg.upload:
-        checks += [cfg.require_upload_settings, cfg.require_upload_key]
+        checks.append(cfg.require_upload_settings)
+        if not _unchecked(cfg):
+            checks.append(cfg.require_upload_key)
     found = []
     for check in checks:
         try:
@@ -500,6 +520,47 @@ def problems(cfg: configuration.Config) -> list[str]:
         except configuration.ConfigError as exc:
             found.append(str(exc))
     return found
+
+
+def _require_interface(cfg: configuration.Config) -> None:
+    """A typo'd interface must fail here, before `restart` stops the running
+    sensor, not in the start that follows (capture down, nothing logged)."""
+    if not device_exists(cfg.device):
+        raise configuration.ConfigError(f"{cfg.origins.get('interface', 'default')}: interface: {cfg.device!r} "
+                                        "names no network device (`ip link` lists them)")
+
+
+def _unchecked(cfg: configuration.Config) -> str | None:
+    """What this user cannot look at (the key in a spool it may not enter): not
+    "missing", which would send an operator to make a key that exists."""
+    if not cfg.upload:
+        return None
+    try:
+        os.stat(cfg.uploadkey)
+    except PermissionError as exc:
+        return as_this_user("check the upload key", exc)
+    except OSError:
+        pass  # missing: require_upload_key says so
+    return None
+
+
+def _restart_needed(cfg: configuration.Config, started_with: str) -> bool:
+    """Say each setting a reload cannot apply that differs from what the
+    running sensor started with (RESTART_ONLY): on the terminal of `service
+    ... reload`, not only in the log."""
+    try:
+        with open(started_with, encoding="utf-8") as handle:
+            before = configuration.parse_lines(handle.read(), started_with)
+        now = configuration.parse_lines("\n".join(cfg.as_text_lines()), "now")
+    except (OSError, configuration.ConfigError) as exc:
+        click.echo(f"warning: cannot compare with the settings the sensor started with: {exc}", err=True)
+        return False
+    changed = [configuration.variable_name(attr) for attr in RESTART_ONLY]
+    changed = [name for name in changed if name in before and before[name][0] != now[name][0]]
+    for name in changed:
+        click.echo(f'warning: {name} changed ("{before[name][0]}" -> "{now[name][0]}"): a reload does not apply '
+                   "it; the sensor keeps the old value until it is restarted", err=True)
+    return bool(changed)
 
 
 @main.command()
@@ -511,13 +572,32 @@ def status(config_path: str | None, as_json: bool, stall_intervals: int) -> None
     """Say whether capture and upload are running and what is wrong.
 
     Exit status 0 when all is well, 3 when the sensor is not running,
-    1 for any other problem (upload stalled, capture lost, drops rising).
+    1 for any other problem (upload stalled, capture lost, drops rising),
+    4 when this user cannot read the spool (nothing can be judged).
     """
     cfg = load_config(config_path)
-    found = status_report.report(cfg, stall_intervals)
+    try:
+        found = status_report.report(cfg, stall_intervals)
+    except status_report.SpoolUnreadable as exc:
+        found = _unknown(cfg, exc.error)
     if as_json:
         click.echo(json.dumps(found, sort_keys=True))
     else:
-        for line in status_report.text_lines(found):
+        unknown = found["exit_status"] == status_report.UNKNOWN
+        for line in [f"UNKNOWN:  {found['problems'][0]}"] if unknown else status_report.text_lines(found):
             click.echo(line)
     sys.exit(found["exit_status"])
+
+
+def _unknown(cfg: configuration.Config, error: OSError) -> dict:
+    """`status` for a user who cannot read the spool: no guess, a status of its own."""
+    said = f"{as_this_user('read the spool', error)} (status needs root or a member of {_group_of(cfg.spooldir)})"
+    return {"ok": False, "exit_status": status_report.UNKNOWN, "problems": [said]}
+
+
+def _group_of(path: str) -> str:
+    try:
+        gid = os.stat(path).st_gid
+        return f"group {grp.getgrgid(gid).gr_name}"
+    except (OSError, KeyError):
+        return "the spool's group"

@@ -27,11 +27,11 @@ DEFAULT_CONFIG_PATH = "/etc/default/sie-dns-sensor"
 
 # ------------------------------------------------------------ value kinds
 def _positive_int(text: str) -> int:
-    if not re.fullmatch(r"\d+", text):
+    if not re.fullmatch(r"-?\d+", text):
         raise ValueError(f"{text!r} is not a whole number")
     value = int(text)
     if value <= 0:
-        raise ValueError("must be greater than 0")
+        raise ValueError(f"{text!r} must be greater than 0")
     return value
 
 

@@ -154,11 +154,30 @@ def setup(priority: str, foreground: bool, detached: bool = False, program: str 
             root.addHandler(handler)
             where.append(handler.baseFilename)
     if (foreground and not detached) or not root.handlers:
-        stderr = logging.StreamHandler()
+        stderr = _Stderr()
         stderr.setFormatter(OneLine(f"{SYSLOG_TAG}: %(levelname)s %(message)s"))
         root.addHandler(stderr)
         where.append("stderr")
     return " and ".join(where)
+
+
+class _Stderr(logging.StreamHandler):
+    """stderr. On a terminal a line first clears the line the cursor is on:
+    `run --pcap`'s progress bar is drawn there without a newline, and a log
+    line would run on from it ("replaying [---] 0%sie: INFO ..."); the bar
+    is drawn again below at its next update."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        try:
+            self.terminal = self.stream.isatty()
+        except (AttributeError, ValueError):  # no stderr, or a closed one
+            self.terminal = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.terminal:
+            self.stream.write("\r\x1b[K")
+        super().emit(record)
 
 
 class _LogFile(logging.handlers.WatchedFileHandler):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import pwd
+
 import click
 
 from . import config as configuration
@@ -16,6 +19,7 @@ config_option = click.option(
 )
 
 
+EX_NOPERM = 77  # sysexits.h: this user may not do it (a spool or key another user owns)
 EX_CONFIG = 78  # sysexits.h; the systemd units do not restart on it (RestartPreventExitStatus)
 
 
@@ -25,6 +29,29 @@ class ConfigProblem(click.ClickException):
     only an operator can fix (an unconfigured fresh install, a typo)."""
 
     exit_code = EX_CONFIG
+
+
+class NotPermitted(click.ClickException):
+    """A file the command needs belongs to another user: one line naming
+    the path and who we are, exit EX_NOPERM, never a PermissionError's
+    traceback (a monitoring user running `status`, a spool left root's)."""
+
+    exit_code = EX_NOPERM
+
+
+def user_name() -> str:
+    """Who this process is, as the messages about permissions name it."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def as_this_user(doing: str, exc: OSError) -> str:
+    """"cannot <doing> as user X: PATH: Permission denied", from the OSError
+    that said it (its path, without the errno str() adds)."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"cannot {doing} as user {user_name()}: {where}{exc.strerror or exc}"
 
 
 def load_config(config_path: str | None) -> configuration.Config:

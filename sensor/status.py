@@ -10,20 +10,49 @@ for two years without anyone noticing is the failure this exists for.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import errno
 import os
 import time
 from typing import Any
 
-from . import spooldir
+from . import clock, spooldir
 from .config import Config
 from .state import SENSOR, STALE_SECONDS, UPLOADER, read_state, state_path, worker_state_name
 
 STALL_INTERVALS = 5  # no upload success for this many intervals while files wait: a problem
 
-NOT_RUNNING = 3  # exit status, as LSB init scripts say it
+# exit statuses, as LSB init scripts say them
 PROBLEM = 1
+NOT_RUNNING = 3
+UNKNOWN = 4  # this user cannot read the spool: nothing can be judged
+
+
+class SpoolUnreadable(Exception):
+    """`status` cannot read what the daemons write as the user running it
+    (a monitoring user outside the spool's group): it says so, rather than
+    calling the sensor dead or showing a PermissionError."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def check_readable(cfg: Config) -> None:
+    """SpoolUnreadable unless every folder and state file `report` reads can
+    be read (a missing one is fine: `report` says what that means)."""
+    folders = [os.path.join(cfg.spooldir, spooldir.LOCKS)]
+    folders += [spooldir.folder(cfg.spooldir, kind, cfg.channel) for kind in (spooldir.WAITING, spooldir.NEW)]
+    try:
+        for path in folders:
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError), os.scandir(path):
+                pass
+        for program in (SENSOR, UPLOADER):
+            with contextlib.suppress(FileNotFoundError), open(state_path(cfg.spooldir, program, cfg.channel), "rb"):
+                pass
+    except PermissionError as exc:
+        raise SpoolUnreadable(exc) from None
 
 
 @dataclasses.dataclass
@@ -106,10 +135,17 @@ def capture_problems(state: dict) -> list[str]:
 
 def upload_problems(state: dict | None, waiting: Backlog, interval: int, now: float | None = None,
                     stall_intervals: int = STALL_INTERVALS) -> list[str]:
-    """Files wait and no upload has succeeded for `stall_intervals` intervals."""
+    """Files wait and no upload has succeeded for `stall_intervals` intervals.
+
+    An uploader that has not finished its first round since it started is
+    not judged yet: the files that waited while it was stopped are what
+    that round is sending (its state says `rounds`: 0).
+    """
     now = time.time() if now is None else now
     limit = stall_intervals * interval
     if not waiting.files or waiting.oldest_age <= limit:
+        return []
+    if (state or {}).get("rounds") == 0 and not state.get("stopped"):
         return []
     last = (state or {}).get("last_success")
     if last is not None and now - last <= limit:
@@ -152,11 +188,21 @@ def sensor_state(spooldir: str, channel: str, now: float) -> dict[str, Any] | No
 
 
 def report(cfg: Config, stall_intervals: int = STALL_INTERVALS, now: float | None = None) -> dict[str, Any]:
-    """Everything `status` shows, with the problems found and the exit status."""
+    """Everything `status` shows, with the problems found and the exit status.
+
+    SpoolUnreadable when this user cannot read the spool. With upload="no"
+    the files still in waiting/ (made before it was set) are not a backlog:
+    nothing will send them, and they are kept, not deleted (set upload="yes"
+    again and they go); they are shown apart as `left_waiting`.
+    """
     now = time.time() if now is None else now
+    check_readable(cfg)
     sensor = sensor_state(cfg.spooldir, cfg.channel, now)
     uploader = read_state(state_path(cfg.spooldir, UPLOADER, cfg.channel))
     waiting = backlog(spooldir.folder(cfg.spooldir, spooldir.WAITING, cfg.channel), now)
+    left_waiting = Backlog()
+    if not cfg.upload:
+        waiting, left_waiting = left_waiting, waiting
     problems = []
     sensor_running = running(sensor, now)
     upload_running = running(uploader, now)
@@ -171,15 +217,19 @@ def report(cfg: Config, stall_intervals: int = STALL_INTERVALS, now: float | Non
     exit_status = 0
     if problems:
         exit_status = NOT_RUNNING if not sensor_running else PROBLEM
+    unsynchronized = clock.unsynchronized()
     return {
         "ok": not problems,
         "exit_status": exit_status,
         "problems": problems,
+        # not problems (the exit status stays): the records are still made, their times less right
+        "warnings": [unsynchronized] if unsynchronized else [],
         "channel": cfg.channel,
         "upload_enabled": cfg.upload,
         "sensor": dict(sensor or {}, running=sensor_running),
         "uploader": dict(uploader or {}, running=upload_running),
         "backlog": dataclasses.asdict(waiting),
+        "left_waiting": dataclasses.asdict(left_waiting),
         "open_files": open_files(spooldir.folder(cfg.spooldir, spooldir.NEW, cfg.channel), now),
     }
 
@@ -232,8 +282,14 @@ def text_lines(found: dict[str, Any], now: float | None = None) -> list[str]:
     waiting = found["backlog"]
     oldest = f", oldest {_ago(waiting['oldest_age'])}" if waiting["files"] else ""
     lines.append(f"waiting:  {waiting['files']} files, {waiting['bytes']} bytes{oldest}")
+    left = found.get("left_waiting") or {}
+    if left.get("files"):
+        lines.append(f"          and {left['files']} files ({left['bytes']} bytes) from before upload=\"no\": "
+                     f"kept, not uploaded (upload=\"yes\" sends them)")
     if sensor.get("last_error"):
         lines.append(f"sensor's last error: {sensor['last_error']} at {_when(sensor.get('last_error_time'), now)}")
+    for warning in found.get("warnings", []):
+        lines.append(f"WARNING:  {warning}")
     for problem in found["problems"]:
         lines.append(f"PROBLEM:  {problem}")
     if not found["problems"]:

@@ -31,7 +31,7 @@ def write_config(tmp_path, text: str) -> str:
 def test_check_config_prints_effective_settings_and_filter(runner, tmp_path):
     (tmp_path / "key").write_text("a key")
     path = write_config(tmp_path, f'DNSQR_RES_ADDRS="192.0.2.53"\nlogin="sensor1"\nsubmitserver="c.example"\n'
-                                  f'uploadkey="{tmp_path}/key"\n')
+                                  f'uploadkey="{tmp_path}/key"\ninterface="lo"\n')
     result = runner.invoke(main, ["check-config", "-c", path])
     assert result.exit_code == 0, result.output
     assert 'DNSQR_RES_ADDRS="192.0.2.53/32"' in result.output
@@ -158,7 +158,7 @@ def test_check_config_fails_when_the_upload_key_is_missing(runner, tmp_path):
 def test_check_config_accepts_upload_no_without_login_or_key(runner, tmp_path):
     """The archive-only debugging setup: no login, no server, no key."""
     path = write_config(tmp_path, f'DNSQR_RES_ADDRS="192.0.2.53"\nupload="no"\narchive="yes"\n'
-                                  f'uploadkey="{tmp_path}/keys/none"\n')
+                                  f'uploadkey="{tmp_path}/keys/none"\ninterface="lo"\n')
     result = runner.invoke(main, ["check-config", "-q", "-c", path])
     assert result.exit_code == 0, result.output
     assert result.output == ""

@@ -7,6 +7,7 @@ import logging
 import os
 import pty
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -261,12 +262,8 @@ def test_a_start_up_failure_after_detaching_reaches_the_terminal(tmp_path):
         assert "cannot start: already running" in (tmp_path / "log" / "sie-dns-sensor.log").read_text()
 
 
-def test_run_pcap_shows_progress_and_a_summary_on_a_terminal_only(tmp_path):
-    pcap = str(tmp_path / "c.pcap")
-    P.write_pcap(pcap, [(P.ethernet(P.query(ident=i, sport=20000 + i)), T0 + i) for i in range(50)])
-    cfg = write_config(tmp_path / "conf", tmp_path / "spool", upload="no", DNSQR_RES_ADDRS="192.0.2.53")
-    argv = [sys.executable, "-m", "sensor", "run", "-c", cfg, "--pcap", pcap]
-    env = dict(os.environ, PYTHONPATH=REPO)
+def _on_a_terminal(argv: list[str], env: dict) -> str:
+    """What `argv` writes to stderr when stderr is a terminal (a pty)."""
     controller, terminal = pty.openpty()
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=terminal, env=env)
     os.close(terminal)
@@ -281,7 +278,16 @@ def test_run_pcap_shows_progress_and_a_summary_on_a_terminal_only(tmp_path):
         seen += chunk
     process.wait(timeout=30)
     os.close(controller)
-    text = seen.decode(errors="replace")
+    return seen.decode(errors="replace")
+
+
+def test_run_pcap_shows_progress_and_a_summary_on_a_terminal_only(tmp_path):
+    pcap = str(tmp_path / "c.pcap")
+    P.write_pcap(pcap, [(P.ethernet(P.query(ident=i, sport=20000 + i)), T0 + i) for i in range(50)])
+    cfg = write_config(tmp_path / "conf", tmp_path / "spool", upload="no", DNSQR_RES_ADDRS="192.0.2.53")
+    argv = [sys.executable, "-m", "sensor", "run", "-c", cfg, "--pcap", pcap]
+    env = dict(os.environ, PYTHONPATH=REPO)
+    text = _on_a_terminal(argv, env)
     assert "replaying" in text and "100%" in text
     assert "50 packets in" in text and "50 records" in text
     plain = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30)
@@ -358,3 +364,173 @@ def test_sighup_reaches_the_uploader_and_status_follows_it(collector, tmp_path):
     assert "SIGHUP: configuration re-read" in err
     assert state.read_state(state_file)["stopped"]
 
+
+
+# ------------------------------------------- issue 25, items 8, 9, 12, 13
+def test_log_lines_start_their_own_line_under_the_progress_bar(tmp_path):
+    pcap = str(tmp_path / "c.pcap")
+    P.write_pcap(pcap, [(P.ethernet(P.query(ident=i, sport=20000 + i)), T0 + i) for i in range(50)])
+    cfg = write_config(tmp_path / "conf", tmp_path / "spool", upload="no", DNSQR_RES_ADDRS="192.0.2.53")
+    text = _on_a_terminal([sys.executable, "-m", "sensor", "run", "-c", cfg, "--pcap", pcap],
+                          dict(os.environ, PYTHONPATH=REPO))
+    assert "sie: INFO capturing from" in text and "replaying" in text
+    for at in [i for i in range(len(text)) if text.startswith("sie: ", i)]:
+        before = text[:at]
+        assert before == "" or before.endswith(("\n", "\x1b[K")), f"a log line ran on from {before[-40:]!r}"
+
+
+def test_sie_upload_help_names_rsync_and_sftp():
+    from uploader.cli import upload_main
+
+    said = CliRunner().invoke(upload_main, ["--help"]).output
+    assert "rsync" in said and 'upload_method="sftp"' in said
+    assert "over SFTP." not in said
+
+
+def test_a_negative_count_is_said_to_be_below_one_not_to_be_no_whole_number(tmp_path):
+    path = write_config(tmp_path / "conf", tmp_path, maxper="-3")
+    result = CliRunner().invoke(main, ["check-config", "-c", path])
+    assert result.exit_code == 78
+    assert f"{path}:4: maxper: '-3' must be greater than 0" in result.output
+
+
+def test_a_missing_interface_given_on_the_command_line_names_no_configuration_variable(tmp_path):
+    _cfg, path = _config(tmp_path, DNSQR_RES_ADDRS="192.0.2.53", upload="no")
+    result = CliRunner().invoke(main, ["run", "-c", path, "--interface", "sienosuch9"])
+    assert result.exit_code == 1
+    assert "interface 'sienosuch9' names no network device" in result.output
+    assert "configuration variable" not in result.output
+
+
+def test_check_config_refuses_an_interface_the_kernel_does_not_know(tmp_path):
+    _cfg, path = _config(tmp_path, DNSQR_RES_ADDRS="192.0.2.53", upload="no", interface="opw9")
+    result = CliRunner().invoke(main, ["check-config", "-q", "-c", path])
+    assert result.exit_code == 1
+    assert f"{path}:5: interface: 'opw9' names no network device" in result.output
+    _cfg, path = _config(tmp_path, DNSQR_RES_ADDRS="192.0.2.53", upload="no", interface="lo+")  # promiscuous lo
+    assert CliRunner().invoke(main, ["check-config", "-q", "-c", path]).exit_code == 0
+    # dnstap captures nothing: no interface to check
+    _cfg, path = _config(tmp_path, upload="no", interface="opw9", dnstap_socket="unix:/run/x.sock")
+    assert CliRunner().invoke(main, ["check-config", "-q", "-c", path]).exit_code == 0
+
+
+def test_with_upload_no_files_left_in_waiting_are_kept_shown_apart_and_not_counted(tmp_path):
+    _cfg, path = _config(tmp_path, upload="no")
+    old = time.time() - 3600
+    for name in spool_files(tmp_path, [100, 200]):
+        os.utime(name, (old, old))
+    _write(tmp_path, state.SENSOR, capturing=True)
+    result = CliRunner().invoke(main, ["status", "-c", path, "--json"])
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output)
+    assert found["backlog"]["files"] == 0 and found["problems"] == []
+    assert (found["left_waiting"]["files"], found["left_waiting"]["bytes"]) == (2, 300)
+    text = CliRunner().invoke(main, ["status", "-c", path]).output
+    assert "waiting:  0 files, 0 bytes" in text
+    assert 'and 2 files (300 bytes) from before upload="no": kept, not uploaded' in text
+    assert len(os.listdir(tmp_path / "waiting" / CHANNEL)) == 2
+
+
+def test_a_restarted_uploader_keeps_the_last_upload_and_is_not_judged_before_its_first_round(tmp_path):
+    """The previous uploader stopped an hour ago, files waited meanwhile; the
+    new one is in its first round (a collector that never answers)."""
+    _cfg, path = _config(tmp_path, login="sensor1", upload_method="sftp", uploadkey=f"{tmp_path}/key",
+                         knownhosts=f"{tmp_path}/known_hosts")
+    keys.generate(str(tmp_path / "key"))
+    (tmp_path / "known_hosts").write_text("")
+    old = time.time() - 3600
+    for name in spool_files(tmp_path, [100, 200]):
+        os.utime(name, (old, old))
+    _write(tmp_path, state.SENSOR, capturing=True)
+    _write(tmp_path, state.UPLOADER, pid=2**22 + 1, updated=old, started=old - 60, last_success=old,
+           last_error=None, last_error_time=None, rounds=3, stopped=old)
+    silent = socket.create_server(("127.0.0.1", 0))  # takes the connection, never says a word
+    with open(path, "a") as handle:
+        handle.write(f'submitserver="127.0.0.1:{silent.getsockname()[1]}"\n')
+    uploader = start_tool("upload", "-c", path)
+    state_file = state.state_path(str(tmp_path), state.UPLOADER, CHANNEL)
+    try:
+        deadline = time.monotonic() + 30
+        while (state.read_state(state_file) or {}).get("pid") != uploader.pid and time.monotonic() < deadline:
+            time.sleep(0.05)
+        found = json.loads(CliRunner().invoke(main, ["status", "-c", path, "--json"]).output)
+    finally:
+        uploader.terminate()
+        uploader.communicate(timeout=60)
+        silent.close()
+    assert found["uploader"]["running"] and found["uploader"]["last_success"] == old
+    assert found["problems"] == [], found["problems"]
+    assert "last upload never" not in "\n".join(status.text_lines(found))
+    # once a round has ended without a success, the stall is one
+    after_a_round = dict(found["uploader"], rounds=1)
+    assert status.upload_problems(after_a_round, status.Backlog(2, 300, 3600), 10)
+
+
+def _timex(state_value: int, status_bits: int):
+    from sensor import clock
+
+    timex = clock.Timex()
+    timex.status = status_bits
+    return lambda: (state_value, timex)
+
+
+@pytest.mark.parametrize("kernel, warned", [((5, 0x0040), True), ((5, 0), True), ((0, 0x0040), True),
+                                            ((0, 0x2001), False)])
+def test_check_config_and_status_warn_when_the_kernel_says_the_clock_is_unsynchronized(
+        tmp_path, monkeypatch, kernel, warned):
+    from sensor import clock
+
+    monkeypatch.setattr(clock, "adjtimex", _timex(*kernel))
+    _cfg, path = _config(tmp_path, DNSQR_RES_ADDRS="192.0.2.53", upload="no", interface="lo")
+    checked = CliRunner().invoke(main, ["check-config", "-c", path])
+    assert checked.exit_code == 0, checked.output
+    assert ("clock unsynchronized" in checked.output) is warned
+    _write(tmp_path, state.SENSOR, capturing=True)
+    shown = CliRunner().invoke(main, ["status", "-c", path])
+    assert shown.exit_code == 0, shown.output  # a warning, not a problem: records are still made
+    assert ("WARNING:  the kernel reports the system clock unsynchronized" in shown.output) is warned
+    assert bool(json.loads(CliRunner().invoke(main, ["status", "-c", path, "--json"]).output)["warnings"]) is warned
+
+
+def test_adjtimex_reads_the_kernels_own_clock_state():
+    from sensor import clock
+
+    state_value, timex = clock.adjtimex()
+    assert 0 <= state_value <= clock.TIME_ERROR
+    # fields a wrong layout would garble: the kernel's constant MAXFREQ_SCALED
+    # (500 ppm << 16), a tick near 1/USER_HZ, and the time of day
+    assert timex.tolerance == 500 << 16
+    assert 9000 <= timex.tick <= 11000
+    assert abs(timex.time_sec - time.time()) < 5
+
+
+def _section(page: str, title: str) -> str:
+    with open(os.path.join(REPO, "man", page)) as handle:
+        text = handle.read()
+    assert f".SH {title}\n" in text, f"{page} has no {title} section"
+    return text.split(f".SH {title}\n", 1)[1].split("\n.SH ", 1)[0]
+
+
+def test_man_pages_name_every_command_the_logs_and_the_exit_statuses():
+    from sensor.options import EX_CONFIG, EX_NOPERM
+
+    synopsis = _section("sie-dns-sensor.8", "SYNOPSIS")
+    for command in main.commands:
+        assert f".B sie-dns-sensor {command}" in synopsis
+    exits = _section("sie-dns-sensor.8", "EXIT STATUS")
+    status_part = exits.split(".B status\n", 1)[1]
+    for code in (status.PROBLEM, status.NOT_RUNNING, status.UNKNOWN, EX_CONFIG):
+        assert f"{code} " in status_part
+    check_part = exits.split(".B check-config\n", 1)[1].split(".TP", 1)[0]
+    for code in (1, 3, EX_NOPERM, EX_CONFIG):
+        assert f"{code} " in check_part
+    assert f"{EX_NOPERM} " in _section("sie-upload.8", "EXIT STATUS")
+    assert "78 " in _section("sie-gen-key.8", "EXIT STATUS")
+    for page in ("sie-dns-sensor.8", "sie-upload.8"):
+        logs_part = _section(page, "LOGS")
+        assert "journal" in logs_part and "syslog" in logs_part and logs.LOG_FILE in logs_part.replace("\\-", "-")
+    if shutil.which("man"):
+        for page in ("sie-dns-sensor.8", "sie-upload.8", "sie-gen-key.8"):
+            rendered = subprocess.run(["man", "--warnings", "-l", os.path.join(REPO, "man", page)],
+                                      capture_output=True, text=True, env=dict(os.environ, MANWIDTH="80"))
+            assert rendered.returncode == 0 and rendered.stderr == "", rendered.stderr

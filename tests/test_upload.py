@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
+import threading
 import time
 
 import pytest
 
 from sensor import config as configuration
+from sensor import state
 from tests import sshd as sshd_helper
-from tests.uploadkit import CHANNEL, contents, needs_sshd, run_tool, same, spool_files, start_tool, write_config
+from tests.uploadkit import (
+    CHANNEL,
+    contents,
+    make_collector,
+    needs_sshd,
+    run_tool,
+    same,
+    spool_files,
+    start_tool,
+    write_config,
+)
 from uploader import keys
 from uploader.upload import pending, trim
 
@@ -217,3 +230,120 @@ def test_missing_settings_are_a_clear_error(tmp_path):
         from uploader.upload import Uploader
 
         Uploader(cfg)
+
+
+# ----------------------------------------------- issue 25, items 7, 8 and 10
+needs_rrsync = pytest.mark.skipif(not os.path.exists("/usr/bin/rrsync"), reason="needs rsync (rrsync)")
+
+
+@pytest.fixture
+def rsync_only(tmp_path):
+    """A collector as SIE's: its sshd forces rrsync for the sensor's key."""
+    server, config, spool = make_collector(tmp_path, method="rsync")
+    try:
+        yield server, config, spool
+    finally:
+        server.close()
+
+
+def _set(config: str, **settings) -> None:
+    """Rewrite these settings in the configuration file."""
+    with open(config) as handle:
+        lines = [line for line in handle.read().splitlines() if line.split("=", 1)[0] not in settings]
+    with open(config, "w") as handle:
+        handle.write("\n".join(lines + [f'{name}="{value}"' for name, value in settings.items()]) + "\n")
+
+
+@needs_sshd
+@needs_rrsync
+@pytest.mark.parametrize("case", ["changed", "unknown"])
+def test_rsync_names_the_fingerprint_of_the_host_key_it_refuses(rsync_only, tmp_path, case):
+    server, config, spool = rsync_only
+    server.start()
+    if case == "changed":
+        other = tmp_path / "other_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+        kind, blob = (tmp_path / "other_key.pub").read_text().split()[:2]
+        (spool / "keys" / "known_hosts").write_text(f"[127.0.0.1]:{server.port} {kind} {blob}\n")
+    else:
+        (spool / "keys" / "known_hosts").write_text("")
+    spool_files(spool, [1000])
+    result = run_tool("upload", "-c", config, "--once")
+    printed = subprocess.run(["ssh-keygen", "-lf", server.host_key + ".pub"], capture_output=True, text=True,
+                             check=True).stdout.split()[1]
+    assert result.returncode == 1
+    assert f"offered ssh-ed25519 {printed}" in result.stderr and "nothing sent" in result.stderr
+    assert "debug1" not in result.stderr
+
+
+@needs_sshd
+@needs_rrsync
+def test_sftp_to_an_rsync_only_collector_says_to_try_rsync(rsync_only):
+    server, config, spool = rsync_only
+    server.start()
+    _set(config, upload_method="sftp")
+    paths = spool_files(spool, [1000])
+    result = run_tool("upload", "-c", config, "--once")
+    assert result.returncode == 1
+    assert f"it forces a command for {server.user} instead of SFTP" in result.stderr
+    assert 'try upload_method="rsync"' in result.stderr
+    assert pending(str(spool / "waiting" / CHANNEL)) == paths
+
+
+@needs_sshd
+@needs_rrsync
+def test_a_reload_that_changes_upload_method_uses_the_new_method(rsync_only):
+    server, config, spool = rsync_only
+    server.start()
+    _set(config, upload_method="sftp", interval="1")
+    sent = contents(spool_files(spool, [1000, 2000]))
+    uploader = start_tool("upload", "-c", config)
+    state_file = state.state_path(str(spool), state.UPLOADER, CHANNEL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (state.read_state(state_file) or {}).get("last_error"):
+            time.sleep(0.2)
+        assert (state.read_state(state_file) or {}).get("last_error"), "sftp to an rsync-only collector failed"
+        _set(config, upload_method="rsync", interval="1")
+        uploader.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not same(sent, server):
+            time.sleep(0.2)
+    finally:
+        uploader.terminate()
+        _, err = uploader.communicate(timeout=60)
+    assert same(sent, server), err
+    assert "upload_method is now rsync (was sftp)" in err
+
+
+@needs_sshd
+def test_a_reload_starts_a_round_at_once_whatever_the_backoff(collector, monkeypatch):
+    """A wrong login fixed by a reload is used now, not after the backoff the
+    failures built (up to 300 s; here made an hour so that waiting shows)."""
+    from uploader import cli as uploader_cli
+    from uploader import upload
+
+    server, config, spool = collector
+    server.start()
+    right = configuration.load(config)
+    _set(config, login="nobody-here")
+    sent = contents(spool_files(spool, [1000]))
+    monkeypatch.setattr(upload, "BACKOFF_FIRST", 3600.0)
+    uploader = upload.Uploader(configuration.load(config))
+    stop = threading.Event()
+    worker = threading.Thread(target=uploader.run, args=(False, stop.is_set))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not uploader.failures:
+            time.sleep(0.05)
+        assert uploader.failures, "the wrong login failed"
+        _set(config, login=right.login)
+        uploader_cli._reload(config, uploader)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not same(sent, server):
+            time.sleep(0.1)
+        assert same(sent, server)
+    finally:
+        stop.set()
+        worker.join(timeout=60)

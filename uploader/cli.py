@@ -10,10 +10,10 @@ import click
 
 from sensor import config as configuration
 from sensor import daemon, logs
-from sensor.options import ConfigProblem, config_option, load_config
+from sensor.options import ConfigProblem, NotPermitted, config_option, load_config
 
 from . import keys
-from .upload import Uploader, UploaderBusy, channel_lock
+from .upload import SpoolForbidden, Uploader, UploaderBusy, channel_lock
 from .watch import Watch
 
 
@@ -25,7 +25,9 @@ from .watch import Watch
 @click.option("--user", default=daemon.SERVICE_USER, show_default=True,
               help="as root: run as this user (if it exists)")
 def upload_main(config_path: str | None, once: bool, daemon_mode: bool, pidfile: str | None, user: str) -> None:
-    """Ship finished spool files to the collector over SFTP."""
+    """Ship finished spool files to the collector over SSH: with rsync
+    (upload_method="rsync", the default, what the SIE collector takes) or
+    SFTP (upload_method="sftp")."""
     if daemon_mode:
         daemon.close_inherited_fds()
     cfg = load_config(config_path)
@@ -68,6 +70,9 @@ def upload_main(config_path: str | None, once: bool, daemon_mode: bool, pidfile:
     except (UploaderBusy, daemon.DaemonError) as exc:
         logging.getLogger("uploader").error("cannot start: %s", exc)
         raise click.ClickException(str(exc)) from None
+    except SpoolForbidden as exc:
+        logging.getLogger("uploader").error("cannot start: %s", exc)
+        raise NotPermitted(str(exc)) from None
     finally:
         if watch is not None:
             watch.stop()
@@ -95,8 +100,8 @@ def _reload(config_path: str | None, uploader: Uploader) -> None:
         if getattr(cfg, name) != getattr(uploader.config, name):
             log.warning("SIGHUP: %s changed; it takes effect at the next restart", name)
             cfg = cfg.with_overrides(**{name: getattr(uploader.config, name)})
-    uploader.config = cfg
-    log.info("SIGHUP: configuration re-read")
+    uploader.reconfigure(cfg)
+    log.info("SIGHUP: configuration re-read; next round now")
 
 
 @click.command()

@@ -13,7 +13,8 @@ older rsync refuses.
 - ssh runs with no user or system configuration (`-F /dev/null`), the
   upload key only, no agent, no forwarding, batch mode, and host keys
   checked strictly against `knownhosts` alone: an unknown or changed key
-  ends the connection before anything is sent.
+  ends the connection before anything is sent, and the error names the
+  key offered (type and SHA256 fingerprint, as for SFTP).
 - rsync writes each file to a temporary name beside the final one and
   renames it when complete, so the collector never sees half a file.
 - `--remove-source-files` makes rsync delete a local file only after the
@@ -34,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -85,7 +87,11 @@ def ssh_command(port: int, key_path: str, known_hosts: str) -> list[str]:
         "ConnectTimeout": str(CONNECT_TIMEOUT),
         "ServerAliveInterval": "15",
         "ServerAliveCountMax": "4",
-        "LogLevel": "ERROR",
+        # DEBUG1: the one level at which ssh names the key it was offered
+        # ("Server host key: TYPE SHA256:..."); an unknown key is otherwise
+        # refused without its fingerprint. Debug lines are read for that
+        # line alone and never logged (printed_lines).
+        "LogLevel": "DEBUG1",
     }
     command = ["ssh", "-F", "/dev/null", "-p", str(port), "-i", key_path]
     for name, value in options.items():
@@ -188,7 +194,7 @@ class RsyncCollector:
 def _about(path: str, stderr: str, returncode: int) -> str:
     """Why rsync left this one file: its own lines that name it, if any."""
     name = os.path.basename(path)
-    said = [line.strip() for line in stderr.splitlines() if name in line]
+    said = [line for line in printed_lines(stderr) if name in line]
     reason = " / ".join(said[-2:]) or EXIT_REASONS[returncode]
     return f"{name}: not delivered by rsync ({reason})"
 
@@ -197,13 +203,34 @@ def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+_OFFERED = re.compile(r"^debug1: Server host key: (\S+) (SHA256:\S+)$", re.MULTILINE)
+
+
+def offered_key(stderr: str) -> str | None:
+    """"TYPE SHA256:..." of the host key ssh was offered (its debug1 line), as
+    SFTP names it and `ssh-keygen -lf` prints it."""
+    found = _OFFERED.findall(stderr.replace("\r", ""))
+    return " ".join(found[-1]) if found else None
+
+
+# what ssh says at DEBUG1 beyond its errors: its debug lines and the
+# session's narration (VERBOSE level, unprefixed)
+_NARRATION = re.compile(r"debug\d: |Authenticated to |Transferred: sent |Bytes per second: ")
+
+
+def printed_lines(stderr: str) -> list[str]:
+    """What rsync and ssh printed, without ssh's narration."""
+    lines = (line.strip() for line in stderr.replace("\r", "").splitlines())
+    return [line for line in lines if line and not _NARRATION.match(line)]
+
+
 def _failure(returncode: int, stderr: str, host: str, port: int, known_hosts: str) -> UploadError:
     """rsync's exit status and ssh's own words, as one error.
 
     When ssh could not connect, rsync exits with a protocol error (12):
     ssh's line ("ssh: connect to host ...") is the reason then.
     """
-    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    lines = printed_lines(stderr)
     ssh_said = [line for line in lines if line.startswith("ssh:") or "Permission denied" in line]
     said = " / ".join(ssh_said[-2:] or lines[-3:])
     reason = EXIT_REASONS.get(returncode, f"exit status {returncode}")
@@ -211,6 +238,7 @@ def _failure(returncode: int, stderr: str, host: str, port: int, known_hosts: st
         reason = EXIT_REASONS[255]
     text = f"rsync to {host} port {port} failed: {reason}" + (f" ({said})" if said else "")
     if "Host key verification failed" in stderr or "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
+        offered = offered_key(stderr)
         return HostKeyError(f"host key of [{host}]:{port} is unknown or has changed (checked against "
-                            f"{known_hosts}); nothing sent ({said})")
+                            f"{known_hosts}{f'; offered {offered}' if offered else ''}); nothing sent ({said})")
     return UploadError(text)

@@ -209,9 +209,31 @@ class Collector:
                 window_size=WINDOW, max_packet_size=MAX_PACKET, timeout=CONNECT_TIMEOUT
             )
             channel.settimeout(CONNECT_TIMEOUT)
-            channel.invoke_subsystem("sftp")
-            self.sftp = paramiko.SFTPClient(channel)
+            try:
+                channel.invoke_subsystem("sftp")
+                self.sftp = paramiko.SFTPClient(channel)
+            except (EOFError, OSError, paramiko.SSHException) as exc:
+                if isinstance(exc, TimeoutError) or self._watchdog.fired is not None:
+                    raise  # said by _step
+                raise self._no_sftp(channel, where, exc) from None
             channel.settimeout(TRANSFER_TIMEOUT)
+
+    def _no_sftp(self, channel: paramiko.Channel, where: str, exc: BaseException) -> UploadError:
+        """Logged in, and the session closed where SFTP should have started:
+        the collector runs something else for this login whatever is asked,
+        as SIE's does (a forced `rsync --server`, rrsync). paramiko's own
+        words ("EOF during negotiation", "Channel closed.") do not say that."""
+        said = b""
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            while channel.recv_stderr_ready() and len(said) < 400:
+                said += channel.recv_stderr(400)
+        told = said.decode("utf-8", "replace").strip()
+        return UploadError(
+            f"starting SFTP on {where}: the collector closed the session ({reason(exc)}"
+            + (f"; it said: {told[:400]}" if told else "")
+            + f"); it forces a command for {self.login} instead of SFTP, as a collector that takes rsync only "
+            'does: try upload_method="rsync"'
+        )
 
     def _start_ssh(self, transport: paramiko.Transport, where: str) -> None:
         """Banner and key exchange, each within CONNECT_TIMEOUT.

@@ -25,6 +25,7 @@ import paramiko
 
 from sensor import spooldir
 from sensor.config import Config
+from sensor.options import as_this_user
 
 from . import discovery, keys, localfiles
 from .rsync import RsyncCollector
@@ -110,10 +111,20 @@ def trim(directory: str, max_kbytes: int) -> list[str]:
     return removed
 
 
+class SpoolForbidden(RuntimeError):
+    """The uploader's user cannot use the spool: it is another user's (a
+    spool made by hand as root, or an older layout without locks/)."""
+
+
 @contextlib.contextmanager
 def channel_lock(config: Config) -> Iterator[None]:
-    """Hold the channel's upload lock (spooldir's), or raise UploaderBusy."""
-    fd = spooldir.lock(config.spooldir, "upload", config.channel)
+    """Hold the channel's upload lock (spooldir's), or raise UploaderBusy
+    (another uploader has it) or SpoolForbidden."""
+    try:
+        fd = spooldir.lock(config.spooldir, "upload", config.channel)
+    except PermissionError as exc:
+        raise SpoolForbidden(f"{as_this_user('take the upload lock', exc)} (the spool must belong to the user "
+                             "the uploader runs as)") from None
     try:
         yield
     finally:
@@ -126,7 +137,7 @@ class Uploader:
     def __init__(self, config: Config, connect: Callable[..., Collector] | None = None) -> None:
         config.require_upload_settings()
         self.config = config
-        self.connect = connect or METHODS[config.upload_method]
+        self._connect = connect  # tests' own; else upload_method's, looked up for every session
         self.directory = waiting_dir(config)
         self.remote_dir = f"{REMOTE_ROOT}/{config.channel}"
         self.uploaded = 0
@@ -140,11 +151,32 @@ class Uploader:
         self.last_success: float | None = None  # wall time the last file arrived
         self.last_error: str | None = None
         self.last_error_time: float | None = None
+        self.rounds = 0  # rounds ended since the start (status does not judge a stall before the first)
+        self._reconfigured = False  # a reload came: the next round starts now, backoff forgotten
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload's settings, from the next round, which starts at once:
+        a fixed login or server must not wait out a backoff built up while
+        it was wrong. upload_method applies too (each session looks it up)."""
+        if config.upload_method != self.config.upload_method:
+            log.info("upload_method is now %s (was %s)", config.upload_method, self.config.upload_method)
+        self.config = config
+        self._reconfigured = True
 
     def round(self) -> bool:
         """Trim, then upload everything due; False if anything failed."""
-        trim(self.directory, self.config.max_spool_size_kbytes)
-        files, refused = survey(self.directory)
+        try:
+            return self._round()
+        finally:
+            self.rounds += 1
+
+    def _round(self) -> bool:
+        try:
+            trim(self.directory, self.config.max_spool_size_kbytes)
+            files, refused = survey(self.directory)
+        except PermissionError as exc:  # waiting/ left root's: said each round, never a traceback
+            self._failed(as_this_user("use the spool", exc))
+            return False
         self._say_refused(refused)
         now = time.monotonic()
         self._retry = {path: due for path, due in self._retry.items() if path in files}
@@ -215,8 +247,9 @@ class Uploader:
             log.info("uploaded %s (%d bytes, %.1f s) to %s:%d/%s", os.path.basename(path), size,
                      time.monotonic() - started, target.host, target.port, self.remote_dir)
 
-        with self.connect(target.host, target.port, config.login, config.uploadkey, config.knownhosts,
-                          cancelled=self.should_stop) as collector:
+        connect = self._connect or METHODS[config.upload_method]
+        with connect(target.host, target.port, config.login, config.uploadkey, config.knownhosts,
+                     cancelled=self.should_stop) as collector:
             collector.send(files, self.remote_dir, sent, self._refused_alone)
 
     def run(self, once: bool, should_stop: Callable[[], bool] = lambda: False) -> bool:
@@ -224,9 +257,13 @@ class Uploader:
         self.should_stop = should_stop
         backoff = BACKOFF_FIRST
         while True:
+            self._reconfigured = False
             ok = self.round()
             if once or should_stop():
                 return ok
+            if self._reconfigured:  # a reload during the round: its settings are tried now
+                backoff = BACKOFF_FIRST
+                continue
             if self.reached:  # files that failed alone have backoffs of their own
                 backoff = BACKOFF_FIRST
                 wait = POLL_SECONDS
@@ -238,4 +275,7 @@ class Uploader:
             while time.monotonic() < deadline:
                 if should_stop():
                     return ok
+                if self._reconfigured:
+                    backoff = BACKOFF_FIRST
+                    break
                 time.sleep(min(0.2, wait))

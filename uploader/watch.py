@@ -5,6 +5,10 @@ take minutes (big files, a slow collector, connect timeouts), and `status`
 must not call a busy uploader dead. A truly stuck one still shows, as
 "no upload succeeded for N intervals while files wait", both here (a
 warning every interval) and in `sie-dns-sensor status`.
+
+The last success and the last error outlive a restart: they are taken
+from the state file the previous uploader left, so `status` right after
+`service ... restart` does not say "last upload never".
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import logging
 import threading
 import time
 
-from sensor.state import STATE_SECONDS, UPLOADER, StateFile, state_path
+from sensor.state import STATE_SECONDS, UPLOADER, StateFile, read_state, state_path
 from sensor.status import backlog, upload_problems
 
 from .upload import Uploader
@@ -29,6 +33,7 @@ class Watch(threading.Thread):
         config = uploader.config
         self.uploader = uploader
         self.state = StateFile(state_path(config.spooldir, UPLOADER, config.channel))
+        _carry_over(read_state(self.state.path) or {}, uploader)
         self._stop_event = threading.Event()
         self._next_warning = time.monotonic() + config.interval
 
@@ -56,9 +61,21 @@ class Watch(threading.Thread):
             "last_success": up.last_success,
             "last_error": up.last_error,
             "last_error_time": up.last_error_time,
+            "rounds": up.rounds,
         }
 
     def stop(self) -> None:
         """Stop writing and leave a final state that says so."""
         self._stop_event.set()
         self.state.write(dict(self.snapshot(), stopped=time.time()))
+
+
+CARRIED = {"last_success": (int, float), "last_error": str, "last_error_time": (int, float)}
+
+
+def _carry_over(previous: dict, uploader: Uploader) -> None:
+    """What the last uploader of this channel knew, unless this one knows better."""
+    for name, kind in CARRIED.items():
+        value = previous.get(name)
+        if getattr(uploader, name) is None and isinstance(value, kind):
+            setattr(uploader, name, value)
