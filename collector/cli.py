@@ -19,9 +19,10 @@ from . import config as configuration
 from . import incoming, keys, present, roothints, sensors
 from .api import lookup as lookups
 from .chain import Chain
+from .clickhouse.store import StoreUnavailable
 from .ingest import Ingester
 from .sqlite_store import SqliteStore
-from .store import Fences
+from .store import Fences, Store
 
 log = logging.getLogger("collector")
 STATE_NAME = "ingest.state"
@@ -40,10 +41,29 @@ def load(config_path: str | None) -> configuration.Config:
         raise click.ClickException(f"configuration: {exc}") from None
 
 
-def open_store(cfg: configuration.Config) -> SqliteStore:
+def engine(cfg: configuration.Config, query_timeout: float | None = None, ingest: bool = False) -> Store:
+    """The store the `store` setting names: the embedded file, or ClickHouse (`ingest`: opened by the
+    ingester, which finishes a batch its last run left and keeps the knowledge cache)."""
+    if cfg.store.startswith("clickhouse://"):
+        from .clickhouse.store import ClickHouseStore
+
+        return ClickHouseStore(cfg.store, cfg.collector_dir, query_timeout=query_timeout, ingest=ingest)
+    return SqliteStore(cfg.store_path, query_timeout=query_timeout)
+
+
+def store_text(cfg: configuration.Config) -> str:
+    """Where the store is, for the log (never a password)."""
+    if cfg.store.startswith("clickhouse://"):
+        from .clickhouse.location import parse
+
+        return parse(cfg.store).text()
+    return cfg.store_path
+
+
+def open_store(cfg: configuration.Config) -> Store:
     """The store, seeded with the root hints the first time it is opened."""
-    store = SqliteStore(cfg.store_path)
-    if not store.counts()["zone_server"]:
+    store = engine(cfg, ingest=True)
+    if not store.directory.db.execute("SELECT EXISTS (SELECT 1 FROM zone_server)").fetchone()[0]:
         try:
             roothints.seed(store.directory, roothints.read(cfg.root_hints))
         except roothints.RootHintsError as exc:
@@ -165,27 +185,20 @@ def ingest(config_path, once, user, daemon_mode, pidfile) -> None:
         lock = incoming.lock(cfg.collector_dir)
     except incoming.Busy as exc:
         raise click.ClickException(str(exc)) from None
-    store = open_store(cfg)
-    ingester = Ingester(cfg.collector_dir, store, Chain(store.directory, cfg.dedup_max_entries),
-                        keep=cfg.keep_days > 0, window=cfg.dedup_window)
     state = StateFile(os.path.join(cfg.collector_dir, incoming.LOCKS, STATE_NAME))
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
-    log.info("ingesting %s into %s", os.path.join(cfg.collector_dir, incoming.INCOMING), cfg.store_path)
+    log.info("ingesting %s into %s", os.path.join(cfg.collector_dir, incoming.INCOMING), store_text(cfg))
     if detached:
         detached.ready()
     try:
-        ingester.recover()
-        while not stopping:
-            taken = ingester.step()
-            if state.due() or once:
-                state.write(_state(ingester, store))
-            if once and not taken:
-                break
-            if not taken:
-                time.sleep(1.0)
-        ingester.commit()
+        store = _open_when_ready(cfg, state, stopping, once)
+        if store is None:
+            return
+        ingester = Ingester(cfg.collector_dir, store, Chain(store.directory, cfg.dedup_max_entries),
+                            keep=cfg.keep_days > 0, window=cfg.dedup_window)
+        _ingest(ingester, store, state, stopping, once)
     except Exception as exc:  # detached, stderr is /dev/null: say it in the log, once, never a bare traceback
         log.critical("stopped by an unexpected error: %s", exc, exc_info=True)
         sys.exit(70)
@@ -195,11 +208,69 @@ def ingest(config_path, once, user, daemon_mode, pidfile) -> None:
     log.info("stopped: %s", _summary(ingester))
 
 
-def _state(ingester: Ingester, store: SqliteStore) -> dict:
+_BACKOFF_MAX = 60.0  # seconds between two tries of a store that does not answer
+
+
+def _open_when_ready(cfg: configuration.Config, state: StateFile, stopping: list, once: bool) -> Store | None:
+    """The store, tried again with growing pauses while it does not answer (None: stopped meanwhile)."""
+    pause, since = 1.0, int(time.time())
+    while not stopping:
+        try:
+            return open_store(cfg)
+        except StoreUnavailable as exc:
+            pause = _unavailable(exc, state, {"store_problem_since": since}, pause, once)
+    return None
+
+
+def _ingest(ingester: Ingester, store: Store, state: StateFile, stopping: list, once: bool) -> None:
+    """Step until stopped (or, --once, until nothing is left); while the store does not answer, the
+    batch under way is let go (its files stay claimed in work/) and taken again once it does."""
+    pause, since = 1.0, None
+    recovering = True
+    while not stopping:
+        try:
+            if recovering:
+                ingester.recover()
+                recovering, pause, since = False, 1.0, None
+            taken = ingester.step()
+        except StoreUnavailable as exc:
+            ingester.abandon()
+            recovering, since = True, since or int(time.time())
+            pause = _unavailable(exc, state, {**_state(ingester, store), "store_problem_since": since}, pause, once)
+            continue
+        if state.due() or once:
+            state.write(_state(ingester, store))
+        if once and not taken:
+            break
+        if not taken:
+            time.sleep(1.0)
+    try:
+        ingester.commit()
+    except StoreUnavailable as exc:
+        ingester.abandon()
+        log.warning("stopping with the last batch not in the store (%s): its files stay in work/", exc)
+
+
+def _unavailable(exc: StoreUnavailable, state: StateFile, report: dict, pause: float, once: bool) -> float:
+    """Say so (log, state for `status`), wait; the next pause. --once gives up instead."""
+    log.warning("the store does not answer, files kept, trying again in %.0f s: %s", pause, exc)
+    state.write({**report, "store_problem": str(exc), "store_problem_since": report.get("store_problem_since")
+                 or int(time.time())})
+    if once:
+        raise click.ClickException(f"the store does not answer ({exc}); the files stay in work/ for the next run")
+    time.sleep(pause)
+    return min(pause * 2, _BACKOFF_MAX)
+
+
+def _state(ingester: Ingester, store: Store) -> dict:
     totals = ingester.totals
+    try:
+        size = store.size()
+    except StoreUnavailable:
+        size = None
     return {"files": totals.files, "damaged": totals.damaged, "duplicates": totals.duplicates,
             "records": totals.records, "errors": totals.errors, "last_file": totals.last_file,
-            "counts": dict(ingester.counts), "store_bytes": store.size()}
+            "counts": dict(ingester.counts), "store_bytes": size}
 
 
 def _summary(ingester: Ingester) -> str:
@@ -277,7 +348,10 @@ def query_rdata(config_path, as_json, summarize, limit, offset, first_after, fir
 
 def _answer(cfg: configuration.Config, found: lookups.Lookup, fences: Fences, limit: int | None, offset: int,
             summarize: bool, as_json: bool) -> None:
-    store = SqliteStore(cfg.store_path)
+    try:
+        store = engine(cfg)
+    except StoreUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
     if summarize:
         summary = found.summarize(store, fences, limit, offset, None)
         click.echo(json.dumps(present.summary_json(summary)) if as_json else present.summary_text(summary), nl=as_json)
@@ -386,6 +460,30 @@ def list_keys(config_path) -> None:
 
 
 # ----------------------------------------------------------- maintenance
+@main.command("init-store")
+@config_option
+@click.option("--on-cluster/--each-server", default=None,
+              help="ON CLUSTER DDL (needs ZooKeeper), or each server in turn (default: ON CLUSTER when the "
+                   "servers have ZooKeeper)")
+def init_store(config_path, on_cluster) -> None:
+    """Create the ClickHouse store's database and tables (idempotent): the `store` setting says where."""
+    cfg = load(config_path)
+    if not cfg.store.startswith("clickhouse://"):
+        raise click.ClickException("store is the embedded file, made when first opened: nothing to create")
+    from .clickhouse.location import parse
+    from .clickhouse.store import init
+
+    try:
+        for statement in init(parse(cfg.store), on_cluster=on_cluster):
+            click.echo(statement + ";")
+    except StoreUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:  # the server refused a statement (no ZooKeeper for ON CLUSTER, no rights): say so
+        said = [line for line in str(getattr(exc, "message", exc)).splitlines() if line.strip()]
+        raise click.ClickException(f"ClickHouse refused the schema: {said[0] if said else exc}") from None
+    click.echo(f"store ready at {store_text(cfg)}", err=True)
+
+
 @main.command()
 @config_option
 @click.option("--days", type=click.IntRange(1), default=None, help="override retention_days")
@@ -395,8 +493,11 @@ def expire(config_path, days) -> None:
     days = days or cfg.retention_days
     if not days:
         raise click.ClickException("retention_days is 0 (keep forever): give --days to expire anyway")
-    store = SqliteStore(cfg.store_path)
-    rrsets, rdata = store.expire(int(time.time()) - days * 86400)
+    try:
+        store = engine(cfg, ingest=True)
+        rrsets, rdata = store.expire(int(time.time()) - days * 86400)
+    except StoreUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
     store.close()
     click.echo(f"removed {rrsets} RRsets and {rdata} index rows last seen over {days} days ago")
 
@@ -426,6 +527,9 @@ def _status(cfg: configuration.Config) -> dict:
         problems.append("the ingester is not running (no fresh state)")
     if oldest is not None and time.time() - oldest > 600:
         problems.append(f"the oldest upload has waited {int(time.time() - oldest)} s")
+    if state.get("store_problem"):
+        problems.append(f"the store has not answered for {int(time.time() - state['store_problem_since'])} s, "
+                        f"ingest keeps its files and tries again: {state['store_problem']}")
     return {
         "backlog_files": len(waiting),
         "backlog_oldest_seconds": None if oldest is None else int(time.time() - oldest),

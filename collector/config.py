@@ -59,8 +59,13 @@ def _listen(text: str) -> str:
 
 
 def _store(text: str) -> str:
-    if text and not (text.startswith("sqlite:/") or text.startswith("clickhouse://")):
-        raise ValueError(f"{text!r} is not sqlite:/PATH (or empty for the default file)")
+    if text.startswith("clickhouse://"):
+        from .clickhouse.location import parse  # parsing only: no client library
+
+        parse(text)
+    elif text and not text.startswith("sqlite:/"):
+        raise ValueError(f"{text!r} is not sqlite:/PATH, clickhouse://HOST:PORT[,HOST:PORT...]/DATABASE"
+                         "[?cluster=NAME] (or empty for the default file)")
     return text
 
 

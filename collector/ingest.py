@@ -97,6 +97,8 @@ class Ingester:
         outcome = self._feed(item)
         self.batch.append((item, outcome))
         self.batch_names.add(key)
+        if getattr(self.store, "full", False):  # a store holding its batch in memory (ClickHouse) has enough
+            self.commit()
 
     def _feed(self, item: incoming.Claimed) -> str:
         """'' when the whole file was read, else what was wrong with it."""
@@ -115,6 +117,14 @@ class Ingester:
             return f"{type(exc).__name__}: {exc}"
         finally:
             self.totals.records += records
+
+    def abandon(self) -> None:
+        """Let the batch under way go (the store refused it): its files stay
+        claimed in work/, and `recover` takes them again once the store answers."""
+        self.chain.drain()
+        self.batch.clear()
+        self.batch_names.clear()
+        self.store.rollback()
 
     def commit(self) -> None:
         """Make the batch durable, then move its files on."""

@@ -17,6 +17,7 @@ import pytest
 MARKS = {
     "test_live": ("network",),
     "test_lab": ("network", "slow"),
+    "test_lab_dnstap": ("network", "slow"),
     "test_srv": ("network",),
     "test_daemon": ("network",),
     "test_upload": ("network",),
@@ -27,11 +28,13 @@ MARKS = {
     "test_full_disk": ("slow",),
     "test_crash": ("slow",),
     "test_collector_soak": ("slow",),
-    "test_collector_page": ("network",),
     "test_collector_lab": ("network", "slow"),
     "test_collector_api": ("network",),
+    "test_collector_page": ("network",),
     "test_collector_dnsdbq": ("network",),
+    "test_collector_clickhouse": ("network", "slow"),
     "test_flood": ("slow",),
+    "test_sanitizers": ("slow",),
     "test_package": ("package", "network", "slow"),
 }
 

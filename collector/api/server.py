@@ -23,9 +23,9 @@ import socket
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from ..cli import engine
 from ..config import Config
 from ..keys import KeyRing
-from ..sqlite_store import SqliteStore
 from .app import QueryServer
 
 log = logging.getLogger("collector.api")
@@ -101,7 +101,7 @@ def listen(host: str, port: int) -> socket.socket:
 
 def serve(cfg: Config, sock: socket.socket) -> None:
     """Answer on `sock` until SIGTERM or SIGINT (uvicorn's handlers: answers under way get 5 s)."""
-    store = SqliteStore(cfg.store_path, query_timeout=cfg.api_timeout)
+    store = engine(cfg, query_timeout=cfg.api_timeout)
     app = QueryServer(store, KeyRing(cfg.api_keys_path), cfg).app()
 
     class Protocol(HeadDeadline):

@@ -1,0 +1,78 @@
+"""Where the ClickHouse store is: the `store` setting's `clickhouse://` form.
+
+    clickhouse://[USER[:PASSWORD]@]HOST:PORT[,HOST:PORT...]/DATABASE[?cluster=NAME[&replication=PATH]]
+
+HOST:PORT are native-protocol ports (9000 by default on a server); the
+first that answers is used, the others are for failover. `cluster` names
+a cluster of the servers' `remote_servers`: the data is then sharded over
+it (a `Distributed` table reads it). `replication` asks for the
+`Replicated*` engines, PATH being the table's path in ZooKeeper (it should
+hold the server's `{shard}` macro; the replica name is the `{replica}`
+macro). Parsing needs no client library, so `check-config` reads it.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from dataclasses import dataclass
+
+SCHEME = "clickhouse://"
+DEFAULT_PORT = 9000
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_HOST = re.compile(r"(?:\[([0-9A-Fa-f:.]+)\]|([0-9A-Za-z_.-]+))(?::(\d{1,5}))?")
+
+
+@dataclass(frozen=True)
+class Location:
+    """The parsed setting."""
+
+    hosts: tuple[tuple[str, int], ...]
+    database: str
+    cluster: str = ""
+    replication: str = ""
+    user: str = "default"
+    password: str = ""
+
+    def text(self) -> str:
+        """The setting without its password (for logs and status)."""
+        hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.hosts)
+        query = urllib.parse.urlencode({k: v for k, v in (("cluster", self.cluster),
+                                                          ("replication", self.replication)) if v})
+        return f"{SCHEME}{hosts}/{self.database}" + (f"?{query}" if query else "")
+
+
+def parse(text: str) -> Location:
+    """The Location of a `clickhouse://` setting; ValueError saying what is wrong."""
+    if not text.startswith(SCHEME):
+        raise ValueError(f"{text!r} does not begin with {SCHEME}")
+    rest = text[len(SCHEME):]
+    rest, _, query = rest.partition("?")
+    credentials, at, rest = rest.rpartition("@")
+    hosts_text, slash, database = rest.partition("/")
+    if not slash or not _NAME.fullmatch(database):
+        raise ValueError(f"{text!r} names no database (clickhouse://HOST:PORT/DATABASE, a name of letters, "
+                         "digits and _)")
+    hosts = tuple(_host(part) for part in hosts_text.split(","))
+    options = urllib.parse.parse_qs(query, keep_blank_values=True, strict_parsing=False)
+    unknown = set(options) - {"cluster", "replication"}
+    if unknown:
+        raise ValueError(f"{text!r}: unknown parameter {sorted(unknown)[0]!r} (cluster, replication)")
+    cluster = options.get("cluster", [""])[-1]
+    replication = options.get("replication", [""])[-1]
+    if cluster and not _NAME.fullmatch(cluster):
+        raise ValueError(f"cluster {cluster!r} is not a name of letters, digits and _")
+    if replication and (not cluster or "'" in replication or "\\" in replication):
+        raise ValueError("replication needs a cluster, and a ZooKeeper path without quotes")
+    user, _, password = urllib.parse.unquote(credentials).partition(":") if at else ("default", "", "")
+    return Location(hosts, database, cluster, replication, user or "default", password)
+
+
+def _host(text: str) -> tuple[str, int]:
+    match = _HOST.fullmatch(text)
+    if not match:
+        raise ValueError(f"{text!r} is not HOST:PORT ([ADDRESS]:PORT for IPv6)")
+    port = int(match.group(3) or DEFAULT_PORT)
+    if not 0 < port <= 65535:
+        raise ValueError(f"{text!r}: port out of range")
+    return match.group(1) or match.group(2), port

@@ -1,0 +1,392 @@
+"""The ClickHouse store on real servers: two clickhouse-server processes from
+Debian's package on loopback as two shards of a cluster, a Distributed
+table over them. The same spool files answer every lookup as the embedded
+store does; a batch is in the store once however the ingester dies or a
+shard goes away; `init-store`, `ingest` and `status` on the command line;
+and the same SQL on a current ClickHouse (chdb, in-process)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bench.ingest_soak import make_uploads
+from collector import bailiwick, incoming, names, roothints
+from collector.chain import Chain
+from collector.clickhouse import location, schema
+from collector.clickhouse.store import ClickHouseStore, StoreUnavailable, init
+from collector.ingest import Ingester
+from collector.sqlite_store import SqliteStore
+from collector.store import Fences
+from tests import apikit, clickhouse
+from tests.collectorkit import ROOT_HINTS, resolution, upload
+
+pytestmark = pytest.mark.skipif(clickhouse.available() is not None, reason=clickhouse.available() or "")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    servers = clickhouse.Cluster(str(tmp_path_factory.mktemp("clickhouse")))
+    yield servers
+    servers.close()
+
+
+def hints_file(folder: str) -> str:
+    path = os.path.join(folder, "root.hints")
+    with open(path, "w") as handle:
+        handle.write(ROOT_HINTS)
+    return path
+
+
+def seeded(store, folder: str):
+    roothints.seed(store.directory, roothints.read(hints_file(folder)))
+    store.commit([])
+    return store
+
+
+def template(folder: str, files: int = 4, seed: int = 7) -> str:
+    """Spool files from two sensors (resolutions walking from the root, names repeating) and one
+    of many record types: what every store here ingests."""
+    root = os.path.join(folder, "template")
+    make_uploads(root, files, seed, per_file=30)
+    upload(root, "sensor-a", "host.1800000000.000099.nmsg", apikit.records())
+    # www.aa.other before www.zz.test in written order, after it in reversed: the right-hand wildcard's order
+    upload(root, "sensor-b", "host.1800000001.000100.nmsg",
+           resolution("www.zz.test", "zz.test", "192.0.2.7", 1_700_000_500)
+           + resolution("www.aa.other", "aa.other", "192.0.2.8", 1_700_000_600))
+    return root
+
+
+def ingest_all(root: str, store) -> None:
+    ingester = Ingester(root, store, Chain(store.directory), window=3600)
+    while ingester.step():
+        pass
+
+
+def entries(store: SqliteStore) -> dict[str, list[tuple]]:
+    """The embedded store's entries and index rows, as comparable tuples."""
+    return {"rrset": sorted(store.db.execute("SELECT * FROM rrset").fetchall()),
+            "rdata": sorted(store.db.execute("SELECT * FROM rdata").fetchall())}
+
+
+def cluster_entries(url: str) -> dict[str, list[tuple]]:
+    """The cluster's entries and index rows, merged, read through the Distributed table."""
+    store = ClickHouseStore(url, "/nonexistent", ingest=False)
+    try:
+        rows = store._rows(f"SELECT kind, key, type, other, data, minMerge(time_first), maxMerge(time_last), "
+                           f"sumMerge(count) FROM {store.read_table} WHERE kind IN ('rrset', 'rdata') "
+                           "GROUP BY kind, key, type, other, data")
+    finally:
+        store.close()
+    return {kind: sorted(tuple(row[1:]) for row in rows if row[0] == kind) for kind in ("rrset", "rdata")}
+
+
+def shard_dump(cluster: clickhouse.Cluster, database: str) -> list[list[tuple]]:
+    """Each shard's own rows, merged (batch markers and the times of bookkeeping rows left out)."""
+    from clickhouse_driver import Client
+
+    dumps = []
+    for port in cluster.ports:
+        client = Client("127.0.0.1", port=port, settings={"strings_as_bytes": True})
+        rows = client.execute(f"SELECT kind, key, type, other, data, minMerge(time_first), maxMerge(time_last), "
+                              f"sumMerge(count) FROM {database}.{schema.LOCAL} WHERE kind != 'batch' "
+                              "GROUP BY kind, key, type, other, data")
+        client.disconnect()
+        dumps.append(sorted(row if row[0] in ("rrset", "rdata", "name") else (*row[:5], row[7]) for row in rows))
+    return dumps
+
+
+# ---------------------------------------------------------------- lookups
+def every_lookup(reference: SqliteStore) -> list[tuple[str, tuple, dict]]:
+    """(method, args, options) for every name and address of the data, with fences and limits."""
+    db = reference.db
+    keys = {key for (key,) in db.execute("SELECT name FROM rrset")}
+    keys |= {key for (key,) in db.execute("SELECT key FROM rdata WHERE type IN (2, 5, 12, 15)")}
+    wires = set()
+    for key in keys:
+        wires.update(bailiwick.ancestors(names.wire_of_key(key)))
+    times = sorted(t for (t,) in db.execute("SELECT first FROM rrset UNION SELECT last FROM rrset"))
+    middle = times[len(times) // 2]
+    calls: list[tuple[str, tuple, dict]] = []
+    variants = [{"fences": Fences(first_after=middle)}, {"fences": Fences(last_before=middle)},
+                {"fences": Fences(first_before=middle, last_after=middle)}, {"limit": 2, "offset": 1},
+                {"limit": 1}]
+    for number, wire in enumerate(sorted(wires)):
+        varied = variants[number % len(variants)]  # every variant on a fifth of the names, each name plain
+        for method in ("rrsets", "rdata_name"):
+            for options in ({}, varied):
+                calls.append((method, (wire,), options))
+                calls.append((method, (wire,), {"under": True, **options}))
+            if wire != b"\x00":
+                calls.append((method, (wire,), {"starts": True, **varied}))
+        calls.append(("rrsets", (wire,), {"rrtype": [2, 1], "bailiwick": wire}))
+        if wire != b"\x00":  # its first label alone: `www.*`
+            calls.append(("rrsets", (wire[: wire[0] + 1] + b"\x00",), {"starts": True, **varied}))
+    for (address,) in db.execute("SELECT DISTINCT key FROM rdata WHERE type IN (1, 28)"):
+        host = ipaddress.ip_address(address)
+        calls.append(("rdata_ip", (ipaddress.ip_network(host),), {}))
+        calls.append(("rdata_ip", (ipaddress.ip_network(f"{host}/{24 if host.version == 4 else 64}",
+                                                        strict=False),), {"limit": 5, "offset": 2}))
+        calls.append(("rdata_raw", (address,), {"fences": Fences(last_after=middle)}))
+    for (datum,) in db.execute("SELECT DISTINCT data FROM rdata WHERE data != x''"):
+        calls.append(("rdata_raw", (datum,), {}))
+    calls.append(("rdata_ip_range", (bytes([198, 51, 100, 0]), bytes([203, 0, 113, 80])), {"limit": 7}))
+    return calls
+
+
+def assert_same_answers(reference, other) -> int:
+    calls = every_lookup(reference)
+    for number, (method, args, options) in enumerate(calls):
+        expected = list(getattr(reference, method)(*args, **options))
+        assert list(getattr(other, method)(*args, **options)) == expected, (method, args, options)
+        if number % 5 == 0:  # summaries of a fifth of them (each costs a query)
+            assert other.summarize(method, *args, **options) == reference.summarize(method, *args, **options)
+            assert other.summarize(method, *args, max_count=3, **options) == \
+                reference.summarize(method, *args, max_count=3, **options)
+    return len(calls)
+
+
+def test_the_cluster_answers_every_lookup_as_the_embedded_store(cluster, tmp_path):
+    from clickhouse_driver import Client
+
+    url = cluster.url("pdns_equal")
+    init(location.parse(url))
+    files = template(str(tmp_path))
+    roots = [str(tmp_path / name) for name in ("embedded", "cluster")]
+    for root in roots:
+        shutil.copytree(files, root)
+    os.makedirs(tmp_path / "cluster-own")
+    reference = seeded(SqliteStore(os.path.join(roots[0], "pdns.sqlite")), roots[0])
+    store = seeded(ClickHouseStore(url, str(tmp_path / "cluster-own")), roots[1])
+    for root, each in zip(roots, (reference, store), strict=True):
+        ingest_all(root, each)
+    assert store.outcome("sensor-a", "ch202/host.1800000000.000099.nmsg") == ""
+    assert cluster_entries(url) == entries(reference)
+    rows_per_shard = [len([row for row in dump if row[0] == "rrset"]) for dump in shard_dump(cluster, "pdns_equal")]
+    assert all(rows_per_shard) and sum(rows_per_shard) == len(entries(reference)["rrset"])  # each on one shard
+    for number, port in enumerate(cluster.ports):  # the shard the Distributed table's sharding key names
+        misplaced = Client("127.0.0.1", port=port).execute(
+            f"SELECT count() FROM pdns_equal.{schema.LOCAL} WHERE kind IN ('rrset', 'rdata', 'name') "
+            f"AND {schema.SHARDING} % 2 != {number}")
+        assert misplaced == [(0,)]
+    reader = ClickHouseStore(url, "/nonexistent", ingest=False)  # as the query server opens it
+    assert assert_same_answers(reference, reader) > 1000
+    reader.close()
+    store.close()
+    reference.close()
+    answers = []
+    for root, setting in zip(roots, (f"sqlite:{roots[0]}/pdns.sqlite", url), strict=True):
+        config = collector_config(str(tmp_path), root, setting)
+        for argv in (["rrset", "*.example.test", "--json", "--limit", "5", "--offset", "1"],
+                     ["rdata", "203.0.113.0/24", "--json", "--last-after", "1500"],
+                     ["rrset", "www.example.*", "--summarize"]):
+            done = subprocess.run([sys.executable, "-m", "collector", "query", *argv, "-c", config],
+                                  env=apikit.env(), capture_output=True, text=True)
+            assert done.returncode == 0 and done.stdout, done.stderr
+            answers.append(done.stdout)
+    assert answers[:3] == answers[3:]  # `query` on the command line: the same text from either store
+
+
+def test_the_sql_runs_on_a_current_clickhouse(tmp_path):
+    chdb = pytest.importorskip("chdb", reason="chdb (a current ClickHouse in-process) is not installed")
+    del chdb
+    engine = clickhouse.Chdb(str(tmp_path / "chdb"))
+    try:
+        assert int(engine.version().split(".")[0]) >= 24
+        at = location.parse("clickhouse://chdb:9000/pdns")
+        init(at, connect=engine)
+        files = template(str(tmp_path), files=2)
+        roots = [str(tmp_path / name) for name in ("embedded", "chdb-root")]
+        for root in roots:
+            shutil.copytree(files, root)
+        reference = seeded(SqliteStore(os.path.join(roots[0], "pdns.sqlite")), roots[0])
+        store = seeded(ClickHouseStore(at, roots[1], connect=engine), roots[1])
+        for root, each in zip(roots, (reference, store), strict=True):
+            ingest_all(root, each)
+        assert assert_same_answers(reference, store) > 500
+        assert store.expire(1_700_000_100) == reference.expire(1_700_000_100)
+        assert list(store.rrsets(b"\x00", under=True)) == list(reference.rrsets(b"\x00", under=True))
+        store.close()
+        reference.close()
+    finally:
+        engine.cleanup()
+
+
+# ---------------------------------------------------------- exactly once
+def test_a_batch_half_in_when_a_shard_fails_is_finished_once(tmp_path):
+    servers = clickhouse.Cluster(str(tmp_path / "servers"))
+    try:
+        url = servers.url("pdns_half")
+        init(location.parse(url))
+        files = template(str(tmp_path), files=2)
+        for name in ("clean", "half"):
+            shutil.copytree(files, str(tmp_path / name))
+            os.makedirs(tmp_path / f"{name}-own")
+        init(location.parse(servers.url("pdns_clean")))
+        clean = seeded(ClickHouseStore(servers.url("pdns_clean"), str(tmp_path / "clean-own")), str(tmp_path))
+        ingest_all(str(tmp_path / "clean"), clean)
+        clean.close()
+
+        store = seeded(ClickHouseStore(url, str(tmp_path / "half-own")), str(tmp_path))
+        ingester = Ingester(str(tmp_path / "half"), store, Chain(store.directory), window=3600)
+        for sensor, channel, name, size in incoming.waiting(str(tmp_path / "half")):
+            ingester.ingest(incoming.claim(str(tmp_path / "half"), sensor, channel, name, size))
+        servers.servers[1].stop()  # shard 2 goes away after the batch is read, before its commit
+        with pytest.raises(StoreUnavailable, match="shard 2"):
+            ingester.commit()
+        ingester.abandon()
+        assert os.path.exists(store.journal_path)
+        store.close()  # the process dies here, its journal on disk, shard 1 holding the batch
+        servers.servers[1].start()
+        again = ClickHouseStore(url, str(tmp_path / "half-own"))  # finishes the journal at once
+        assert not os.path.exists(again.journal_path)
+        resumed = Ingester(str(tmp_path / "half"), again, Chain(again.directory))
+        resumed.recover()  # every file is in: each is moved on, none read again
+        assert resumed.totals.records == 0 and incoming.claimed(str(tmp_path / "half")) == []
+        assert shard_dump(servers, "pdns_half") == shard_dump(servers, "pdns_clean")
+        again.close()
+    finally:
+        servers.close()
+
+
+def collector_config(folder: str, root: str, url: str, **settings: str) -> str:
+    path = os.path.join(folder, f"collector-{os.path.basename(root)}.conf")
+    values = {"collector_dir": root, "store": url, "root_hints": hints_file(folder), "dedup_window": "1",
+              "dedup_max_entries": "1000", **settings}
+    with open(path, "w") as handle:
+        handle.writelines(f'{name}="{value}"\n' for name, value in values.items())
+    return path
+
+
+def collector(*argv: str, **options) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "collector", *argv], env=apikit.env(), **options)
+
+
+def test_an_ingester_killed_mid_batch_and_restarted_equals_a_clean_run(cluster, tmp_path):
+    files = os.path.join(str(tmp_path), "uploads")
+    make_uploads(files, 16, seed=11, per_file=150)
+    runs = {}
+    for name in ("clean", "killed"):
+        root = str(tmp_path / name)
+        shutil.copytree(files, root)
+        config = collector_config(str(tmp_path), root, cluster.url(f"pdns_{name}"))
+        made = subprocess.run([sys.executable, "-m", "collector", "init-store", "-c", config], env=apikit.env(),
+                              capture_output=True, text=True)
+        assert made.returncode == 0 and "ENGINE = Distributed(pdns_test" in made.stdout, made.stderr
+        runs[name] = (root, config)
+    started = time.monotonic()
+    assert collector("ingest", "--once", "--user", "root", "-c", runs["clean"][1]).wait(300) == 0
+    full = time.monotonic() - started
+    rng = random.Random(4)
+    for delay in sorted(rng.uniform(0.5, full) for _ in range(3)):
+        process = collector("ingest", "--once", "--user", "root", "-c", runs["killed"][1],
+                            stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert collector("ingest", "--once", "--user", "root", "-c", runs["killed"][1]).wait(300) == 0
+    assert shard_dump(cluster, "pdns_killed") == shard_dump(cluster, "pdns_clean")
+    assert not [name for _, _, found in os.walk(os.path.join(runs["killed"][0], "work")) for name in found]
+
+
+def status(config: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "collector", "status", "--json", "-c", config], env=apikit.env(),
+                          capture_output=True, text=True)
+    return json.loads(done.stdout)
+
+
+def wait_for(check, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"no {what} within {seconds} s")
+
+
+def test_a_shard_down_ingest_backs_off_keeps_its_files_says_so_and_resumes(tmp_path):
+    servers = clickhouse.Cluster(str(tmp_path / "servers"))
+    ingester = None
+    try:
+        files = os.path.join(str(tmp_path), "uploads")
+        make_uploads(files, 8, seed=5, per_file=60)
+        root = str(tmp_path / "collector")
+        incoming.make_folders(root)
+        config = collector_config(str(tmp_path), root, servers.url("pdns_down"))
+        assert subprocess.run([sys.executable, "-m", "collector", "init-store", "-c", config],
+                              env=apikit.env(), capture_output=True).returncode == 0
+        later = sorted(name for name in os.listdir(os.path.join(files, "incoming", "sensor-a", "up", "ch202")))[2:]
+        staged = str(tmp_path / "staged")
+        shutil.copytree(files, staged)
+        for name in later:  # these arrive while shard 2 is down
+            os.unlink(os.path.join(staged, "incoming", "sensor-a", "up", "ch202", name))
+        shutil.copytree(os.path.join(staged, "incoming"), os.path.join(root, "incoming"), dirs_exist_ok=True)
+        log_path = str(tmp_path / "ingest.log")
+        with open(log_path, "w") as log:
+            ingester = collector("ingest", "--user", "root", "-c", config, stderr=log)
+        wait_for(lambda: status(config).get("backlog_files") == 0 and status(config)["ingested_files"], 60,
+                 "first files ingested")
+        servers.servers[1].stop()
+        for name in later:
+            shutil.copy(os.path.join(files, "incoming", "sensor-a", "up", "ch202", name),
+                        os.path.join(root, "incoming", "sensor-a", "up", "ch202", name))
+        said = wait_for(lambda: [p for p in status(config)["problems"] if "store has not answered" in p], 90,
+                        "problem in status")
+        assert "shard 2" in said[0] or "127.0.0.1" in said[0]
+        kept = [n for _, _, found in os.walk(os.path.join(root, "incoming")) for n in found] + \
+            [n for _, _, found in os.walk(os.path.join(root, "work")) for n in found]
+        assert set(later) <= set(kept)  # nothing moved on while its batch is not in
+        servers.servers[1].start()
+        wait_for(lambda: (lambda s: s["backlog_files"] == 0 and not s["problems"])(status(config)), 150,
+                 "resumed ingest")
+        assert not [n for _, _, found in os.walk(os.path.join(root, "work")) for n in found]
+        ingester.send_signal(signal.SIGTERM)
+        assert ingester.wait(60) == 0
+        with open(log_path) as log:
+            said = log.read()
+        assert "the store does not answer, files kept" in said and "Traceback" not in said
+        ingester = None
+        reference_root = str(tmp_path / "reference")
+        shutil.copytree(files, reference_root)
+        reference = seeded(SqliteStore(os.path.join(reference_root, "pdns.sqlite")), str(tmp_path))
+        ingest_all(reference_root, reference)
+        assert cluster_entries(servers.url("pdns_down")) == entries(reference)
+        reference.close()
+    finally:
+        if ingester is not None:
+            ingester.kill()
+            ingester.wait()
+        servers.close()
+
+
+# ------------------------------------------------------------ the setting
+def test_the_store_setting_names_hosts_database_cluster_and_replication():
+    found = location.parse("clickhouse://ingest:s3cret@h1:9000,[2001:db8::1]:9001,h3/pdns?cluster=dns"
+                           "&replication=/clickhouse/tables/{shard}/pdns")
+    assert found.hosts == (("h1", 9000), ("2001:db8::1", 9001), ("h3", 9000))
+    assert (found.database, found.cluster, found.user, found.password) == ("pdns", "dns", "ingest", "s3cret")
+    assert "s3cret" not in found.text()
+    for bad, why in (("clickhouse://h1:9000", "names no database"), ("clickhouse://h1:99999/pdns", "out of range"),
+                     ("clickhouse://h1/pdns?shards=2", "unknown parameter"),
+                     ("clickhouse://h1/pdns?replication=/x", "needs a cluster"),
+                     ("clickhouse://h 1/pdns", "HOST:PORT")):
+        with pytest.raises(ValueError, match=why):
+            location.parse(bad)
+
+
+def test_init_store_on_a_cluster_with_zookeeper_and_replicas():
+    at = location.parse("clickhouse://h1/pdns?cluster=dns&replication=/clickhouse/tables/{shard}/pdns")
+    made = schema.statements(at, on_cluster=True)
+    assert all(" ON CLUSTER dns" in statement for statement in made)
+    assert "ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/pdns/pdns_local', '{replica}')" in made[1]
+    assert made[-1].endswith(f"ENGINE = Distributed(dns, pdns, pdns_local, {schema.SHARDING})")
