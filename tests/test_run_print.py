@@ -17,6 +17,7 @@ from tests.netns import wait_for_line
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(REPO, "examples", "resolver.pcap")
+EXAMPLE_RECORDS = 1000  # the example's exchanges, every one answered: one pair each
 ENV = dict(os.environ, PYTHONPATH=REPO)
 
 
@@ -41,7 +42,8 @@ def test_print_json_into_head_ends_the_printing_not_the_replay(tmp_path):
     json.loads(line)
     spooled = _read(tmp_path)
     assert line == spooled[0]
-    assert len(spooled) == 1250 and "records=1250" in result.stderr  # every record of the file, in the spool
+    # every record of the file, in the spool
+    assert len(spooled) == EXAMPLE_RECORDS and f"records={EXAMPLE_RECORDS}" in result.stderr
     assert "Traceback" not in result.stderr and "Broken pipe" not in result.stderr
 
 
