@@ -2,10 +2,9 @@
  * sensor._cborpack: the CBOR spool's common record, encoded in C.
  *
  * Why C: the UDP pair (one datagram each way, record.PAIR_FIELDS) is
- * nearly every record, and its struct-based Python encoder cost 0.9
- * CPU-s per million packets of the benchmark on the capture thread
- * (README, "Benchmark"). This writes the same bytes: a map of 18 items in
- * key order, heads of fixed width (valid CBOR that every decoder reads;
+ * nearly every record, and encoding it in Python was a large part of
+ * the capture thread's time. This writes the same bytes: a map of the 18
+ * items of record.PAIR_FIELDS in key order, heads of fixed width (valid CBOR that every decoder reads;
  * only "preferred serialization" would pick shorter ones). Every other
  * record, or a pair with a value outside those heads, is encoded by the
  * callable passed in (spool.py: cbor2). tests/test_cborpack.py states the
@@ -21,9 +20,11 @@
 
 #include "_record_fields.h"
 
-/* record.RecordType.UDP_QUERY_RESPONSE (spool.py refuses to import with another) */
+/* record.RecordType.UDP_QUERY_RESPONSE, and the field numbers and pair
+ * shape of _record_fields.h: record.check_compiled refuses this module
+ * when they are not record.py's (spool.py calls it at import). A record of
+ * PAIR_SIZE with the fields read below has no other. */
 #define TYPE_UDP_QUERY_RESPONSE 1
-#define PAIR_SIZE 18 /* the keys read below, so a record of that size has no other */
 
 /* CBOR heads (RFC 8949): major type << 5 | additional information */
 #define UINT_U16 0x19
@@ -33,8 +34,11 @@
 #define BYTES_U8 0x58
 #define BYTES_U16 0x59
 #define ARRAY_1 0x81
-#define MAP_18 (0xa0 + PAIR_SIZE)
+#define MAP_OF_PAIR (0xa0 + PAIR_SIZE)
 #define IMMEDIATE_LIMIT 24 /* an unsigned int below this is its own head */
+/* a field number is a map key of one octet, its own head */
+_Static_assert(FIELD_COUNT <= IMMEDIATE_LIMIT, "field numbers must be CBOR immediates");
+_Static_assert(PAIR_SIZE < IMMEDIATE_LIMIT, "the pair's map head must be one octet");
 
 typedef struct {
     char *data;
@@ -92,28 +96,31 @@ typedef struct {
 /* 1 when the record is a pair whose every value fits the fixed layout */
 static int read_pair(PyObject *r, pair_t *p)
 {
-    if (PyDict_GET_SIZE(r) != PAIR_SIZE || !uint_below(field(r, 1), IMMEDIATE_LIMIT, &p->type)
+    if (PyDict_GET_SIZE(r) != PAIR_SIZE || !uint_below(field(r, F_TYPE), IMMEDIATE_LIMIT, &p->type)
         || p->type != TYPE_UDP_QUERY_RESPONSE)
         return 0;
-    p->query_ip = field(r, 2);
-    p->response_ip = field(r, 3);
-    p->qname = field(r, 8);
-    p->query = only(r, 12);
-    p->response = only(r, 15);
+    p->query_ip = field(r, F_QUERY_IP);
+    p->response_ip = field(r, F_RESPONSE_IP);
+    p->qname = field(r, F_QNAME);
+    p->query = only(r, F_QUERY_PACKET);
+    p->response = only(r, F_RESPONSE_PACKET);
     if (!bytes_below(p->query_ip, 17) || !bytes_below(p->response_ip, 17) || !bytes_below(p->qname, 256)
         || !bytes_below(p->query, 65536) || !bytes_below(p->response, 65536))
         return 0;
     Py_ssize_t size = PyBytes_GET_SIZE(p->query_ip);
     if ((size != 4 && size != 16) || PyBytes_GET_SIZE(p->response_ip) != size)
         return 0;
-    return uint_below(field(r, 4), IMMEDIATE_LIMIT, &p->proto)
-        && uint_below(field(r, 5), 1 << 16, &p->query_port) && uint_below(field(r, 6), 1 << 16, &p->response_port)
-        && uint_below(field(r, 7), 1 << 16, &p->id) && uint_below(field(r, 9), 1 << 16, &p->qtype)
-        && uint_below(field(r, 10), 1 << 16, &p->qclass) && uint_below(field(r, 11), IMMEDIATE_LIMIT, &p->rcode)
-        && uint_below(only(r, 13), 1ull << 32, &p->query_sec) && uint_below(only(r, 14), 1ull << 32, &p->query_nsec)
-        && uint_below(only(r, 16), 1ull << 32, &p->response_sec)
-        && uint_below(only(r, 17), 1ull << 32, &p->response_nsec)
-        && uint_below(field(r, 21), IMMEDIATE_LIMIT, &p->checksum);
+    return uint_below(field(r, F_PROTO), IMMEDIATE_LIMIT, &p->proto)
+        && uint_below(field(r, F_QUERY_PORT), 1 << 16, &p->query_port)
+        && uint_below(field(r, F_RESPONSE_PORT), 1 << 16, &p->response_port)
+        && uint_below(field(r, F_ID), 1 << 16, &p->id) && uint_below(field(r, F_QTYPE), 1 << 16, &p->qtype)
+        && uint_below(field(r, F_QCLASS), 1 << 16, &p->qclass)
+        && uint_below(field(r, F_RCODE), IMMEDIATE_LIMIT, &p->rcode)
+        && uint_below(only(r, F_QUERY_TIME_SEC), 1ull << 32, &p->query_sec)
+        && uint_below(only(r, F_QUERY_TIME_NSEC), 1ull << 32, &p->query_nsec)
+        && uint_below(only(r, F_RESPONSE_TIME_SEC), 1ull << 32, &p->response_sec)
+        && uint_below(only(r, F_RESPONSE_TIME_NSEC), 1ull << 32, &p->response_nsec)
+        && uint_below(field(r, F_UDP_CHECKSUM), IMMEDIATE_LIMIT, &p->checksum);
 }
 
 static int write_pair(buffer_t *b, const pair_t *p)
@@ -123,27 +130,28 @@ static int write_pair(buffer_t *b, const pair_t *p)
     if (reserve(b, 128 + 2 * ip + qname + query + response) < 0)
         return -1;
     unsigned char ip_head = ip == 4 ? BYTES_4 : BYTES_16;
-    put(b, MAP_18);
-    put(b, 1); put(b, (unsigned char)p->type);
-    put(b, 2); put(b, ip_head); put_bytes(b, PyBytes_AS_STRING(p->query_ip), ip);
-    put(b, 3); put(b, ip_head); put_bytes(b, PyBytes_AS_STRING(p->response_ip), ip);
-    put(b, 4); put(b, (unsigned char)p->proto);
-    put(b, 5); put(b, UINT_U16); put16(b, p->query_port);
-    put(b, 6); put(b, UINT_U16); put16(b, p->response_port);
-    put(b, 7); put(b, UINT_U16); put16(b, p->id);
-    put(b, 8); put(b, BYTES_U8); put(b, (unsigned char)qname); put_bytes(b, PyBytes_AS_STRING(p->qname), qname);
-    put(b, 9); put(b, UINT_U16); put16(b, p->qtype);
-    put(b, 10); put(b, UINT_U16); put16(b, p->qclass);
-    put(b, 11); put(b, (unsigned char)p->rcode);
-    put(b, 12); put(b, ARRAY_1); put(b, BYTES_U16); put16(b, (unsigned)query);
+    put(b, MAP_OF_PAIR);
+    put(b, F_TYPE); put(b, (unsigned char)p->type);
+    put(b, F_QUERY_IP); put(b, ip_head); put_bytes(b, PyBytes_AS_STRING(p->query_ip), ip);
+    put(b, F_RESPONSE_IP); put(b, ip_head); put_bytes(b, PyBytes_AS_STRING(p->response_ip), ip);
+    put(b, F_PROTO); put(b, (unsigned char)p->proto);
+    put(b, F_QUERY_PORT); put(b, UINT_U16); put16(b, p->query_port);
+    put(b, F_RESPONSE_PORT); put(b, UINT_U16); put16(b, p->response_port);
+    put(b, F_ID); put(b, UINT_U16); put16(b, p->id);
+    put(b, F_QNAME); put(b, BYTES_U8); put(b, (unsigned char)qname);
+    put_bytes(b, PyBytes_AS_STRING(p->qname), qname);
+    put(b, F_QTYPE); put(b, UINT_U16); put16(b, p->qtype);
+    put(b, F_QCLASS); put(b, UINT_U16); put16(b, p->qclass);
+    put(b, F_RCODE); put(b, (unsigned char)p->rcode);
+    put(b, F_QUERY_PACKET); put(b, ARRAY_1); put(b, BYTES_U16); put16(b, (unsigned)query);
     put_bytes(b, PyBytes_AS_STRING(p->query), query);
-    put(b, 13); put(b, ARRAY_1); put(b, UINT_U32); put32(b, p->query_sec);
-    put(b, 14); put(b, ARRAY_1); put(b, UINT_U32); put32(b, p->query_nsec);
-    put(b, 15); put(b, ARRAY_1); put(b, BYTES_U16); put16(b, (unsigned)response);
+    put(b, F_QUERY_TIME_SEC); put(b, ARRAY_1); put(b, UINT_U32); put32(b, p->query_sec);
+    put(b, F_QUERY_TIME_NSEC); put(b, ARRAY_1); put(b, UINT_U32); put32(b, p->query_nsec);
+    put(b, F_RESPONSE_PACKET); put(b, ARRAY_1); put(b, BYTES_U16); put16(b, (unsigned)response);
     put_bytes(b, PyBytes_AS_STRING(p->response), response);
-    put(b, 16); put(b, ARRAY_1); put(b, UINT_U32); put32(b, p->response_sec);
-    put(b, 17); put(b, ARRAY_1); put(b, UINT_U32); put32(b, p->response_nsec);
-    put(b, 21); put(b, (unsigned char)p->checksum);
+    put(b, F_RESPONSE_TIME_SEC); put(b, ARRAY_1); put(b, UINT_U32); put32(b, p->response_sec);
+    put(b, F_RESPONSE_TIME_NSEC); put(b, ARRAY_1); put(b, UINT_U32); put32(b, p->response_nsec);
+    put(b, F_UDP_CHECKSUM); put(b, (unsigned char)p->checksum);
     return 0;
 }
 
@@ -208,7 +216,7 @@ PyMODINIT_FUNC PyInit__cborpack(void)
     if (m == NULL)
         return NULL;
     if (PyModule_AddIntConstant(m, "TYPE_UDP_QUERY_RESPONSE", TYPE_UDP_QUERY_RESPONSE) < 0
-        || PyModule_AddIntConstant(m, "PAIR_SIZE", PAIR_SIZE) < 0) {
+        || add_record_layout(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

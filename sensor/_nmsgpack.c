@@ -12,14 +12,15 @@
  * The layout is nmsg.Container.add_message's around dnsqr.encode's,
  * byte for byte: tests compare the two on every record shape and on the
  * benchmark's records, and read the result back with the protobuf library.
- * Field numbers and tags are those of record.Field and nmsg.py (the single
- * source of truth); they are written out below as the bytes they encode to.
+ * Field numbers are record.Field's (_record_fields.h, checked at import by
+ * record.check_compiled); the tags below are made from them.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "_crc32c.h"
 #include "_record_fields.h"
 
 /* record.RecordType values of the two shapes (nmsg.py refuses to import with others) */
@@ -31,46 +32,6 @@
 #define MAX_PAYLOAD (3 * 65536 + 1024)
 
 enum { DONE = 0, FULL = 1, ODD = 2 };
-
-/* ------------------------------------------------------------- CRC32C */
-static uint32_t crc_table[256];
-
-static void crc_init(void)
-{
-    for (uint32_t n = 0; n < 256; n++) {
-        uint32_t c = n;
-        for (int k = 0; k < 8; k++)
-            c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-        crc_table[n] = c;
-    }
-}
-
-static uint32_t crc32c_table(const unsigned char *p, Py_ssize_t n)
-{
-    uint32_t c = 0xFFFFFFFFu;
-    while (n--)
-        c = crc_table[(c ^ *p++) & 0xFF] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <nmmintrin.h>
-__attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(const unsigned char *p, Py_ssize_t n)
-{
-    uint64_t c = 0xFFFFFFFFu;
-    for (; n >= 8; n -= 8, p += 8) {
-        uint64_t word;
-        memcpy(&word, p, 8);
-        c = _mm_crc32_u64(c, word);
-    }
-    uint32_t c32 = (uint32_t)c;
-    while (n--)
-        c32 = _mm_crc32_u8(c32, *p++);
-    return c32 ^ 0xFFFFFFFFu;
-}
-#endif
-
-static uint32_t (*crc32c)(const unsigned char *, Py_ssize_t) = crc32c_table;
 
 /* -------------------------------------------------------------- writing */
 typedef struct {
@@ -174,68 +135,80 @@ static int read_shape(PyObject *record, shape_t *s)
 {
     s->response_len = 0;
     Py_ssize_t size = PyDict_GET_SIZE(record);
-    if (!get_uint(record, 1, 1u << 16, &s->kind))
+    if (!get_uint(record, F_TYPE, 1u << 16, &s->kind))
         return 0;
     if (s->kind == TYPE_UDP_QUERY_RESPONSE) {
-        if (size != 18)
+        if (size != PAIR_SIZE)
             return 0;
-    } else if (s->kind != TYPE_UDP_UNANSWERED_QUERY || size != 14) {
+    } else if (s->kind != TYPE_UDP_UNANSWERED_QUERY || size != UNANSWERED_SIZE) {
         return 0;
     }
-    if (!get_bytes(field(record, 2), &s->query_ip, &s->query_ip_len)
-        || !get_bytes(field(record, 3), &s->response_ip, &s->response_ip_len)
-        || !get_uint(record, 4, 1u << 16, &s->proto) || !get_uint(record, 5, 1u << 16, &s->query_port)
-        || !get_uint(record, 6, 1u << 16, &s->response_port) || !get_uint(record, 7, 1u << 16, &s->id)
-        || !get_bytes(field(record, 8), &s->qname, &s->qname_len)
-        || !get_uint(record, 9, 1u << 16, &s->qtype) || !get_uint(record, 10, 1u << 16, &s->qclass)
-        || !get_bytes(only(record, 12), &s->query, &s->query_len)
-        || !get_time(only(record, 13), &s->query_sec) || !get_nsec(only(record, 14), &s->query_nsec))
+    if (!get_bytes(field(record, F_QUERY_IP), &s->query_ip, &s->query_ip_len)
+        || !get_bytes(field(record, F_RESPONSE_IP), &s->response_ip, &s->response_ip_len)
+        || !get_uint(record, F_PROTO, 1u << 16, &s->proto)
+        || !get_uint(record, F_QUERY_PORT, 1u << 16, &s->query_port)
+        || !get_uint(record, F_RESPONSE_PORT, 1u << 16, &s->response_port)
+        || !get_uint(record, F_ID, 1u << 16, &s->id) || !get_bytes(field(record, F_QNAME), &s->qname, &s->qname_len)
+        || !get_uint(record, F_QTYPE, 1u << 16, &s->qtype) || !get_uint(record, F_QCLASS, 1u << 16, &s->qclass)
+        || !get_bytes(only(record, F_QUERY_PACKET), &s->query, &s->query_len)
+        || !get_time(only(record, F_QUERY_TIME_SEC), &s->query_sec)
+        || !get_nsec(only(record, F_QUERY_TIME_NSEC), &s->query_nsec))
         return 0;
     if (s->kind == TYPE_UDP_UNANSWERED_QUERY) {
-        PyObject *timeout = field(record, 20);
+        PyObject *timeout = field(record, F_TIMEOUT);
         if (timeout == NULL || !PyFloat_CheckExact(timeout))
             return 0;
         s->timeout = PyFloat_AS_DOUBLE(timeout);
         return fits(s);
     }
-    return get_uint(record, 11, 1u << 16, &s->rcode)
-        && get_bytes(only(record, 15), &s->response, &s->response_len)
+    return get_uint(record, F_RCODE, 1u << 16, &s->rcode)
+        && get_bytes(only(record, F_RESPONSE_PACKET), &s->response, &s->response_len)
         && fits(s)
-        && get_time(only(record, 16), &s->response_sec) && get_nsec(only(record, 17), &s->response_nsec)
-        && get_uint(record, 21, 1u << 16, &s->checksum);
+        && get_time(only(record, F_RESPONSE_TIME_SEC), &s->response_sec)
+        && get_nsec(only(record, F_RESPONSE_TIME_NSEC), &s->response_nsec)
+        && get_uint(record, F_UDP_CHECKSUM, 1u << 16, &s->checksum);
 }
 
-/* The DnsQR message, fields in number order as dnsqr.encode writes them. */
+/* protobuf wire types, and a field's key (its tag) as the varint it is */
+enum { WIRE_VARINT = 0, WIRE_FIXED64 = 1, WIRE_BYTES = 2, WIRE_FIXED32 = 5 };
+#define put_tag(o, number, wire) put_varint((o), (uint64_t)(number) << 3 | (wire))
+
+/* The DnsQR message, fields in number order as dnsqr.encode writes them
+ * (its field numbers are record.Field's). */
 static void put_dnsqr(out_t *o, const shape_t *s)
 {
-    put_byte(o, 0x08); put_varint(o, s->kind);
-    put_byte(o, 0x12); put_varint(o, (uint64_t)s->query_ip_len); put_bytes(o, s->query_ip, s->query_ip_len);
-    put_byte(o, 0x1a); put_varint(o, (uint64_t)s->response_ip_len); put_bytes(o, s->response_ip, s->response_ip_len);
-    put_byte(o, 0x20); put_varint(o, s->proto);
-    put_byte(o, 0x28); put_varint(o, s->query_port);
-    put_byte(o, 0x30); put_varint(o, s->response_port);
-    put_byte(o, 0x38); put_varint(o, s->id);
-    put_byte(o, 0x42); put_varint(o, (uint64_t)s->qname_len); put_bytes(o, s->qname, s->qname_len);
-    put_byte(o, 0x48); put_varint(o, s->qtype);
-    put_byte(o, 0x50); put_varint(o, s->qclass);
+    put_tag(o, F_TYPE, WIRE_VARINT); put_varint(o, s->kind);
+    put_tag(o, F_QUERY_IP, WIRE_BYTES); put_varint(o, (uint64_t)s->query_ip_len);
+    put_bytes(o, s->query_ip, s->query_ip_len);
+    put_tag(o, F_RESPONSE_IP, WIRE_BYTES); put_varint(o, (uint64_t)s->response_ip_len);
+    put_bytes(o, s->response_ip, s->response_ip_len);
+    put_tag(o, F_PROTO, WIRE_VARINT); put_varint(o, s->proto);
+    put_tag(o, F_QUERY_PORT, WIRE_VARINT); put_varint(o, s->query_port);
+    put_tag(o, F_RESPONSE_PORT, WIRE_VARINT); put_varint(o, s->response_port);
+    put_tag(o, F_ID, WIRE_VARINT); put_varint(o, s->id);
+    put_tag(o, F_QNAME, WIRE_BYTES); put_varint(o, (uint64_t)s->qname_len); put_bytes(o, s->qname, s->qname_len);
+    put_tag(o, F_QTYPE, WIRE_VARINT); put_varint(o, s->qtype);
+    put_tag(o, F_QCLASS, WIRE_VARINT); put_varint(o, s->qclass);
     if (s->kind == TYPE_UDP_QUERY_RESPONSE) {
-        put_byte(o, 0x58); put_varint(o, s->rcode);
+        put_tag(o, F_RCODE, WIRE_VARINT); put_varint(o, s->rcode);
     }
-    put_byte(o, 0x62); put_varint(o, (uint64_t)s->query_len); put_bytes(o, s->query, s->query_len);
-    put_byte(o, 0x68); put_varint(o, (uint64_t)s->query_sec); /* int64: negative as 64-bit two's complement */
-    put_byte(o, 0x75); put_le32(o, s->query_nsec);
+    put_tag(o, F_QUERY_PACKET, WIRE_BYTES); put_varint(o, (uint64_t)s->query_len); put_bytes(o, s->query, s->query_len);
+    /* int64: negative as 64-bit two's complement */
+    put_tag(o, F_QUERY_TIME_SEC, WIRE_VARINT); put_varint(o, (uint64_t)s->query_sec);
+    put_tag(o, F_QUERY_TIME_NSEC, WIRE_FIXED32); put_le32(o, s->query_nsec);
     if (s->kind == TYPE_UDP_UNANSWERED_QUERY) {
         uint64_t bits;
         memcpy(&bits, &s->timeout, 8);
-        put_byte(o, 0xa1); put_byte(o, 0x01);
+        put_tag(o, F_TIMEOUT, WIRE_FIXED64);
         for (int i = 0; i < 8; i++)
             put_byte(o, (unsigned char)(bits >> (8 * i)));
         return;
     }
-    put_byte(o, 0x7a); put_varint(o, (uint64_t)s->response_len); put_bytes(o, s->response, s->response_len);
-    put_byte(o, 0x80); put_byte(o, 0x01); put_varint(o, (uint64_t)s->response_sec);
-    put_byte(o, 0x8d); put_byte(o, 0x01); put_le32(o, s->response_nsec);
-    put_byte(o, 0xa8); put_byte(o, 0x01); put_varint(o, s->checksum);
+    put_tag(o, F_RESPONSE_PACKET, WIRE_BYTES); put_varint(o, (uint64_t)s->response_len);
+    put_bytes(o, s->response, s->response_len);
+    put_tag(o, F_RESPONSE_TIME_SEC, WIRE_VARINT); put_varint(o, (uint64_t)s->response_sec);
+    put_tag(o, F_RESPONSE_TIME_NSEC, WIRE_FIXED32); put_le32(o, s->response_nsec);
+    put_tag(o, F_UDP_CHECKSUM, WIRE_VARINT); put_varint(o, s->checksum);
 }
 
 static int append(PyObject *array, const unsigned char *data, Py_ssize_t n)
@@ -339,19 +312,15 @@ PyMODINIT_FUNC PyInit__nmsgpack(void)
 {
     if (field_keys_init() < 0)
         return NULL;
-    crc_init();
-#if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("sse4.2"))
-        crc32c = crc32c_sse42;
-#endif
+    crc32c_init();
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
     if (PyModule_AddIntConstant(m, "DONE", DONE) < 0 || PyModule_AddIntConstant(m, "FULL", FULL) < 0
         || PyModule_AddIntConstant(m, "ODD", ODD) < 0
         || PyModule_AddIntConstant(m, "TYPE_UDP_QUERY_RESPONSE", TYPE_UDP_QUERY_RESPONSE) < 0
-        || PyModule_AddIntConstant(m, "TYPE_UDP_UNANSWERED_QUERY", TYPE_UDP_UNANSWERED_QUERY) < 0) {
+        || PyModule_AddIntConstant(m, "TYPE_UDP_UNANSWERED_QUERY", TYPE_UDP_UNANSWERED_QUERY) < 0
+        || add_record_layout(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

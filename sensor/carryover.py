@@ -30,9 +30,9 @@ import struct
 import time
 from collections.abc import Iterable
 
+from . import spooldir
 from .dnstap import Decoder, DnstapMatcher
 from .matcher import Record
-from .spooldir import LOCKS
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ class Kept:
     damage: str | None = None  # what stopped the reading early
 
 
-def table_path(spooldir: str, channel: str) -> str:
-    return os.path.join(spooldir, LOCKS, f"dnstap-{channel}.table")
+def table_path(root: str, channel: str) -> str:
+    return spooldir.in_locks(root, spooldir.DNSTAP, channel, spooldir.TABLE)
 
 
 def save(path: str, clock: tuple[int, int], datagrams: Iterable[tuple[bytes, int, int]]) -> int:

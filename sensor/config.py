@@ -16,10 +16,10 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import shellvars
+from . import shellvars, spooldir
 from .bpf import IPNetwork
+from .limits import QUERY_TIMEOUT, STATE_TABLE_MAX
 from .logs import syslog_priority
-from .matcher import DEFAULT_QUERY_TIMEOUT, DEFAULT_STATE_TABLE_MAX
 from .shellvars import ConfigError, Variable
 
 DEFAULT_CONFIG_PATH = "/etc/default/sie-dns-sensor"
@@ -188,6 +188,17 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+def _whole_number_between(low: int, high: int) -> Callable[[str], int]:
+    """A whole number from `low` to `high` (a level, where every value between means something)."""
+
+    def parse(text: str) -> int:
+        if not re.fullmatch(r"-?\d+", text) or not low <= int(text) <= high:
+            raise ValueError(f"{text!r} must be a whole number from {low} to {high}")
+        return int(text)
+
+    return parse
+
+
 def _optional_u32(text: str) -> int | None:
     """An NMSG id: unset, decimal, or 0x-prefixed hex, fitting 32 bits."""
     if text == "":
@@ -221,9 +232,9 @@ def _dnstap_socket(text: str) -> str:
 
 
 VARIABLES: dict[str, Variable] = {
-    "spooldir": Variable("spooldir", _path, "/var/spool/sie"),
-    "uploadkey": Variable("uploadkey", _ssh_path, "/var/spool/sie/keys/upload"),
-    "knownhosts": Variable("knownhosts", _ssh_path, "/var/spool/sie/keys/known_hosts"),
+    "spooldir": Variable("spooldir", _path, spooldir.DEFAULT_ROOT),
+    "uploadkey": Variable("uploadkey", _ssh_path, f"{spooldir.DEFAULT_ROOT}/{spooldir.KEYS}/{spooldir.UPLOAD_KEY}"),
+    "knownhosts": Variable("knownhosts", _ssh_path, f"{spooldir.DEFAULT_ROOT}/{spooldir.KEYS}/{spooldir.KNOWN_HOSTS}"),
     "login": Variable("login", _login, ""),
     "submitserver": Variable("submitserver", _server, ""),
     "interval": Variable("interval", _positive_int, "60"),
@@ -233,8 +244,8 @@ VARIABLES: dict[str, Variable] = {
     "DNSQR_RES_ADDRS": Variable("res_addrs", _addresses, ""),
     "DNSQR_AUTH_ADDRS": Variable("auth_addrs", _addresses, ""),
     "DNSQR_ZERO_RESOLVER_ADDRESS": Variable("zero_resolver_address", _boolean, "0"),
-    "DNSQR_STATE_TABLE_MAX": Variable("state_table_max", _positive_int, str(DEFAULT_STATE_TABLE_MAX)),
-    "DNSQR_QUERY_TIMEOUT": Variable("query_timeout", _positive_int, str(DEFAULT_QUERY_TIMEOUT)),
+    "DNSQR_STATE_TABLE_MAX": Variable("state_table_max", _positive_int, str(STATE_TABLE_MAX)),
+    "DNSQR_QUERY_TIMEOUT": Variable("query_timeout", _positive_int, str(QUERY_TIMEOUT)),
     "DNSQR_CAPTURE_RD": Variable("capture_rd", _optional_bit, ""),
     "DNSQR_CAPTURE_QR": Variable("capture_qr", _optional_bit, ""),
     "DNSQR_FILTER_QNAMES_INCLUDE": Variable("qnames_include", _qnames, ""),
@@ -246,6 +257,8 @@ VARIABLES: dict[str, Variable] = {
     "memory_ulimit_kbytes": Variable("memory_ulimit_kbytes", _positive_int, "524288"),
     "spool_format": Variable("spool_format", _choice("nmsg", "cbor"), "nmsg"),
     "nmsg_compress": Variable("nmsg_compress", _boolean, "yes"),
+    # libdeflate's levels; the default is nmsg.COMPRESSION_LEVEL (not imported: the uploader reads this module)
+    "nmsg_compress_level": Variable("nmsg_compress_level", _whole_number_between(1, 12), "6"),
     "nmsg_source": Variable("nmsg_source", _optional_u32, ""),
     "nmsg_operator": Variable("nmsg_operator", _optional_u32, ""),
     "nmsg_group": Variable("nmsg_group", _optional_u32, ""),
@@ -284,6 +297,7 @@ class Config:
     memory_ulimit_kbytes: int
     spool_format: str
     nmsg_compress: bool
+    nmsg_compress_level: int
     nmsg_source: int | None
     nmsg_operator: int | None
     nmsg_group: int | None

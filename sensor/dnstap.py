@@ -25,9 +25,9 @@ Choices (README, "dnstap input"):
   and question. When the two reports name different resolver ports, the
   query's is used (unbound's responses sometimes carry a stale one).
 - DNS over TCP: the datagrams are built UDP-shaped so the matcher pairs
-  them, with TCP_MARK in the IPv4 TOS / IPv6 traffic-class byte;
-  `DnstapMatcher` turns every record made of marked datagrams into a TCP
-  record (see there). DoT, DoH, DoQ and DNSCrypt are counted and dropped:
+  them, with TCP_MARK in the IPv4 TOS / IPv6 traffic-class byte; the
+  matcher builds every record made of marked datagrams as a TCP record
+  (`tcp_framed`). DoT, DoH, DoQ and DNSCrypt are counted and dropped:
   their ports are not DNS's and the record format has no type for them.
 - Garbage: a payload that is not a Dnstap protobuf makes `decode` return
   False (the caller closes that connection); a Dnstap without what a
@@ -47,8 +47,9 @@ from collections.abc import Callable, Iterator
 from google.protobuf.message import DecodeError
 
 from . import dnstap_schema as schema
-from .matcher import _FRAGMENTS, _NSEC, _PACKET, _SEC, DEFAULT_QUERY_TIMEOUT, DEFAULT_STATE_TABLE_MAX, Matcher, Record
-from .record import Field, RecordType, UdpChecksum
+from . import limits
+from .matcher import _FRAGMENTS, _NSEC, _PACKET, _SEC, Matcher
+from .record import RecordType, UdpChecksum
 from .wire import DNS_HEADER_LEN, IPPROTO_TCP, IPPROTO_UDP
 
 # The IPv4 TOS / IPv6 traffic-class byte (offset 1 in both headers: IPv6
@@ -184,12 +185,12 @@ class Decoder:
     def __init__(
         self,
         counters: dict[str, int],
-        query_timeout: int = DEFAULT_QUERY_TIMEOUT,
-        seen_max: int = DEFAULT_STATE_TABLE_MAX,
+        query_timeout: int = limits.QUERY_TIMEOUT,
+        seen_max: int = limits.STATE_TABLE_MAX,
         on_tcp: Callable[[], None] = lambda: None,
     ) -> None:
         """`on_tcp`: called when a datagram for DNS over TCP is built
-        (DnstapMatcher.saw_tcp, so that its records are retyped)."""
+        (DnstapMatcher.saw_tcp, so that its records are TCP records)."""
         self.counters = counters
         self.on_tcp = on_tcp
         self.query_timeout = query_timeout
@@ -322,9 +323,6 @@ class Decoder:
 
 
 # ------------------------------------------------------------------ records
-_PACKET_FIELDS = (Field.QUERY_PACKET, Field.RESPONSE_PACKET)
-
-
 def _as_tcp(packet: bytes) -> bytes:
     """The TCP-shaped datagram for a marked UDP-shaped one."""
     if packet[0] >> 4 == 4:
@@ -337,26 +335,25 @@ def _as_tcp(packet: bytes) -> bytes:
     return tcp_datagram(src, dst, sport, dport, packet[start + 8 :])
 
 
-def retype_tcp(record: Record) -> None:
-    """A record built from marked datagrams becomes a TCP record.
+def tcp_framed(query_packets: list | None, response_packets: list | None) -> tuple | None:
+    """A record's datagrams as TCP's when the decoder marked them, else None
+    (`Matcher.reframe`).
 
-    It keeps what the matcher found (pair, leftover with `timeout`, or
-    unsolicited response: told apart by which packets it has), with type
-    TCP, proto 6, the packets rebuilt as IP+TCP datagrams each carrying the
-    whole DNS message, and no `udp_checksum` (nothing was checksummed on a
-    wire). There is no `tcp` field: no raw segment was seen.
+    The record keeps what the matcher found (pair, unanswered query with
+    `timeout`, or unsolicited response), with type TCP, proto 6 and each
+    datagram rebuilt as IP+TCP carrying the whole DNS message; it has no
+    `udp_checksum` (no UDP segment crossed a wire) and no `tcp` field (no
+    raw segment was seen).
     """
-    record[Field.TYPE] = RecordType.TCP
-    record[Field.PROTO] = IPPROTO_TCP
-    record.pop(Field.UDP_CHECKSUM, None)
-    for field in _PACKET_FIELDS:
-        if field in record:
-            record[field] = [_as_tcp(p) for p in record[field]]
-
-
-def _marked(record: Record) -> bool:
-    packets = record.get(Field.QUERY_PACKET) or record.get(Field.RESPONSE_PACKET)
-    return bool(packets) and packets[0][1] == TCP_MARK
+    packets = query_packets or response_packets
+    if not packets or packets[0][1] != TCP_MARK:
+        return None
+    return (
+        RecordType.TCP,
+        IPPROTO_TCP,
+        None if query_packets is None else [_as_tcp(p) for p in query_packets],
+        None if response_packets is None else [_as_tcp(p) for p in response_packets],
+    )
 
 
 def _built_correct(src: bytes, dst: bytes, segment: bytes, _correct=UdpChecksum.CORRECT) -> UdpChecksum:
@@ -367,35 +364,18 @@ def _built_correct(src: bytes, dst: bytes, segment: bytes, _correct=UdpChecksum.
 
 class DnstapMatcher(Matcher):
     """The matcher, plus the one thing dnstap adds: exchanges the resolver
-    made over TCP come out as TCP records (`retype_tcp`).
+    made over TCP come out as TCP records (`tcp_framed`).
 
-    Until the decoder has built a TCP-marked datagram (`saw_tcp`), `feed`
-    is the matcher's own, with no wrapper call a message; after, every
-    record is checked. The matcher itself could do this (a flag on its
-    entries); it is kept here so the core stays about packets.
+    Until the decoder has built a TCP-marked datagram (`saw_tcp`), the
+    matcher looks at no record's marks; after, at every record's.
     """
 
     udp_checksum = staticmethod(_built_correct)
-    tcp_seen = False
 
     def saw_tcp(self) -> None:
-        """The decoder built a TCP-marked datagram: retype from now on
-        (before the batch holding it is fed)."""
-        if not self.tcp_seen:
-            self.tcp_seen = True
-            self.feed = self._feed_retyping
-
-    def _feed_retyping(self, packet: bytes, sec: int, nsec: int) -> list[Record]:
-        out = Matcher.feed(self, packet, sec, nsec)
-        if out:
-            self._retype(out)
-        return out
-
-    def tick(self, sec: int, nsec: int = 0) -> list[Record]:
-        return self._retype(Matcher.tick(self, sec, nsec))
-
-    def flush(self, limit: int | None = None) -> list[Record]:
-        return self._retype(Matcher.flush(self, limit))
+        """The decoder built a TCP-marked datagram: look for marks from now
+        on (before the batch holding it is fed)."""
+        self.reframe = tcp_framed
 
     def outstanding(self) -> Iterator[tuple[bytes, int, int]]:
         """(datagram, sec, nsec) of every query in the table, oldest first:
@@ -403,10 +383,3 @@ class DnstapMatcher(Matcher):
         same entries)."""
         for query in self.table.values():
             yield from query[_FRAGMENTS] or ((query[_PACKET], query[_SEC], query[_NSEC]),)
-
-    def _retype(self, records: list[Record]) -> list[Record]:
-        if self.tcp_seen:
-            for record in records:
-                if _marked(record):
-                    retype_tcp(record)
-        return records

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-DEFAULT_MAX_BYTES = 8 * 1024 * 1024
-DEFAULT_MAX_DATAGRAMS = 8192
-DEFAULT_TIMEOUT = 30
+from . import limits
+
 MAX_PIECES = 64
 MAX_DATAGRAM = 65535
 
@@ -44,9 +43,9 @@ class Reassembler:
     def __init__(
         self,
         counters: dict[str, int],
-        max_bytes: int = DEFAULT_MAX_BYTES,
-        max_datagrams: int = DEFAULT_MAX_DATAGRAMS,
-        timeout: int = DEFAULT_TIMEOUT,
+        max_bytes: int = limits.FRAGMENT_BYTES,
+        max_datagrams: int = limits.FRAGMENT_DATAGRAMS,
+        timeout: int = limits.FRAGMENT_TIMEOUT,
     ) -> None:
         self.counters = counters
         self.max_bytes = max_bytes

@@ -28,12 +28,13 @@ import dataclasses
 import itertools
 import struct
 from collections import OrderedDict
+from collections.abc import Callable
 
-from . import _udpdns, fragments
+from . import fragments, limits, udpdns
 from .bpf import Vantage
 from .checksum import verify_udp
 from .dns import in_any_zone, parse_question
-from .record import QUERY_SIDE, RESPONSE_SIDE, Field, RecordType, UdpChecksum, elapsed
+from .record import Field, RecordType, UdpChecksum, elapsed
 from .wire import (
     DNS_FLAG_QR,
     DNS_FLAG_RD,
@@ -56,12 +57,8 @@ _IPV6 = struct.Struct("!4xHB")  # payload length, next header
 _IPV6_FRAGMENT = struct.Struct("!BxHI")  # next header, offset+flags, id
 _PORTS = struct.Struct("!HH")
 _UDP_AND_DNS_HEADERS = 8 + DNS_HEADER_LEN  # where a question's name starts after the UDP header
-_read_udp_dns = _udpdns.read
+_read_udp_dns = udpdns.read
 _DNS = struct.Struct("!HHH")  # id, flags, qdcount
-
-# Defaults of DNSQR_STATE_TABLE_MAX and DNSQR_QUERY_TIMEOUT (config.py uses them).
-DEFAULT_STATE_TABLE_MAX = 131072
-DEFAULT_QUERY_TIMEOUT = 60
 
 _IPV6_SKIPPABLE = frozenset((0, 43, 60))  # hop-by-hop, routing, destination options
 _ICMP_ERRORS = {IPPROTO_ICMP: frozenset((3, 4, 5, 11, 12)), IPPROTO_ICMPV6: frozenset((1, 2, 3, 4))}
@@ -73,14 +70,14 @@ class Settings:
 
     vantage: Vantage = dataclasses.field(default_factory=Vantage)
     zero_resolver_address: bool = False
-    table_max: int = DEFAULT_STATE_TABLE_MAX
-    query_timeout: int = DEFAULT_QUERY_TIMEOUT
+    table_max: int = limits.STATE_TABLE_MAX
+    query_timeout: int = limits.QUERY_TIMEOUT
     capture_rd: int | None = None
     capture_qr: int | None = None
     qnames_include: frozenset[bytes] = frozenset()
     qnames_exclude: frozenset[bytes] = frozenset()
-    fragment_bytes: int = fragments.DEFAULT_MAX_BYTES
-    fragment_timeout: int = fragments.DEFAULT_TIMEOUT
+    fragment_bytes: int = limits.FRAGMENT_BYTES
+    fragment_timeout: int = limits.FRAGMENT_TIMEOUT
     # Tests set this: a bug that trips the last-resort guard in `feed`
     # then raises instead of hiding in the `malformed_other` counter.
     strict: bool = False
@@ -92,11 +89,23 @@ class Settings:
 # fragments is None for a single datagram, else every (packet, sec, nsec).
 # For a single datagram the qname slot holds where the name starts in the
 # packet (an int below 257: one CPython shares) instead of a copy of the
-# name: 60 bytes less a query, 3 MB of the benchmark's 53,000 unanswered
-# ones (`_question`). No question: qname, qtype and qclass are None.
+# name, about 60 bytes less for every query held (`_question`). No
+# question: qname, qtype and qclass are None.
 _QNAME, _QTYPE, _QCLASS, _FLAGS, _PACKET, _SEC, _NSEC, _FRAGMENTS = range(8)
 
-_PAIR = RecordType.UDP_QUERY_RESPONSE  # a module name, not a class attribute (record.py)
+# Record types and Field numbers as module names: `_emit` builds a record
+# for most packets, and a module global is read several times faster than
+# a class attribute (an enum member: a class attribute lookup each time).
+_PAIR = RecordType.UDP_QUERY_RESPONSE
+_QUERY_ONLY, _RESPONSE_ONLY = RecordType.UDP_QUERY_ONLY, RecordType.UDP_RESPONSE_ONLY
+(_F_TYPE, _F_QUERY_IP, _F_RESPONSE_IP, _F_PROTO, _F_QUERY_PORT, _F_RESPONSE_PORT, _F_ID, _F_QNAME, _F_QTYPE,
+ _F_QCLASS, _F_RCODE, _F_QUERY_PACKET, _F_QUERY_TIME_SEC, _F_QUERY_TIME_NSEC, _F_RESPONSE_PACKET,
+ _F_RESPONSE_TIME_SEC, _F_RESPONSE_TIME_NSEC, _F_TCP, _F_ICMP, _F_TIMEOUT, _F_UDP_CHECKSUM) = (
+    Field.TYPE, Field.QUERY_IP, Field.RESPONSE_IP, Field.PROTO, Field.QUERY_PORT, Field.RESPONSE_PORT, Field.ID,
+    Field.QNAME, Field.QTYPE, Field.QCLASS, Field.RCODE, Field.QUERY_PACKET, Field.QUERY_TIME_SEC,
+    Field.QUERY_TIME_NSEC, Field.RESPONSE_PACKET, Field.RESPONSE_TIME_SEC, Field.RESPONSE_TIME_NSEC, Field.TCP,
+    Field.ICMP, Field.TIMEOUT, Field.UDP_CHECKSUM,
+)
 _KEY = {4: struct.Struct("!4s4sHHH"), 16: struct.Struct("!16s16sHHH")}
 _SEQUENCE = struct.Struct("!Q")
 # key length -> length of its 6-tuple part (plain keys and sequenced ones)
@@ -127,23 +136,35 @@ class Matcher:
         self.now_sec = 0
         self.now_nsec = 0
         self.paired = 0  # UDP_QUERY_RESPONSE records kept, after the filters (the stats line's pairs)
+        # An edge that frames another transport's DNS messages as UDP
+        # datagrams sets this (dnstap.DnstapMatcher: DNS over TCP). Called
+        # with a record's datagrams, it returns None when they are plain UDP,
+        # else (record type, protocol, query datagrams, response datagrams)
+        # as that transport's.
+        self.reframe: Callable[[list | None, list | None], tuple | None] | None = None
         self.apply(settings)
 
     def apply(self, settings: Settings) -> None:
         """Take new settings (a re-read configuration); the table is kept."""
         self.settings = settings
         self.vantage = settings.vantage
+        # DNSQR_CAPTURE_QR: each datagram of the wanted side is a record of its own, the other side's none
+        self._one_sided_only = settings.capture_qr is not None
+        self._ignored = (
+            {} if settings.capture_qr is None
+            else {_RESPONSE_ONLY: "response_ignored"} if settings.capture_qr == 0
+            else {_QUERY_ONLY: "query_ignored"}
+        )
         self._filtering = (
             settings.capture_rd is not None
+            or settings.capture_qr is not None
             or bool(settings.qnames_include)
             or bool(settings.qnames_exclude)
-        )
-        self._plain = (
-            settings.capture_qr is None and not self._filtering and not settings.zero_resolver_address
         )
         self._rd_wanted = None if settings.capture_rd is None else DNS_FLAG_RD if settings.capture_rd else 0
         self._include = settings.qnames_include
         self._exclude = settings.qnames_exclude
+        self._by_qname = bool(self._include or self._exclude)
         self._zero = settings.zero_resolver_address
 
     # ------------------------------------------------------------ public
@@ -156,7 +177,7 @@ class Matcher:
         else:
             # the clock's own int object: queries waiting in the table then
             # share one per second instead of holding one each (32 bytes a
-            # query: 1.7 MB of the benchmark's 53,000 unanswered)
+            # query held)
             sec = now
             if nsec > self.now_nsec:
                 self.now_nsec = nsec
@@ -309,11 +330,10 @@ class Matcher:
         Python call costs about as much as a field decoded, and this runs
         for every packet; the part every datagram shares is here, then one
         call to `_query` or `_response`. The UDP and DNS headers and the
-        question are read in C (`_udpdns`, 0.13 against 0.9 µs a datagram
-        for the Python it replaced, which tests/test_udpdns.py keeps as the
-        statement of its rules).
+        question are read by `udpdns.read`: in C where it is built, as
+        those reads were most of a datagram's time in Python.
         """
-        parsed = _read_udp_dns(buf, start)  # C: the checks and reads of _udpdns.c's header
+        parsed = _read_udp_dns(buf, start)
         if parsed.__class__ is str:
             self._count(parsed)  # not_dns, malformed_udp or malformed_dns
             return
@@ -331,13 +351,10 @@ class Matcher:
         ):
             self._count("not_ours")
             return
-        if not self._plain and self.settings.capture_qr is not None:
-            if self.settings.capture_qr == (0 if is_query else 1):
-                kind = RecordType.UDP_QUERY_ONLY if is_query else RecordType.UDP_RESPONSE_ONLY
-                self._one_sided(kind, client, server, client_port, server_port, ident, flags, question,
-                                buf, start, end, packets, out)
-            else:
-                self._count("query_ignored" if is_query else "response_ignored")
+        if self._one_sided_only:
+            kind = _QUERY_ONLY if is_query else _RESPONSE_ONLY
+            self._one_sided(kind, client, server, client_port, server_port, ident, flags, question,
+                            buf, start, end, packets, out)
             return
         key = _KEY[len(src)].pack(client, server, client_port, server_port, ident)
         if is_query:
@@ -402,31 +419,9 @@ class Matcher:
             response_packets, response_secs, response_nsecs = [packet], [sec], [nsec]
         else:
             response_packets, response_secs, response_nsecs = _columns(packets)
-        # Keys are Field numbers written as literals: a constant-key dict
-        # display is built in one step, markedly faster than named lookups.
-        record = {
-            1: _PAIR,  # TYPE
-            2: client,  # QUERY_IP
-            3: server,  # RESPONSE_IP
-            4: IPPROTO_UDP,  # PROTO
-            5: client_port,  # QUERY_PORT
-            6: server_port,  # RESPONSE_PORT
-            7: ident,  # ID
-            11: rcode,  # RCODE
-            12: query_packets,  # QUERY_PACKET
-            13: query_secs,  # QUERY_TIME_SEC
-            14: query_nsecs,  # QUERY_TIME_NSEC
-            15: response_packets,  # RESPONSE_PACKET
-            16: response_secs,  # RESPONSE_TIME_SEC
-            17: response_nsecs,  # RESPONSE_TIME_NSEC
-            21: self.udp_checksum(src, dst, buf[start:end]),  # UDP_CHECKSUM
-        }
-        if question is not None:
-            record[8], record[9], record[10] = question  # QNAME, QTYPE, QCLASS
-        if self._plain:
-            out.append(record)
-            self.paired += 1
-        elif self._emit(record, question, query[_FLAGS], out):
+        if self._emit(out, _PAIR, query[_FLAGS], client, server, client_port, server_port, ident, question, rcode,
+                      query_packets, query_secs, query_nsecs, response_packets, response_secs, response_nsecs,
+                      buf[start:end]):
             self.paired += 1
 
     # ---------------------------------------- queries sharing a 6-tuple
@@ -471,14 +466,13 @@ class Matcher:
     def _one_sided(self, kind, query_ip, response_ip, query_port, response_port, ident, flags, question,
                    buf, start, end, packets, out) -> None:
         """A record of one datagram: query-only, response-only or unsolicited."""
-        record = self._base(kind, query_ip, response_ip, query_port, response_port, ident, question)
-        if kind == RecordType.UDP_QUERY_ONLY:
-            _add_side(record, QUERY_SIDE, packets)
+        datagrams, secs, nsecs = _columns(packets)
+        if kind == _QUERY_ONLY:
+            self._emit(out, kind, flags, query_ip, response_ip, query_port, response_port, ident, question, None,
+                       datagrams, secs, nsecs, None, None, None, None)
         else:
-            record[Field.RCODE] = flags & DNS_RCODE_MASK
-            _add_side(record, RESPONSE_SIDE, packets)
-            record[Field.UDP_CHECKSUM] = self.udp_checksum(response_ip, query_ip, buf[start:end])
-        self._emit(record, question, flags, out)
+            self._emit(out, kind, flags, query_ip, response_ip, query_port, response_port, ident, question,
+                       flags & DNS_RCODE_MASK, None, None, None, datagrams, secs, nsecs, buf[start:end])
 
     def _tcp(self, src, dst, buf, start, packets, out) -> None:
         if len(packets) > 1:
@@ -494,16 +488,14 @@ class Matcher:
         if not self.vantage.wants_tcp(src, dst, sport, dport):
             self._count("not_ours")
             return
-        packet = packets[0][0]
+        packet, sec, nsec = packets[0]
+        # ID 0: required in nmsg's DnsQR, and the reference reads none from a segment
         if dport == TCP_DNS_PORT:
-            record = self._base(RecordType.TCP, src, dst, sport, dport, None, None)
-            _add_side(record, QUERY_SIDE, packets, with_packets=False)
+            self._emit(out, RecordType.TCP, None, src, dst, sport, dport, 0, None, None,
+                       None, [sec], [nsec], None, None, None, None, IPPROTO_TCP, tcp=packet)
         else:
-            record = self._base(RecordType.TCP, dst, src, dport, sport, None, None)
-            _add_side(record, RESPONSE_SIDE, packets, with_packets=False)
-        record[Field.PROTO] = IPPROTO_TCP
-        record[Field.TCP] = packet
-        self._emit(record, None, 0, out, filterable=False)
+            self._emit(out, RecordType.TCP, None, dst, src, dport, sport, 0, None, None,
+                       None, None, None, None, [sec], [nsec], None, IPPROTO_TCP, tcp=packet)
 
     def _icmp(self, proto, dst, buf, start, packets, out) -> None:
         """An ICMP error that quotes a DNS datagram the watched host sent."""
@@ -525,32 +517,17 @@ class Matcher:
         if not self.vantage.wants_icmp(dst, qsrc, qdst, qsport, qdport):
             self._count("not_ours")
             return
-        ident = _DNS.unpack_from(dns)[0] if qproto == IPPROTO_UDP and len(dns) >= 6 else None
+        # ID 0 when the quote holds no DNS header: required in nmsg's DnsQR, as the reference
+        ident = _DNS.unpack_from(dns)[0] if qproto == IPPROTO_UDP and len(dns) >= 6 else 0
+        packet, sec, nsec = packets[0]
         if qdport in DNS_PORTS:
-            record = self._base(RecordType.ICMP, qsrc, qdst, qsport, qdport, ident, None)
+            client, server, client_port, server_port = qsrc, qdst, qsport, qdport
         else:
-            record = self._base(RecordType.ICMP, qdst, qsrc, qdport, qsport, ident, None)
-        record[Field.PROTO] = proto
-        _add_side(record, RESPONSE_SIDE, packets, with_packets=False)
-        record[Field.ICMP] = packets[0][0]
-        self._emit(record, None, 0, out, filterable=False)
+            client, server, client_port, server_port = qdst, qsrc, qdport, qsport
+        self._emit(out, RecordType.ICMP, None, client, server, client_port, server_port, ident, None, None,
+                   None, None, None, None, [sec], [nsec], None, proto, icmp=packet)
 
     # ------------------------------------------------------------ records
-    @staticmethod
-    def _base(kind, query_ip, response_ip, query_port, response_port, ident, question) -> Record:
-        record = {
-            Field.TYPE: kind,
-            Field.QUERY_IP: query_ip,
-            Field.RESPONSE_IP: response_ip,
-            Field.PROTO: IPPROTO_UDP,
-            Field.QUERY_PORT: query_port,
-            Field.RESPONSE_PORT: response_port,
-        }
-        record[Field.ID] = 0 if ident is None else ident  # required in nmsg's DnsQR: 0, as the reference
-        if question is not None:
-            record[Field.QNAME], record[Field.QTYPE], record[Field.QCLASS] = question
-        return record
-
     def _leftover(self, key: bytes, query: tuple, out: list) -> None:
         """A query that will get no response: emit it as unanswered."""
         if self.shared:
@@ -558,27 +535,98 @@ class Matcher:
         size = 4 if query[_PACKET][0] >> 4 == 4 else 16
         src, dst, sport, dport, ident = _KEY[size].unpack_from(key)
         question = _question(query) if query[_QNAME] is not None else None
-        record = self._base(RecordType.UDP_UNANSWERED_QUERY, src, dst, sport, dport, ident, question)
-        _add_side(record, QUERY_SIDE, query[_FRAGMENTS] or ((query[_PACKET], query[_SEC], query[_NSEC]),))
-        record[Field.TIMEOUT] = max(elapsed(query[_SEC], query[_NSEC], self.now_sec, self.now_nsec), 0.0)
-        self._emit(record, question, query[_FLAGS], out)
+        if query[_FRAGMENTS] is None:
+            datagrams, secs, nsecs = [query[_PACKET]], [query[_SEC]], [query[_NSEC]]
+        else:
+            datagrams, secs, nsecs = _columns(query[_FRAGMENTS])
+        timeout = max(elapsed(query[_SEC], query[_NSEC], self.now_sec, self.now_nsec), 0.0)
+        self._emit(out, RecordType.UDP_UNANSWERED_QUERY, query[_FLAGS], src, dst, sport, dport, ident, question,
+                   None, datagrams, secs, nsecs, None, None, None, None, timeout=timeout)
 
-    def _emit(self, record: Record, question, flags: int, out: list, filterable: bool = True) -> bool:
-        """The one filter path for every record: RD bit and qname include/
-        exclude (UDP only), then zeroing if asked; False when filtered out.
-        One call, settings precomputed by `apply`: every pair of the shipped
-        configuration (DNSQR_CAPTURE_RD="0") comes through here."""
-        if filterable and self._filtering:
+    def _emit(self, out: list, kind: int, flags: int | None, query_ip: bytes, response_ip: bytes, query_port: int,
+              response_port: int, ident: int, question, rcode: int | None, query_packets: list | None,
+              query_secs: list | None, query_nsecs: list | None, response_packets: list | None,
+              response_secs: list | None, response_nsecs: list | None, response_segment: bytes | None,
+              proto: int = IPPROTO_UDP, tcp: bytes | None = None, icmp: bytes | None = None,
+              timeout: float | None = None) -> bool:
+        """The one place a record is made, for every path (pairs, one-sided
+        and unanswered UDP, TCP, ICMP, fragments, dnstap): the filters, then
+        the record in field order, then zeroing; False when filtered out.
+
+        `flags` are the DNS flags the filters judge (the query's, or a lone
+        response's); None for records they never drop (TCP, ICMP). A side
+        whose times are None is not in the record; its datagrams may be None
+        alone (TCP and ICMP records keep the datagram in `tcp` or `icmp`).
+        `response_segment` is the response's UDP segment, whose checksum the
+        record carries, verified only for a record that is kept.
+
+        It runs for most packets, so it is written flat: a parameter a
+        value rather than a tuple a side, the filters inline, and the two
+        common records (the pair, the unanswered query) each one dict
+        display rather than a store a field.
+        """
+        if flags is not None and self._filtering:
+            if self._one_sided_only and kind in self._ignored:  # the side DNSQR_CAPTURE_QR does not want
+                self._count(self._ignored[kind])
+                return False
             if self._rd_wanted is not None and flags & DNS_FLAG_RD != self._rd_wanted:
                 self._count("filtered")
                 return False
-            if question is not None and (self._include or self._exclude):
+            if question is not None and self._by_qname:
                 qname = question[0].lower()
                 if (self._include and not in_any_zone(qname, self._include)) or (
                     self._exclude and in_any_zone(qname, self._exclude)
                 ):
                     self._count("filtered")
                     return False
+        if self.reframe is not None:
+            framed = self.reframe(query_packets, response_packets)
+            if framed is not None:
+                kind, proto, query_packets, response_packets = framed
+                response_segment = None  # no UDP checksum: no UDP segment crossed a wire
+        if question is not None and response_segment is not None and query_secs is not None:
+            qname, qtype, qclass = question
+            record = {
+                _F_TYPE: kind, _F_QUERY_IP: query_ip, _F_RESPONSE_IP: response_ip, _F_PROTO: proto,
+                _F_QUERY_PORT: query_port, _F_RESPONSE_PORT: response_port, _F_ID: ident, _F_QNAME: qname,
+                _F_QTYPE: qtype, _F_QCLASS: qclass, _F_RCODE: rcode, _F_QUERY_PACKET: query_packets,
+                _F_QUERY_TIME_SEC: query_secs, _F_QUERY_TIME_NSEC: query_nsecs, _F_RESPONSE_PACKET: response_packets,
+                _F_RESPONSE_TIME_SEC: response_secs, _F_RESPONSE_TIME_NSEC: response_nsecs,
+                _F_UDP_CHECKSUM: self.udp_checksum(response_ip, query_ip, response_segment),
+            }
+        elif question is not None and timeout is not None and query_packets is not None:
+            qname, qtype, qclass = question
+            record = {
+                _F_TYPE: kind, _F_QUERY_IP: query_ip, _F_RESPONSE_IP: response_ip, _F_PROTO: proto,
+                _F_QUERY_PORT: query_port, _F_RESPONSE_PORT: response_port, _F_ID: ident, _F_QNAME: qname,
+                _F_QTYPE: qtype, _F_QCLASS: qclass, _F_QUERY_PACKET: query_packets, _F_QUERY_TIME_SEC: query_secs,
+                _F_QUERY_TIME_NSEC: query_nsecs, _F_TIMEOUT: timeout,
+            }
+        else:
+            record = {
+                _F_TYPE: kind, _F_QUERY_IP: query_ip, _F_RESPONSE_IP: response_ip, _F_PROTO: proto,
+                _F_QUERY_PORT: query_port, _F_RESPONSE_PORT: response_port, _F_ID: ident,
+            }
+            if question is not None:
+                record[_F_QNAME], record[_F_QTYPE], record[_F_QCLASS] = question
+            if rcode is not None:
+                record[_F_RCODE] = rcode
+            if query_packets is not None:
+                record[_F_QUERY_PACKET] = query_packets
+            if query_secs is not None:
+                record[_F_QUERY_TIME_SEC], record[_F_QUERY_TIME_NSEC] = query_secs, query_nsecs
+            if response_packets is not None:
+                record[_F_RESPONSE_PACKET] = response_packets
+            if response_secs is not None:
+                record[_F_RESPONSE_TIME_SEC], record[_F_RESPONSE_TIME_NSEC] = response_secs, response_nsecs
+            if tcp is not None:
+                record[_F_TCP] = tcp
+            if icmp is not None:
+                record[_F_ICMP] = icmp
+            if timeout is not None:
+                record[_F_TIMEOUT] = timeout
+            if response_segment is not None:
+                record[_F_UDP_CHECKSUM] = self.udp_checksum(response_ip, query_ip, response_segment)
         if self._zero:
             _zero_record(record)
         out.append(record)
@@ -654,17 +702,6 @@ def _quoted_ports(buf: bytes, start: int):
 def _columns(packets) -> tuple[list, list, list]:
     """[(packet, sec, nsec), ...] -> [packets], [secs], [nsecs]."""
     return [p[0] for p in packets], [p[1] for p in packets], [p[2] for p in packets]
-
-
-def _add_side(record: Record, side: tuple[int, int, int], packets, with_packets: bool = True) -> None:
-    """One side's datagrams and times (`record.QUERY_SIDE`/`RESPONSE_SIDE`);
-    TCP and ICMP records keep the datagram elsewhere and only the times here."""
-    packet_list, secs, nsecs = _columns(packets)
-    packet_field, sec_field, nsec_field = side
-    if with_packets:
-        record[packet_field] = packet_list
-    record[sec_field] = secs
-    record[nsec_field] = nsecs
 
 
 def _zero_address(packet: bytes, address: bytes) -> bytes:

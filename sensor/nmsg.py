@@ -29,7 +29,7 @@ import google_crc32c
 
 from . import _nmsgpack, dnsqr
 from .dnsqr import DecodeError, fields, tag, varint
-from .record import Envelope, RecordType, check, record_time
+from .record import Envelope, check, check_compiled, record_time
 
 MAGIC = b"NMSG"
 VERSION = 2
@@ -53,15 +53,18 @@ MAX_PENDING_PIECES = 4 * MAX_FRAGMENTS  # fragments waiting for the rest of thei
 INFLATE_STEP = 1 << 20  # a compressed body is inflated this much at a time
 
 # Containers are deflated by libdeflate (the `deflate` package), whose
-# output is an ordinary zlib stream any zlib inflates, at its level 2:
-# on the million-packet benchmark's containers 1.01 CPU-s per million
-# packets for 54.3 bytes a packet, against zlib's 2.87 and 54.6 at level 4
-# and 7.33 and 52.2 at level 6 (nmsgtool's default). zlib-ng (1.43 / 55.1
-# at its level 3) cannot be bundled (its strings are zlib's: a lintian
-# embedded-library error); ISA-L (0.37 / 59.2 at level 2) misses the
-# 58-byte target. libdeflate compresses whole buffers, which is what a
-# container is (the CBOR format's gzip members too: spool.Deflater).
-COMPRESSION_LEVEL = 2
+# output is an ordinary zlib stream any zlib inflates; libdeflate
+# compresses whole buffers, which is what a container is (the CBOR
+# format's gzip members too: spool.Deflater). The level is the setting
+# nmsg_compress_level. Its default, 6, keeps files at the size of
+# `nmsgtool -z`'s (0.998-1.0003x on three kinds of traffic,
+# bench/compression_bench.py) for 1.8-2.0 CPU-s of compression per
+# million packets, against zlib 6's (nmsgtool's) 6.4-6.9; 7 is never
+# larger (0.992-0.995x) but takes 3.1-3.3, which puts the whole sensor at
+# the reference's CPU; 2 was 1.04-1.08x. zlib-ng cannot be bundled (its
+# strings are zlib's: a lintian embedded-library error); ISA-L (59.2
+# bytes a packet at its level 2 on the benchmark) compresses less.
+COMPRESSION_LEVEL = 6
 
 _ZLIB_LENGTH = struct.Struct(">I")
 _FIXED32 = struct.Struct("<I")
@@ -73,11 +76,7 @@ _DATA_TAG = tag(5, 2)
 _ID_TAGS = (tag(7, 0), tag(8, 0), tag(9, 0))  # source, operator, group
 
 
-# The C packer knows the two record types it encodes by number.
-if (_nmsgpack.TYPE_UDP_QUERY_RESPONSE, _nmsgpack.TYPE_UDP_UNANSWERED_QUERY) != (
-    RecordType.UDP_QUERY_RESPONSE, RecordType.UDP_UNANSWERED_QUERY
-):
-    raise ImportError("sensor._nmsgpack was built for other record type numbers: rebuild it")
+check_compiled(_nmsgpack)  # the C packer restates field numbers, the two types and shapes it encodes
 _PACK, _FULL, _ODD = _nmsgpack.pack, _nmsgpack.FULL, _nmsgpack.ODD
 
 
@@ -132,7 +131,8 @@ class Container:
 
         The Python statement of what `_nmsgpack.pack` does for pairs and
         unanswered queries (tests hold the two together), and the path of
-        every other record, which are few: no longer flattened for speed.
+        every other record: those are few, so this is written to be read,
+        not for speed.
         """
         payload = wrap(message, sec, nsec, trailer)
         if not self.fits(len(payload)):
@@ -144,9 +144,9 @@ class Container:
         """Add records[start:] until they end or the container is full;
         (index of the first record not added, whether the container is full).
 
-        Pairs and unanswered queries are packed in C (`_nmsgpack`: the same
-        bytes as `add_message(dnsqr.encode(record), ...)`, 0.5 against 3.5 µs
-        a record, README "Benchmark"); any other record goes that way here.
+        Pairs and unanswered queries, nearly every record, are packed in C
+        (`_nmsgpack`: the same bytes as `add_message(dnsqr.encode(record),
+        ...)`); any other record goes that way here.
         """
         end = len(records)
         while start < end:
@@ -169,11 +169,11 @@ class Container:
         self.crcs += _CRC_TAG + varint(crc)
         self.estimate += n + 2 + (n >= 1 << 7) + (n >= 1 << 14) + (n >= 1 << 21) + 6
 
-    def serialize(self, compress: bool) -> bytes:
-        """Header and body, ready to be appended to a file."""
+    def serialize(self, compress: bool, level: int = COMPRESSION_LEVEL) -> bytes:
+        """Header and body, ready to be appended to a file; `level` is libdeflate's (1-12)."""
         body = self.entries + self.crcs
         if compress:
-            deflated = deflate.zlib_compress(body, COMPRESSION_LEVEL)
+            deflated = deflate.zlib_compress(body, level)
             return HEADER.pack(MAGIC, FLAG_ZLIB, VERSION, 4 + len(deflated)) + _ZLIB_LENGTH.pack(len(body)) + deflated
         return HEADER.pack(MAGIC, 0, VERSION, len(body)) + body
 

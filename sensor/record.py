@@ -26,10 +26,9 @@ class RecordType(enum.IntEnum):
 
 
 # Hot paths bind the members they use to module names (`_PAIR =
-# RecordType.UDP_QUERY_RESPONSE`): an enum member looked up on its class
-# costs 78 ns on CPython 3.11, a module global 5 to 15; a pair looks up
-# two or three (matcher, checksum), about 2% of the sensor's time per
-# packet before the encoders moved to C.
+# RecordType.UDP_QUERY_RESPONSE` in the matcher): looking a member up on
+# its class is a class attribute lookup each time, several times slower
+# than reading a module global, and the matcher does it for most packets.
 
 
 class UdpChecksum(enum.IntEnum):
@@ -75,15 +74,37 @@ FIELD_NAMES = {value: name.lower() for name, value in vars(Field).items() if not
 QUERY_SIDE = (Field.QUERY_PACKET, Field.QUERY_TIME_SEC, Field.QUERY_TIME_NSEC)
 RESPONSE_SIDE = (Field.RESPONSE_PACKET, Field.RESPONSE_TIME_SEC, Field.RESPONSE_TIME_NSEC)
 
-# The common record, a UDP pair with its question and one datagram each
-# way, in field order: the shape the matcher builds in one step and the
-# spool encoders write in C (_nmsgpack.c, _cborpack.c).
+# The common records in field order: a UDP pair with its question and one
+# datagram each way, and an unanswered query with its question; the shapes
+# the spool encoders write in C (_nmsgpack.c, _cborpack.c).
 PAIR_FIELDS = (
     Field.TYPE, Field.QUERY_IP, Field.RESPONSE_IP, Field.PROTO, Field.QUERY_PORT, Field.RESPONSE_PORT,
     Field.ID, Field.QNAME, Field.QTYPE, Field.QCLASS, Field.RCODE, Field.QUERY_PACKET, Field.QUERY_TIME_SEC,
     Field.QUERY_TIME_NSEC, Field.RESPONSE_PACKET, Field.RESPONSE_TIME_SEC, Field.RESPONSE_TIME_NSEC,
     Field.UDP_CHECKSUM,
 )
+UNANSWERED_FIELDS = (
+    Field.TYPE, Field.QUERY_IP, Field.RESPONSE_IP, Field.PROTO, Field.QUERY_PORT, Field.RESPONSE_PORT,
+    Field.ID, Field.QNAME, Field.QTYPE, Field.QCLASS, Field.QUERY_PACKET, Field.QUERY_TIME_SEC,
+    Field.QUERY_TIME_NSEC, Field.TIMEOUT,
+)
+
+
+def check_compiled(module) -> None:
+    """ImportError unless a compiled encoder was built for this record.
+
+    The C encoders restate the field numbers, the record types they take
+    (their TYPE_* constants) and the shapes above, which they expose; a
+    module built from other sources would write records that read back as
+    something else, so the sensor refuses to start with it instead.
+    """
+    fields = {name: number for name, number in vars(Field).items() if not name.startswith("_")}
+    expected = {"FIELDS": fields, "FIELD_COUNT": max(fields.values()) + 1, "PAIR_FIELDS": PAIR_FIELDS,
+                "UNANSWERED_FIELDS": UNANSWERED_FIELDS}
+    expected |= {name: RecordType[name[len("TYPE_"):]] for name in dir(module) if name.startswith("TYPE_")}
+    wrong = sorted(name for name, value in expected.items() if getattr(module, name, None) != value)
+    if wrong:
+        raise ImportError(f"{module.__name__} was built for another record layout ({', '.join(wrong)}): rebuild it")
 
 
 _INT, _BYTES, _NUMBER, _INTS, _BYTES_LIST = "int", "bytes", "number", "ints", "bytes list"

@@ -11,6 +11,8 @@ it lives.
 
 from __future__ import annotations
 
+from .wire import Rcode
+
 RRTYPES: dict[int, str] = {
     1: "A", 2: "NS", 3: "MD", 4: "MF", 5: "CNAME", 6: "SOA", 7: "MB", 8: "MG",
     9: "MR", 10: "NULL", 11: "WKS", 12: "PTR", 13: "HINFO", 14: "MINFO", 15: "MX",
@@ -29,12 +31,8 @@ RRTYPES: dict[int, str] = {
 
 RRCLASSES: dict[int, str] = {1: "IN", 3: "CH", 4: "HS", 254: "NONE", 255: "ANY"}
 
-# Header rcodes 11-15 are unnamed; 16 is only reachable through EDNS.
-RCODES: dict[int, str] = {
-    0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
-    5: "REFUSED", 6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH",
-    10: "NOTZONE", 16: "BADVERS",
-}
+# wire.Rcode's names: header rcodes 11-15 are unnamed, 16 is only reachable through EDNS.
+RCODES: dict[int, str] = {rcode.value: rcode.name for rcode in Rcode}
 
 OPCODES: dict[int, str] = {0: "QUERY", 1: "IQUERY", 2: "STATUS", 4: "NOTIFY", 5: "UPDATE"}
 

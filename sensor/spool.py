@@ -26,11 +26,9 @@ import cbor2
 import deflate
 
 from . import _cborpack
-from .record import FIELD_NAMES, MAX_LIST, PAIR_FIELDS, RecordType, check
+from .record import FIELD_NAMES, MAX_LIST, check, check_compiled
 
-# The C encoder knows the pair by its type number and size.
-if (RecordType.UDP_QUERY_RESPONSE, len(PAIR_FIELDS)) != (_cborpack.TYPE_UDP_QUERY_RESPONSE, _cborpack.PAIR_SIZE):
-    raise ImportError("sensor._cborpack was built for another record layout: rebuild it")
+check_compiled(_cborpack)  # the C encoder restates field numbers, the pair's type and shape
 _encode = _cborpack.encode
 
 SPOOL_FORMAT = "sie-dnsqr"

@@ -1,13 +1,19 @@
 """The spool directory: its folders, its file names and its locks.
 
-One definition for the sensor, the uploader, the tests and the package
-scripts (which create `FOLDERS` under the spool root):
+One definition for the sensor, the uploader and the tests; the package
+scripts make `PACKAGE_FOLDERS` under DEFAULT_ROOT and name the state files
+as `state_name` does (tests/test_package.py reads the scripts against
+this module):
 
     <spooldir>/new/<channel>/       the file being written
     <spooldir>/waiting/<channel>/   finished files, for the uploader
     <spooldir>/archive/<channel>/   hard links of finished files (archive="yes")
-    <spooldir>/locks/               sensor-<channel>.lock, upload-<channel>.lock
+    <spooldir>/locks/               sensor-<channel>.lock, upload-<channel>.lock,
+                                    each daemon's <program>-<channel>.state, and
+                                    dnstap-<channel>.table (the dnstap table kept
+                                    across a restart)
     <spooldir>/damaged/<channel>/   what a crash left that could not be read
+    <spooldir>/keys/                the upload key and known_hosts (packages only)
 
 A spool file is named `<host>.<epoch seconds>.<microseconds>.<ext>` after
 the packet time at which its first record was made, so names sort by time.
@@ -19,12 +25,23 @@ import fcntl
 import os
 import re
 
+DEFAULT_ROOT = "/var/spool/sie"  # the configuration's default `spooldir`, the packages' spool
 NEW = "new"
 WAITING = "waiting"
 ARCHIVE = "archive"
 LOCKS = "locks"
 DAMAGED = "damaged"  # spool files recovery could not use, set aside (made when needed)
+KEYS = "keys"
 FOLDERS = (NEW, WAITING, ARCHIVE, LOCKS)
+PACKAGE_FOLDERS = (*FOLDERS, KEYS)  # what the packages make, owned by the service user
+UPLOAD_KEY = "upload"  # in keys/: the configuration's default `uploadkey` (sie-gen-key writes it)
+KNOWN_HOSTS = "known_hosts"  # in keys/: the default `knownhosts` (the packages install it)
+
+# Who holds a lock and writes a state file in locks/, by role.
+SENSOR = "sensor"
+UPLOADER = "upload"
+DNSTAP = "dnstap"  # the dnstap edge's table file
+LOCK, STATE, TABLE = "lock", "state", "table"  # the kinds of file in locks/, by their extension
 
 _TIME_IN_NAME = re.compile(r"\.(\d+)\.(\d{6})\.[A-Za-z0-9.]+$")
 
@@ -34,8 +51,19 @@ class Busy(RuntimeError):
 
 
 def folder(spooldir: str, kind: str, channel: str) -> str:
-    """new/, waiting/ or archive/ of one channel."""
+    """new/, waiting/, archive/ or damaged/ of one channel."""
     return os.path.join(spooldir, kind, channel)
+
+
+def locks_name(role: str, channel: str, kind: str) -> str:
+    """`sensor-ch202.lock`: the name of a file in locks/ (`role` and
+    `channel` may be shell patterns, as the package scripts use them)."""
+    return f"{role}-{channel}.{kind}"
+
+
+def in_locks(spooldir: str, role: str, channel: str, kind: str) -> str:
+    """The path of a lock, state or table file (`locks_name`)."""
+    return os.path.join(spooldir, LOCKS, locks_name(role, channel, kind))
 
 
 def file_name(host: str, sec: int, usec: int, ext: str) -> str:
@@ -54,9 +82,8 @@ def lock(spooldir: str, role: str, channel: str) -> int:
     The kernel drops the lock with the process, so a crash never leaves
     it stuck. Returns the descriptor; closing it releases the lock.
     """
-    locks = os.path.join(spooldir, LOCKS)
-    os.makedirs(locks, exist_ok=True)
-    return hold(os.path.join(locks, f"{role}-{channel}.lock"))
+    os.makedirs(os.path.join(spooldir, LOCKS), exist_ok=True)
+    return hold(in_locks(spooldir, role, channel, LOCK))
 
 
 def hold(path: str) -> int:

@@ -19,13 +19,13 @@ import os
 import time
 from typing import Any
 
-from .spooldir import LOCKS
+from . import spooldir
 
 STATE_SECONDS = 5.0  # how often a daemon rewrites its state file
 STALE_SECONDS = 4 * STATE_SECONDS  # a file older than this belongs to a hung or dead daemon
 
-SENSOR = "sensor"
-UPLOADER = "upload"
+# The programs that write a state file, as spooldir names their files.
+SENSOR, UPLOADER = spooldir.SENSOR, spooldir.UPLOADER
 
 
 def worker_state_name(number: int) -> str:
@@ -34,8 +34,8 @@ def worker_state_name(number: int) -> str:
     return SENSOR if number == 1 else f"{SENSOR}.{number}"
 
 
-def state_path(spooldir: str, program: str, channel: str) -> str:
-    return os.path.join(spooldir, LOCKS, f"{program}-{channel}.state")
+def state_path(root: str, program: str, channel: str) -> str:
+    return spooldir.in_locks(root, program, channel, spooldir.STATE)
 
 
 def write_state(path: str, state: dict[str, Any]) -> None:

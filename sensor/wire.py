@@ -27,7 +27,9 @@ DNS_RCODE_MASK = 0x000F
 
 
 class Rcode(enum.IntEnum):
-    """DNS response codes that the header's four bits can carry (names: rrnames)."""
+    """DNS response codes by their names in the RFCs, which are nmsgtool's
+    too (`rrnames.RCODES` is this enum; 11-15 have no name there). The
+    header's four bits carry 0-15; BADVERS is reachable only through EDNS."""
 
     NOERROR = 0
     FORMERR = 1
@@ -35,6 +37,12 @@ class Rcode(enum.IntEnum):
     NXDOMAIN = 3
     NOTIMP = 4
     REFUSED = 5
+    YXDOMAIN = 6
+    YXRRSET = 7
+    NXRRSET = 8
+    NOTAUTH = 9
+    NOTZONE = 10
+    BADVERS = 16
 
 
 # A response with no question may still match its query on the 6-tuple

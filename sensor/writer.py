@@ -75,7 +75,7 @@ class SpoolWriter:
         }
         for path in self.dirs.values():
             os.makedirs(path, exist_ok=True)
-        self._lock = spooldir.lock(root, "sensor", channel) if lock else None
+        self._lock = spooldir.lock(root, spooldir.SENSOR, channel) if lock else None
         self.deadline = INFINITY
         self._file = None
         self._compressor = None  # the open file's spoolfile stream

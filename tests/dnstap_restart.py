@@ -36,7 +36,7 @@ from collections import Counter
 
 import click
 
-from sensor import spoolfile
+from sensor import spooldir, spoolfile
 from sensor.record import Field, RecordType
 from tests import lab as lab_module
 from tests.netns import wait_for_line
@@ -78,7 +78,7 @@ def _config(path: str, spool: str, extra: str = "") -> str:
 
 
 def _records(spool: str) -> list[dict]:
-    folder = os.path.join(spool, "archive", "ch202")
+    folder = spooldir.folder(spool, spooldir.ARCHIVE, "ch202")
     if not os.path.isdir(folder):
         return []
     return [r for name in sorted(os.listdir(folder)) for r in spoolfile.records(os.path.join(folder, name))]

@@ -149,7 +149,13 @@ def _ip_checksum(header: bytes) -> int:
 
 
 def tcp(src: str, dst: str, sport: int, dport: int, payload: bytes = b"", flags: int = dpkt.tcp.TH_ACK) -> bytes:
+    """A TCP segment over IPv4 or IPv6 (by address)."""
     segment = dpkt.tcp.TCP(sport=sport, dport=dport, flags=flags, seq=1, ack=1, data=payload)
+    if ":" in src:
+        ip = dpkt.ip6.IP6(src=_packed(src), dst=_packed(dst), nxt=dpkt.ip.IP_PROTO_TCP, hlim=64)
+        ip.data = segment
+        ip.plen = len(segment)
+        return bytes(ip)
     ip = dpkt.ip.IP(src=_packed(src), dst=_packed(dst), p=dpkt.ip.IP_PROTO_TCP, ttl=64)
     ip.data = segment
     ip.len = len(ip)
@@ -165,6 +171,26 @@ def icmp_unreachable(src: str, dst: str, quoted: bytes) -> bytes:
     return bytes(ip)
 
 
+# RFC 4443's error messages: type -> (code, the message body dpkt builds)
+ICMP6_ERRORS = {
+    1: (4, dpkt.icmp6.ICMP6.Unreach),  # destination unreachable: port unreachable
+    2: (0, dpkt.icmp6.ICMP6.TooBig),  # packet too big
+    3: (0, dpkt.icmp6.ICMP6.TimeExceed),  # time exceeded: hop limit
+    4: (1, dpkt.icmp6.ICMP6.ParamProb),  # parameter problem: unknown next header
+}
+
+
+def icmp6_error(src: str, dst: str, quoted: bytes, kind: int = 1) -> bytes:
+    """An ICMPv6 error of `kind` from src to dst quoting a datagram dst
+    sent: as much of it as fits the IPv6 minimum MTU (RFC 4443 2.4)."""
+    code, body = ICMP6_ERRORS[kind]
+    message = dpkt.icmp6.ICMP6(type=kind, code=code, data=body(data=quoted[: 1280 - 40 - 8]))
+    ip = dpkt.ip6.IP6(src=_packed(src), dst=_packed(dst), nxt=dpkt.ip.IP_PROTO_ICMP6, hlim=64)
+    ip.data = message
+    ip.plen = len(message)
+    return bytes(ip)
+
+
 def seed_datagrams() -> list[bytes]:
     """One datagram of each kind the sensor handles: seeds for fuzzing."""
     return [
@@ -176,6 +202,7 @@ def seed_datagrams() -> list[bytes]:
         *fragment_ipv6(big_response(2000, src=AUTHORITY6, dst=RESOLVER6), 600),
         tcp(RESOLVER, AUTHORITY, 40000, 53, b"\x00\x10" + b"x" * 16),
         icmp_unreachable(AUTHORITY, RESOLVER, query()),
+        icmp6_error(AUTHORITY6, RESOLVER6, query(src=RESOLVER6, dst=AUTHORITY6)),
     ]
 
 

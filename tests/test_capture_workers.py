@@ -19,7 +19,7 @@ import sys
 import pytest
 
 from bench import traffic
-from sensor import spoolfile
+from sensor import spooldir, spoolfile
 from sensor.record import Field
 from tests import netns
 
@@ -55,7 +55,7 @@ def _replay(lab: netns.Lab, pcap: str, work: str, workers: int) -> tuple[list, s
     _, log = sensor.communicate(timeout=60)
     assert sensor.returncode == 0, log
     stop = [line for line in log.splitlines() if "stopped:" in line][-1]
-    archive = os.path.join(spool, "archive", "ch202")
+    archive = spooldir.folder(spool, spooldir.ARCHIVE, "ch202")
     records = []
     for name in sorted(os.listdir(archive)):
         for record in spoolfile.records(os.path.join(archive, name)):

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench import traffic
-from sensor import _cborpack, spool
+from sensor import spool
 from sensor.linklayer import ethernet
 from sensor.matcher import Matcher, Settings
 from sensor.record import FIELD_NAMES, PAIR_FIELDS, Field, RecordType
@@ -84,11 +84,6 @@ def check(record: dict) -> None:
     else:
         assert encoded == cbor2.dumps(plain(record))  # the general encoder's bytes
     assert cbor2.loads(encoded) == plain(record)
-
-
-def test_the_c_constants_are_the_records():
-    assert _cborpack.TYPE_UDP_QUERY_RESPONSE == RecordType.UDP_QUERY_RESPONSE
-    assert len(PAIR_FIELDS) == _cborpack.PAIR_SIZE
 
 
 @pytest.mark.parametrize("record", SHAPES, ids=lambda r: RecordType(r[Field.TYPE]).name)

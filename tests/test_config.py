@@ -178,3 +178,16 @@ def test_effective_settings_render_back_to_parseable_lines(tmp_path):
     rendered = "\n".join(line.split("  #")[0] for line in cfg.as_text_lines())
     again = load_text(tmp_path, rendered)
     assert again == cfg
+
+
+def test_nmsg_compress_level_defaults_to_the_measured_level_and_takes_1_to_12(tmp_path):
+    """issue 25 item 20: the level is a setting; its default is the one nmsg.py measured."""
+    from sensor import nmsg
+
+    assert config.defaults().nmsg_compress_level == nmsg.COMPRESSION_LEVEL
+    assert config.load(SHIPPED, {}).nmsg_compress_level == nmsg.COMPRESSION_LEVEL
+    assert load_text(tmp_path, 'nmsg_compress_level="1"\n').nmsg_compress_level == 1
+    assert load_text(tmp_path, "", {"nmsg_compress_level": "12"}).nmsg_compress_level == 12
+    for bad in ("0", "13", "-1", "six", "", "6.5"):
+        with pytest.raises(ConfigError, match=r"sie-dns-sensor:1: nmsg_compress_level.*from 1 to 12"):
+            load_text(tmp_path, f'nmsg_compress_level="{bad}"\n')

@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 
-from sensor import render
+from sensor import render, spooldir
 from sensor.capture import Capture
 from sensor.cli import main
 from sensor.matcher import Matcher
@@ -58,7 +58,7 @@ def test_nmsg_reference_records_are_reproduced(tmp_path, monkeypatch):
         main, ["run", "-c", os.devnull, "--pcap", corpus("nmsg", "test1-dnsqr.pcap"), "--spooldir", str(spool)]
     )
     assert result.exit_code == 0, result.output
-    files = sorted(glob.glob(str(spool / "waiting" / "*" / "*")))
+    files = sorted(glob.glob(os.path.join(spooldir.folder(spool, spooldir.WAITING, "*"), "*")))
     assert len(files) == 1
     result = runner.invoke(main, ["read", "--format", "json", *files])
     assert result.exit_code == 0, result.output

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from sensor import daemon
+from sensor import daemon, spooldir
 from tests import netns
 from tests import packets as P
 from tests.netns import STAY_AS_IS
@@ -96,14 +96,15 @@ def test_sighup_finishes_the_open_file_and_rereads_settings(tmp_path):
         config.write_text(base + 'archive="yes"\n')
         sensor.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not list((spool / "waiting" / "ch202").iterdir()):
+        waiting = spooldir.folder(spool, spooldir.WAITING, "ch202")
+        while time.monotonic() < deadline and not os.listdir(waiting):
             time.sleep(0.1)
-        assert len(list((spool / "waiting" / "ch202").iterdir())) == 1  # finished by SIGHUP
+        assert len(os.listdir(waiting)) == 1  # finished by SIGHUP
         second = [P.ethernet(P.query(ident=2)).hex(), P.ethernet(P.response(ident=2)).hex()]
         lab.run(lab.b, [sys.executable, "-c", sender, *second], check=True)
         time.sleep(0.5)
         sensor.send_signal(signal.SIGTERM)
         _, err = sensor.communicate(timeout=30)
     assert "configuration re-read" in err
-    assert len(list((spool / "archive" / "ch202").iterdir())) == 1  # archive="yes" now applies
-    assert len(list((spool / "waiting" / "ch202").iterdir())) == 2
+    assert len(os.listdir(spooldir.folder(spool, spooldir.ARCHIVE, "ch202"))) == 1  # archive="yes" now applies
+    assert len(os.listdir(waiting)) == 2

@@ -23,7 +23,7 @@ import dpkt
 import pytest
 
 from bench import dnstap_traffic as T
-from sensor import config, spoolfile
+from sensor import config, spooldir, spoolfile
 from sensor.checksum import verify_udp
 from sensor.dnstap import TCP_MARK, Decoder, DnstapMatcher, query_from_response, tcp_datagram
 from sensor.dnstap_capture import DnstapFile, DnstapListener, Limits, _tcp_listener
@@ -530,8 +530,9 @@ def _config(tmp_path, extra=""):
 
 def _spooled(tmp_path):
     records = []
-    for name in sorted(os.listdir(tmp_path / "spool" / "archive" / "ch202")):
-        records += spoolfile.records(str(tmp_path / "spool" / "archive" / "ch202" / name))
+    archive = spooldir.folder(tmp_path / "spool", spooldir.ARCHIVE, "ch202")
+    for name in sorted(os.listdir(archive)):
+        records += spoolfile.records(os.path.join(archive, name))
     return records
 
 

@@ -15,9 +15,10 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from bench import dnstap_traffic as T
-from sensor import carryover, spoolfile
+from sensor import carryover, spooldir, spoolfile
 from sensor.dnstap import Decoder, DnstapMatcher
 from sensor.dnstap_schema import CONTENT_TYPE, MessageType
 from sensor.framestream import Control, control_frame
@@ -56,7 +57,7 @@ def _stop(sensor: subprocess.Popen) -> str:
 
 
 def _spooled(tmp_path) -> list[dict]:
-    folder = tmp_path / "spool" / "archive" / "ch202"
+    folder = Path(spooldir.folder(tmp_path / "spool", spooldir.ARCHIVE, "ch202"))
     return [r for name in sorted(os.listdir(folder)) for r in spoolfile.records(str(folder / name))]
 
 
@@ -185,8 +186,9 @@ def _carry(tmp_path, timeout: int = 60) -> carryover.TableCarry:
     from sensor.matcher import Settings
 
     matcher = DnstapMatcher(Settings(query_timeout=timeout))
-    return carryover.TableCarry(str(tmp_path / "t.table"), matcher, Decoder(matcher.counters,
-                                                                             on_tcp=matcher.saw_tcp))
+    os.makedirs(tmp_path / spooldir.LOCKS, exist_ok=True)  # the sensor's writer makes it
+    return carryover.TableCarry(carryover.table_path(str(tmp_path), "ch202"), matcher,
+                                Decoder(matcher.counters, on_tcp=matcher.saw_tcp))
 
 
 def _fed(carry: carryover.TableCarry, payloads: list[bytes]) -> list:
@@ -225,7 +227,8 @@ def test_a_damaged_table_gives_what_it_holds_before_the_damage_and_is_set_aside(
     assert len(new.matcher.table) == 2
     assert "cut short" in caplog.text and os.path.exists(old.path + ".damaged")
 
-    (tmp_path / "t.table").write_bytes(b"not a table at all")
+    with open(carryover.table_path(str(tmp_path), "ch202"), "wb") as handle:
+        handle.write(b"not a table at all")
     again = _carry(tmp_path)
     assert again.restore() == [] and not again.matcher.table
     assert "not a table this sensor wrote" in caplog.text

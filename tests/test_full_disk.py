@@ -8,10 +8,11 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from sensor import spoolfile
+from sensor import spooldir, spoolfile
 from sensor import writer as writer_module
 from sensor.record import Field, RecordType, UdpChecksum
 from sensor.writer import SpoolWriter
@@ -83,7 +84,7 @@ def test_full_spool_disk_drops_counts_logs_once_and_resumes(small_disk, monkeypa
     assert w.unwritten > 0
     failures = [r for r in caplog.records if "cannot write the spool" in r.message]
     assert len(failures) == 1  # one line for the whole episode, not one per batch
-    waiting = small_disk / "waiting" / "ch202"
+    waiting = Path(spooldir.folder(small_disk, spooldir.WAITING, "ch202"))
     before = sorted(os.listdir(waiting))
     assert before
     held = sum(len(spoolfile.records(str(waiting / name))) for name in before)
@@ -99,7 +100,7 @@ def test_full_spool_disk_drops_counts_logs_once_and_resumes(small_disk, monkeypa
     assert w.unwritten <= lost
     after = sorted(os.listdir(waiting))
     assert after and not set(after) & set(before)
-    assert os.listdir(small_disk / "new" / "ch202") == []  # the broken file was finished too
+    assert os.listdir(spooldir.folder(small_disk, spooldir.NEW, "ch202")) == []  # the broken file was finished too
     for name in after:  # every file is whole and readable to the end
         records = spoolfile.records(str(waiting / name))
         assert all(r[Field.TYPE] == RecordType.UDP_QUERY_RESPONSE for r in records)
@@ -142,8 +143,9 @@ def test_replay_onto_a_full_disk_finishes_and_reports_what_it_could_not_write(sm
     counts = replay(tmp_path, small_disk)
     assert counts["unwritten"] > 0
     assert counts["records"] + counts["unwritten"] == 3000  # each record written or counted
-    finished = glob.glob(str(small_disk / "waiting" / "ch202" / "*"))
-    left = glob.glob(str(small_disk / "new" / "ch202" / "*"))  # finished at the next start
+    finished = glob.glob(os.path.join(spooldir.folder(small_disk, spooldir.WAITING, "ch202"), "*"))
+    # left in new/: finished at the next start
+    left = glob.glob(os.path.join(spooldir.folder(small_disk, spooldir.NEW, "ch202"), "*"))
     readable = sum(len(spoolfile.records(f)) for f in finished) + sum(
         len(spoolfile.records(f, allow_cut=True)) for f in left  # cut by the full disk
     )
@@ -166,14 +168,15 @@ def test_the_stop_line_counts_what_the_next_start_recovers(tmp_path, spool_forma
     with tmpfs(tmp_path / "spool", size) as spool:
         counts = replay(tmp_path, spool, f'spool_format="{spool_format}"\ninterval="{interval}"')
         assert counts["unwritten"] > 0 and counts["records"] + counts["unwritten"] == 3000
-        left = os.listdir(spool / "new" / "ch202")  # for the next start
+        left = os.listdir(spooldir.folder(spool, spooldir.NEW, "ch202"))  # for the next start
         subprocess.run(["mount", "-o", "remount,size=4m", str(spool)], check=True)
         formats = {"cbor": spoolfile.CborFormat(), "nmsg": spoolfile.NmsgFormat()}
         writer = SpoolWriter(str(spool), "ch202", "host", interval, archive=False, upload=True,
                              spool_format=formats[spool_format])
         writer.recover()
         writer.close()
-        assert os.listdir(spool / "new" / "ch202") == []
-        held = sum(len(spoolfile.records(str(f))) for f in (spool / "waiting" / "ch202").iterdir())
+        assert os.listdir(spooldir.folder(spool, spooldir.NEW, "ch202")) == []
+        waiting = spooldir.folder(spool, spooldir.WAITING, "ch202")
+        held = sum(len(spoolfile.records(os.path.join(waiting, name))) for name in os.listdir(waiting))
     assert held == counts["records"], (held, counts)
     assert bool(left) == kept

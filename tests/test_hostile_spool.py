@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from pathlib import Path
 
 import cbor2
 import pytest
@@ -212,7 +213,7 @@ def test_read_refuses_a_bomb_fast_and_says_where(tmp_path, name):
 
 
 def test_read_of_a_spool_skips_a_fifo_and_a_symlink_in_waiting_and_says_so(tmp_path):
-    waiting = tmp_path / "spool" / "waiting" / "ch202"
+    waiting = Path(spooldir.folder(tmp_path / "spool", spooldir.WAITING, "ch202"))
     waiting.mkdir(parents=True)
     cbor_file(waiting / f"h.{T0}.000001.cbor.gz", good_records(2))
     os.mkfifo(waiting / f"h.{T0}.000002.cbor.gz")  # no writer will ever come
@@ -273,7 +274,7 @@ writer.close()
 
 def test_recovery_of_a_bomb_in_new_sets_it_aside_with_a_reason(tmp_path):
     root = tmp_path / "spool"
-    new = root / "new" / "ch202"
+    new = Path(spooldir.folder(root, spooldir.NEW, "ch202"))
     new.mkdir(parents=True)
     BOMBS["nmsg-zlib-64MiB-of-empty-payloads"](new / f"h.{T0}.000000.nmsg")
     result = subprocess.run([sys.executable, "-c", _RECOVER, str(root)], capture_output=True, text=True,
@@ -281,4 +282,4 @@ def test_recovery_of_a_bomb_in_new_sets_it_aside_with_a_reason(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (f"spool file h.{T0}.000000.nmsg could not be recovered (" in result.stderr
             and "container 1 at byte 0, payload 1 at byte 0 of its body: not an NmsgPayload" in result.stderr)
-    assert os.listdir(root / "damaged" / "ch202") == [f"h.{T0}.000000.nmsg"]
+    assert os.listdir(spooldir.folder(root, spooldir.DAMAGED, "ch202")) == [f"h.{T0}.000000.nmsg"]

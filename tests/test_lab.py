@@ -21,14 +21,14 @@ from collections import Counter
 
 import pytest
 
-from sensor import spoolfile
+from sensor import spooldir, spoolfile
 from sensor.dns import wire_to_text
 from sensor.record import Field, RecordType
 from tests import lab as lab_module
 from tests import netns
 
 REASON = lab_module.available() or (None if os.path.exists("/usr/bin/tshark") else "needs tshark")
-pytestmark = [pytest.mark.network, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")  # marks: conftest.MARKS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUESTIONS = [
@@ -72,7 +72,7 @@ def _sensor_config(path: str, spool: str) -> str:
 
 def _records(spool: str) -> list[dict]:
     out = []
-    for path in sorted(glob.glob(os.path.join(spool, "archive", "ch202", "*"))):
+    for path in sorted(glob.glob(os.path.join(spooldir.folder(spool, spooldir.ARCHIVE, "ch202"), "*"))):
         out += spoolfile.records(path)
     return out
 

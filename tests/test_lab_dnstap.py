@@ -37,7 +37,7 @@ from tests.dnstap_restart import kept_records
 from tests.test_lab import QUESTIONS, _records, _sensor_config, _summaries, _witness
 
 REASON = lab_module.available() or (None if os.path.exists("/usr/bin/tshark") else "needs tshark")
-pytestmark = [pytest.mark.network, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")  # marks: conftest.MARKS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

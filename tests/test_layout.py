@@ -3,7 +3,7 @@
 - the sans-I/O core (matcher and what it uses) imports no configuration;
 - the uploader uses only the sensor modules meant to be shared;
 - benchmarks and tests edit no sys.path;
-- the spool layout, file names and locks are defined in spooldir.py alone.
+- the spool layout, file names, locks and state files are defined in spooldir.py alone.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from __future__ import annotations
 import ast
 import glob
 import os
+import re
+
+from sensor import spooldir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # sensor modules both programs use: configuration, service plumbing, the spool
@@ -56,10 +59,20 @@ def test_no_sys_path_edits_in_tests_or_benchmarks():
 
 
 def test_the_spool_layout_is_defined_once():
-    patterns = ('"locks")', '"waiting",', '"waiting")', "-{channel}.lock", r"\.(\d+)\.(\d{6})")
-    for path in glob.glob(f"{REPO}/sensor/*.py") + glob.glob(f"{REPO}/uploader/*.py"):
-        if path.endswith("spooldir.py"):
-            continue
+    """No folder, lock, state or table name of the spool spelt outside
+    spooldir.py: as a path's part (`/ "waiting"`, `"waiting/..."`,
+    `join(x, "waiting", ...)`, `.../waiting/...`) or a file's name. The
+    package scripts are read against it in test_package.py."""
+    names = "|".join((spooldir.NEW, spooldir.WAITING, spooldir.ARCHIVE, spooldir.LOCKS, spooldir.DAMAGED))
+    kinds = "|".join((spooldir.LOCK, spooldir.STATE, spooldir.TABLE))
+    spelt = re.compile(
+        rf'/ "({names})"|"({names})/|/({names})/|join\([^()]*"({names})"|\.({kinds})"|-\{{channel\}}\.'
+        r"|\\\.\(\\d\+\)\\\.\(\\d\{6\}\)"  # the time in a file's name, as a regular expression
+    )
+    sources = glob.glob(f"{REPO}/sensor/*.py") + glob.glob(f"{REPO}/uploader/*.py") + glob.glob(f"{REPO}/tests/*.py")
+    for path in sources:
+        if path.endswith(("spooldir.py", "test_layout.py")) or os.path.basename(path).startswith("test_collector"):
+            continue  # the collector's spool has folders of its own (collector.incoming)
         with open(path) as handle:
             text = handle.read()
-        assert not [p for p in patterns if p in text], path
+        assert not spelt.search(text), (path, spelt.search(text))

@@ -19,14 +19,14 @@ import time
 
 import pytest
 
-from sensor import render, spoolfile
+from sensor import render, spooldir, spoolfile
 from tests import netns
 from tests.dnstraffic import ASKER, RESPONDER, USER
 from tests.netns import STAY_AS_IS
 from uploader import keys
 
 REASON = netns.available()
-pytestmark = [pytest.mark.network, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")  # marks: conftest.MARKS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,12 +60,13 @@ def test_live_capture_on_veth_pairs_everything_and_stops_cleanly(tmp_path):
         lab.run(lab.a, [sys.executable, "-c", ASKER, "40"], check=True, env=env, timeout=120)
         lab.run(lab.b, [sys.executable, "-c", USER], check=True, env=env, timeout=30)
         time.sleep(0.5)
-        assert not glob.glob(str(spool / "waiting/ch202/*")), "interval not over: nothing finished yet"
+        waiting = spooldir.folder(spool, spooldir.WAITING, "ch202")
+        assert not glob.glob(os.path.join(waiting, "*")), "interval not over: nothing finished yet"
         sensor.send_signal(signal.SIGTERM)
         _, err = sensor.communicate(timeout=30)
         assert sensor.returncode == 0, err
-    assert not glob.glob(str(spool / "new/ch202/*")), "a partial file was left behind"
-    files = glob.glob(str(spool / "waiting/ch202/*"))
+    assert not glob.glob(os.path.join(spooldir.folder(spool, spooldir.NEW, "ch202"), "*")), "a partial file was left"
+    files = glob.glob(os.path.join(waiting, "*"))
     assert len(files) == 1, err
     records = spoolfile.records(files[0])
     records = list(records)
@@ -131,6 +132,6 @@ def test_records_before_a_quiet_spell_survive_a_sigkill(tmp_path):
         time.sleep(3)  # ...then silence
         sensor.send_signal(signal.SIGKILL)
         sensor.wait(timeout=30)
-    (left,) = glob.glob(str(spool / "new/ch202/*"))  # the crash left the open file
+    (left,) = glob.glob(os.path.join(spooldir.folder(spool, spooldir.NEW, "ch202"), "*"))  # the crash left it open
     records = spoolfile.records(left, allow_cut=True)
     assert len(records) == 70  # every pair answered before the silence (35 per address)

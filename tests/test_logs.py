@@ -16,8 +16,8 @@ import pytest
 
 from sensor import logs
 
-HOSTILE = "/spool/waiting/ch202/x\nhostile0::0:0:::\n\x1b[2J\udcff\\"
-SHOWN = "/spool/waiting/ch202/x\\nhostile0::0:0:::\\n\\x1b[2J\\xff\\\\"
+HOSTILE = "/spool/ch202/x\nhostile0::0:0:::\n\x1b[2J\udcff\\"  # a file name a log line names
+SHOWN = "/spool/ch202/x\\nhostile0::0:0:::\\n\\x1b[2J\\xff\\\\"
 
 
 @pytest.fixture

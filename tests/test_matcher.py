@@ -572,3 +572,20 @@ def test_random_bytes_and_mutations_never_raise():
         m.feed(rng.randbytes(rng.randrange(80)), T0, 0)
     m.flush()
     assert "malformed_other" not in m.counters  # every bad input has a named reason
+
+
+# ------------------------------------------------------- one record builder
+def test_every_path_builds_its_records_in_field_order():
+    """One builder for pairs, one-sided and unanswered UDP, fragments, TCP,
+    ICMP, zeroed and dnstap records: keys ascend, so the general CBOR
+    encoder writes a record's fields in the order the C encoder does."""
+    from sensor.dnstap import DnstapMatcher
+    from sensor.dnstap_schema import SocketProtocol
+    from tests.test_dnstap import pair, run
+    from tests.test_nmsg import SHAPES
+
+    over_tcp, _ = run(pair(protocol=SocketProtocol.TCP), DnstapMatcher(Settings(zero_resolver_address=True)))
+    records = [*SHAPES, *over_tcp, *run(pair())[0]]
+    assert {RecordType(r[Field.TYPE]) for r in records} == set(RecordType) - {RecordType.UDP_INVALID}
+    for record in records:
+        assert list(record) == sorted(record), record

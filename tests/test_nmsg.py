@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from sensor import dnsqr, nmsg, spoolfile
+from sensor import dnsqr, nmsg, spooldir, spoolfile
 from sensor.bpf import Vantage, build_filter, parse_networks
 from sensor.capture import Capture
 from sensor.cli import main
@@ -108,6 +108,9 @@ def every_record_shape() -> list[dict]:
     run([P.query(qname=None), P.response(qname=None, rcode=5, answers=())])  # no question
     run([P.tcp(P.RESOLVER, P.AUTHORITY, 40100, 53), P.tcp(P.AUTHORITY, P.RESOLVER, 53, 40100)])
     run([P.icmp_unreachable(P.AUTHORITY, P.RESOLVER, P.query())])
+    run([P.icmp6_error(P.AUTHORITY6, P.RESOLVER6, P.query(src=P.RESOLVER6, dst=P.AUTHORITY6))])
+    run([P.icmp6_error(P.AUTHORITY6, P.RESOLVER6, P.query(src=P.RESOLVER6, dst=P.AUTHORITY6))],
+        zero_resolver_address=True)
     run([P.query(), P.response()], zero_resolver_address=True)
     run([P.query(), P.response()], capture_qr=0)
     run([P.query(), P.response()], capture_qr=1)
@@ -256,7 +259,7 @@ def _replay_test1(tmp_path, compress: str) -> str:
     )
     result = CliRunner().invoke(main, ["run", "-c", config, "--pcap", corpus("nmsg", "test1-dnsqr.pcap")])
     assert result.exit_code == 0, result.output
-    (written,) = glob.glob(str(tmp_path / "spool" / "archive" / "ch202" / "*.nmsg"))
+    (written,) = glob.glob(os.path.join(spooldir.folder(tmp_path / "spool", spooldir.ARCHIVE, "ch202"), "*.nmsg"))
     return written
 
 
@@ -336,7 +339,7 @@ def test_read_takes_a_spool_directory_and_goes_on_past_a_bad_file(tmp_path):
     config = _config(tmp_path, 'DNSQR_RES_ADDRS="192.0.2.53"\ninterval="60"\n')
     assert CliRunner().invoke(main, ["run", "-c", config, "--pcap", pcap]).exit_code == 0
     # unanswered queries are filed when they time out: query 0 at T0+70, 1 and 2 at T0+140
-    assert len(glob.glob(str(tmp_path / "spool/archive/ch202/*.nmsg"))) == 2
+    assert len(glob.glob(os.path.join(spooldir.folder(tmp_path / "spool", spooldir.ARCHIVE, "ch202"), "*.nmsg"))) == 2
     bad = tmp_path / "notes.txt"
     bad.write_text("not a spool file")
     result = CliRunner().invoke(main, ["read", "--format", "text", str(bad), str(tmp_path / "spool")])
@@ -375,7 +378,8 @@ def test_read_of_a_spool_takes_waiting_and_archive_each_file_once(tmp_path):
     P.write_pcap(pcap, [(P.ethernet(P.query(ident=i, sport=20000 + i)), T0 + 70 * i) for i in range(3)])
     config = _config(tmp_path, 'DNSQR_RES_ADDRS="192.0.2.53"\ninterval="60"\nupload="yes"\n')
     assert CliRunner().invoke(main, ["run", "-c", config, "--pcap", pcap]).exit_code == 0
-    (uploaded, _) = sorted(glob.glob(str(tmp_path / "spool/waiting/ch202/*.nmsg")))
+    waiting = spooldir.folder(tmp_path / "spool", spooldir.WAITING, "ch202")
+    (uploaded, _) = sorted(glob.glob(os.path.join(waiting, "*.nmsg")))
     os.unlink(uploaded)  # as the uploader does; its archive/ link stays
     result = CliRunner().invoke(main, ["read", "--format", "text", str(tmp_path / "spool")])
     assert result.exit_code == 0, result.output

@@ -225,8 +225,3 @@ def test_an_error_leaves_the_container_as_it_was():
     with pytest.raises(ValueError, match="negative"):
         container.add_records([PAIR], -1, b"")
     assert _state(container) == before
-
-
-def test_the_c_module_numbers_are_the_records():
-    assert (_nmsgpack.TYPE_UDP_QUERY_RESPONSE, _nmsgpack.TYPE_UDP_UNANSWERED_QUERY) == (
-        RecordType.UDP_QUERY_RESPONSE, RecordType.UDP_UNANSWERED_QUERY)

@@ -20,17 +20,15 @@ import uuid
 
 import pytest
 
-from sensor import status
+from sensor import spooldir, status
 from sensor.options import EX_NOPERM
-from tests.test_upload_faults import _python_for_others
-from tests.uploadkit import CHANNEL, spool_files, write_config
-from uploader import keys
+from tests.uploadkit import CHANNEL, python_for_others, spool_files, uploader_keys, write_config
 
 
 @pytest.fixture
 def stranger():
     """(a new user, a world-readable scratch folder, (interpreter, PYTHONPATH) it can load)."""
-    python = _python_for_others()
+    python = python_for_others()
     if os.geteuid() != 0 or shutil.which("useradd") is None or python is None:
         pytest.skip("needs root, useradd and an interpreter a dropped-privilege process can load")
     user = f"siemon{uuid.uuid4().hex[:6]}"
@@ -51,9 +49,9 @@ def _root_spool(root: pathlib.Path) -> pathlib.Path:
     spool = root / "spool"
     spool.mkdir(mode=0o755)
     spool_files(spool, [100])
-    keys.generate(str(spool / "keys" / "upload"))
-    for folder in ("waiting", f"waiting/{CHANNEL}", "keys"):
-        os.chmod(spool / folder, 0o750)
+    uploader_keys().generate(str(spool / "keys" / "upload"))
+    for folder in (spool / spooldir.WAITING, spooldir.folder(spool, spooldir.WAITING, CHANNEL), spool / "keys"):
+        os.chmod(folder, 0o750)
     return spool
 
 
@@ -79,15 +77,17 @@ def test_upload_as_root_on_a_spool_left_roots_says_the_lock_path_and_the_user(st
     result = _as(None, python, "-c", code, "-c", config, "--once", "--user", entry.pw_name)
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == EX_NOPERM, result.stderr
-    assert f"cannot take the upload lock as user {entry.pw_name}: {spool}/locks: Permission denied" in result.stderr
+    locks = spool / spooldir.LOCKS
+    assert f"cannot take the upload lock as user {entry.pw_name}: {locks}: Permission denied" in result.stderr
     # locks/ made for the user since, waiting/ still root's: the round fails in one line
-    (spool / "locks").mkdir()
-    os.chown(spool / "locks", entry.pw_uid, entry.pw_gid)
+    (spool / spooldir.LOCKS).mkdir()
+    os.chown(spool / spooldir.LOCKS, entry.pw_uid, entry.pw_gid)
     again = _as(None, python, "-c", code, "-c", config, "--once", "--user", entry.pw_name)
     assert "Traceback" not in again.stderr, again.stderr
     assert again.returncode == 1
-    assert f"cannot use the spool as user {entry.pw_name}: {spool}/waiting/{CHANNEL}: Permission denied" in again.stderr
-    assert len(os.listdir(spool / "waiting" / CHANNEL)) == 1  # nothing lost
+    waiting = spooldir.folder(spool, spooldir.WAITING, CHANNEL)
+    assert f"cannot use the spool as user {entry.pw_name}: {waiting}: Permission denied" in again.stderr
+    assert len(os.listdir(waiting)) == 1  # nothing lost
 
 
 def test_status_as_a_monitoring_user_outside_the_spools_group_is_unknown_not_an_alarm(stranger):
@@ -97,7 +97,8 @@ def test_status_as_a_monitoring_user_outside_the_spools_group_is_unknown_not_an_
     result = _as(entry, python, "-m", "sensor", "status", "-c", config)
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == status.UNKNOWN, result.stdout + result.stderr
-    said = f"cannot read the spool as user {entry.pw_name}: {spool}/waiting/{CHANNEL}: Permission denied"
+    said = f"cannot read the spool as user {entry.pw_name}: {spooldir.folder(spool, spooldir.WAITING, CHANNEL)}: " \
+        "Permission denied"
     assert result.stdout.splitlines() == [f"UNKNOWN:  {said} (status needs root or a member of group root)"]
     as_json = _as(entry, python, "-m", "sensor", "status", "-c", config, "--json")
     assert as_json.returncode == status.UNKNOWN

@@ -16,7 +16,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from sensor import logs, pipeline, state, status
+from sensor import logs, pipeline, spooldir, state, status
 from sensor.capture import CaptureError
 from sensor.cli import main
 from sensor.matcher import Matcher, Settings
@@ -24,8 +24,7 @@ from sensor.pipeline import Sensor
 from sensor.spool import read_spool
 from sensor.writer import SpoolWriter
 from tests import packets as P
-from tests.uploadkit import CHANNEL, needs_sshd, run_tool, spool_files, start_tool, write_config
-from uploader import keys
+from tests.uploadkit import CHANNEL, needs_sshd, run_tool, spool_files, start_tool, uploader_keys, write_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T0 = 1_700_000_000
@@ -89,9 +88,10 @@ def test_a_lost_capture_is_reopened_and_nothing_is_lost(tmp_path, caplog, monkey
     assert before.closed and len(tries) == 2
     assert "capture lost (interface fake0: went down)" in caplog.text
     assert "capture on interface fake0 again" in caplog.text
-    files = sorted(os.listdir(tmp_path / "waiting" / CHANNEL))
+    waiting = spooldir.folder(tmp_path, spooldir.WAITING, CHANNEL)
+    files = sorted(os.listdir(waiting))
     assert len(files) == 2  # the open file was finished when the capture was lost
-    records = [r for name in files for r in read_spool(str(tmp_path / "waiting" / CHANNEL / name))[1]]
+    records = [r for name in files for r in read_spool(os.path.join(waiting, name))[1]]
     # query 9 was outstanding across the outage: the table was kept, it paired
     assert sorted((r[1], r[7]) for r in records) == [(1, 1), (1, 2), (1, 9)]
     assert sensor.last_error == "capture lost: interface fake0: went down"
@@ -116,7 +116,7 @@ def _config(tmp_path, **settings):
 
 
 def _write(tmp_path, program, **fields):
-    os.makedirs(tmp_path / "locks", exist_ok=True)
+    os.makedirs(tmp_path / spooldir.LOCKS, exist_ok=True)
     now = time.time()
     base = {"pid": os.getpid(), "updated": now, "started": now - 100}
     state.write_state(state.state_path(str(tmp_path), program, CHANNEL), dict(base, **fields))
@@ -181,7 +181,7 @@ def test_status_flags_a_stalled_upload_a_lost_capture_and_drops(tmp_path):
     # the same files, a recent success: not stalled
     _write(tmp_path, state.UPLOADER, last_success=time.time() - 5)
     assert status.upload_problems(state.read_state(state.state_path(str(tmp_path), "upload", CHANNEL)),
-                                  status.backlog(str(tmp_path / "waiting" / CHANNEL)), 10) == []
+                                  status.backlog(spooldir.folder(tmp_path, spooldir.WAITING, CHANNEL)), 10) == []
 
 
 def test_upload_no_needs_no_uploader(tmp_path):
@@ -298,6 +298,7 @@ def test_gen_key_comments_the_key_with_what_hostname_f_says(tmp_path):
     if shutil.which("hostname") is None:
         pytest.skip("needs hostname")
     expected = subprocess.run(["hostname", "-f"], capture_output=True, text=True).stdout.strip()
+    keys = uploader_keys()
     line = keys.generate(str(tmp_path / "key"))
     assert line.split()[2] == expected
     assert keys.host_fqdn() == expected
@@ -428,7 +429,7 @@ def test_with_upload_no_files_left_in_waiting_are_kept_shown_apart_and_not_count
     text = CliRunner().invoke(main, ["status", "-c", path]).output
     assert "waiting:  0 files, 0 bytes" in text
     assert 'and 2 files (300 bytes) from before upload="no": kept, not uploaded' in text
-    assert len(os.listdir(tmp_path / "waiting" / CHANNEL)) == 2
+    assert len(os.listdir(spooldir.folder(tmp_path, spooldir.WAITING, CHANNEL))) == 2
 
 
 def test_a_restarted_uploader_keeps_the_last_upload_and_is_not_judged_before_its_first_round(tmp_path):
@@ -436,7 +437,7 @@ def test_a_restarted_uploader_keeps_the_last_upload_and_is_not_judged_before_its
     new one is in its first round (a collector that never answers)."""
     _cfg, path = _config(tmp_path, login="sensor1", upload_method="sftp", uploadkey=f"{tmp_path}/key",
                          knownhosts=f"{tmp_path}/known_hosts")
-    keys.generate(str(tmp_path / "key"))
+    uploader_keys().generate(str(tmp_path / "key"))
     (tmp_path / "known_hosts").write_text("")
     old = time.time() - 3600
     for name in spool_files(tmp_path, [100, 200]):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 
+from sensor import spooldir
 from tests.uploadkit import CHANNEL, contents, needs_sshd, same, spool_files, start_tool
 from uploader.upload import pending
 
@@ -27,11 +28,11 @@ def test_files_made_during_an_outage_arrive_in_order_when_it_ends(collector, tmp
         expected = contents(survivors)
         server.start()
         deadline = time.monotonic() + 60
-        waiting = str(spool / "waiting" / CHANNEL)
+        waiting = spooldir.folder(spool, spooldir.WAITING, CHANNEL)
         while time.monotonic() < deadline and (pending(waiting) or not same(expected, server)):
             time.sleep(0.2)
         assert same(expected, server)
-        assert pending(str(spool / "waiting" / CHANNEL)) == []
+        assert pending(spooldir.folder(spool, spooldir.WAITING, CHANNEL)) == []
         arrived = sorted(os.listdir(server.path("up", CHANNEL)))
         assert arrived == sorted(os.path.basename(p) for p in survivors)  # the 8 oldest were trimmed
         by_time = sorted(arrived, key=lambda n: os.stat(server.path("up", CHANNEL, n)).st_mtime_ns)

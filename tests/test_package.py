@@ -27,7 +27,7 @@ import pytest
 
 from collector import config as collector_config
 from collector import incoming, sensors
-from sensor import spoolfile
+from sensor import config, spooldir, spoolfile
 from tests import netns
 from tests import sshd as sshd_helper
 from tests.collectorkit import ROOT_HINTS, resolution, write_spool
@@ -101,6 +101,41 @@ def test_the_collector_package_scripts_take_their_names_from_the_collector():
     assert f"AllowUsers {collector_config.SERVICE_USER}\n" in sshd_config
     assert f"AuthorizedKeysFile {defaults.authorized_keys_path}\n" in sshd_config
     assert f"Port {collector_config.SUBMIT_PORT}\n" in sshd_config
+
+
+SENSOR_WAITING = spooldir.folder(spooldir.DEFAULT_ROOT, spooldir.WAITING, "ch202")  # the installed sensor's
+SENSOR_SCRIPTS = {
+    "postinst": "debian/sie-dns-sensor.postinst",
+    "prerm": "debian/sie-dns-sensor.prerm",
+    "postrm": "debian/sie-dns-sensor.postrm",
+    "rpm": "rpm/sie-dns-sensor.spec",
+}
+
+
+def test_the_sensor_package_scripts_take_their_names_from_spooldir():
+    """The spool root, its folders, the key and the state files the scripts name: spooldir's, one definition."""
+    scripts = {kind: _read(name) for kind, name in SENSOR_SCRIPTS.items()}
+    root = spooldir.DEFAULT_ROOT
+    keys = f"{spooldir.KEYS}/"
+    made = {  # script: (its loop over the folders it makes, how a folder is written there)
+        "postinst": (re.search(r'for dir in "\$SPOOL"((?: "\$SPOOL/\w+")*); do', scripts["postinst"]), r"\$SPOOL/"),
+        "rpm": (re.search(rf"for dir in {root}((?:[ \\\n]+{root}/\w+)*); do", scripts["rpm"]), f"{root}/"),
+    }
+    for kind, (found, prefix) in made.items():
+        assert found, kind
+        assert tuple(re.findall(rf"{prefix}(\w+)", found.group(1))) == spooldir.PACKAGE_FOLDERS, kind
+    for kind in ("postinst", "postrm"):
+        assert f"\nSPOOL={root}\n" in scripts[kind], kind
+    known_hosts = f"{keys}{spooldir.KNOWN_HOSTS}"
+    assert scripts["postinst"].count(f'"$SPOOL/{known_hosts}"') == 2
+    assert scripts["rpm"].count(f"{root}/{known_hosts}") == 2
+    assert f"\nUPLOAD_KEY=$SPOOL/{keys}{spooldir.UPLOAD_KEY}\n" in scripts["postrm"]
+    assert f'find "$SPOOL/{spooldir.NEW}" "$SPOOL/{spooldir.WAITING}" -type f' in scripts["postrm"]
+    state_files = f"{root}/{spooldir.LOCKS}/{spooldir.locks_name(spooldir.SENSOR, '*', spooldir.STATE)}"
+    assert f"for state in {state_files}; do" in scripts["prerm"]
+    defaults = config.load(os.devnull, environ={})
+    assert (defaults.spooldir, defaults.uploadkey, defaults.knownhosts) == (
+        root, f"{root}/{keys}{spooldir.UPLOAD_KEY}", f"{root}/{known_hosts}")
 
 
 def test_installing_from_source_shows_no_build_deprecation_warning(tmp_path):
@@ -502,11 +537,11 @@ def test_installed_package_runs_as_a_service_end_to_end(deb, tmp_path):
         for pid in (sensor_pid, upload_pid):
             assert not os.path.exists(f"/proc/{pid}"), f"pid {pid} still running"
         assert _daemons_left() == ""
-        assert os.listdir("/var/spool/sie/new/ch202") == []  # no partial file
+        assert os.listdir(spooldir.folder(spooldir.DEFAULT_ROOT, spooldir.NEW, "ch202")) == []  # no partial file
         assert _sh("service", "sie-dns-sensor", "status", check=False).returncode == 3
         assert _sh("sie-dns-sensor", "status", check=False).returncode == 3
 
-        files = glob.glob(os.path.join(arrived, ARRIVED_GLOB)) + glob.glob("/var/spool/sie/waiting/ch202/*")
+        files = glob.glob(os.path.join(arrived, ARRIVED_GLOB)) + glob.glob(os.path.join(SENSOR_WAITING, "*"))
         names = sorted(os.path.basename(path) for path in files)
         assert len(names) == len(set(names))
         records = _records(files)
@@ -535,7 +570,7 @@ def test_installed_package_runs_as_a_service_end_to_end(deb, tmp_path):
         sensor_pid, upload_pid = _pids()
         time.sleep(1)
         wire.ask(10)
-        unsent = _wait(lambda: len(glob.glob("/var/spool/sie/waiting/ch202/*")), 60, "a file waiting for upload")
+        unsent = _wait(lambda: len(glob.glob(os.path.join(SENSOR_WAITING, "*"))), 60, "a file waiting for upload")
         purged = _sh("dpkg", "--purge", "sie-dns-sensor", timeout=300)
         assert "error" not in purged.stderr.lower() and "warning" not in purged.stderr.lower(), purged.stderr
         said = re.search(r"purge deletes /var/spool/sie: (\d+) spool file\(s\) not yet uploaded and the upload key",
@@ -631,7 +666,7 @@ def _register_sensor(port: int) -> None:
 def _upload_a_resolution(now: int) -> None:
     """One spool file in the sensor's waiting/, sent by the sensor package's sie-upload."""
     sensor_user = pwd.getpwnam("sie-dns-sensor")
-    folder = "/var/spool/sie/waiting/ch202"
+    folder = SENSOR_WAITING
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"sensor1.{now}.000000.nmsg")
     write_spool(path, resolution("www.example.test", "example.test", "203.0.113.80", now))

@@ -18,16 +18,14 @@ import subprocess
 import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from sensor import daemon, logs
+from sensor import daemon, logs, spooldir
 from tests.sshd import free_port
-from tests.test_upload_faults import _python_for_others
-from tests.uploadkit import CHANNEL, REPO, write_config
-from uploader import cli as uploader_cli
-from uploader import keys
+from tests.uploadkit import CHANNEL, REPO, python_for_others, uploader_keys, write_config
 
 INIT_SCRIPT = os.path.join(REPO, "initscripts", "sie-dns-sensor.init")
 # stands in for sie-dns-sensor and sie-upload: accepts the configuration,
@@ -137,6 +135,8 @@ def test_gen_key_gives_the_key_away_by_descriptor_not_by_name(tmp_path, monkeypa
     victim = tmp_path / "root-only"
     victim.write_text("root's\n")
     os.chmod(victim, 0o600)
+    keys = uploader_keys()
+    uploader_cli = pytest.importorskip("uploader.cli")
     real_generate = keys.generate
 
     def generate_then_swap(path, *args, **kwargs):
@@ -192,7 +192,7 @@ def test_root_opens_the_log_file_as_the_owner_of_its_folder(scratch):
 def service_account(scratch):
     """A throwaway service user, a scratch folder it can reach, and an
     interpreter it can load."""
-    python = _python_for_others()
+    python = python_for_others()
     if os.geteuid() != 0 or shutil.which("useradd") is None or python is None:
         pytest.skip("needs root, useradd and an interpreter a dropped-privilege process can load")
     user = f"sielog{uuid.uuid4().hex[:6]}"
@@ -232,11 +232,11 @@ def test_a_daemon_without_syslog_writes_neither_through_a_link_nor_lines_a_name_
     folder.mkdir(mode=0o750)
     os.symlink(victim, folder / "sie-dns-sensor.log")
     spool = root / "spool"
-    waiting = spool / "waiting" / CHANNEL
+    waiting = Path(spooldir.folder(spool, spooldir.WAITING, CHANNEL))
     waiting.mkdir(parents=True)
     hostile = waiting / "x\nhostile0::0:0:::\n"
     os.symlink(victim, hostile)
-    keys.generate(str(spool / "keys" / "upload"))
+    uploader_keys().generate(str(spool / "keys" / "upload"))
     _owned_by(entry, folder)
     _owned_by(entry, spool)
     config = write_config(root / "conf", spool, login="sensor1", submitserver=f"127.0.0.1:{free_port()}")

@@ -21,7 +21,7 @@ import struct
 
 import pytest
 
-from sensor import dnstext, render
+from sensor import dnstext, render, spooldir
 from sensor.dns import text_to_wire, wire_to_text
 from sensor.record import FIELD_NAMES, Field, RecordType, UdpChecksum
 from sensor.rrnames import RCODES, RRCLASSES, RRTYPES, rcode_name, rrclass_name, rrtype_name
@@ -297,7 +297,7 @@ def test_read_prints_what_nmsgtool_prints_for_the_same_pcap(tmp_path, monkeypatc
     pcap = os.path.join(CORPUS, "nmsg", "test1-dnsqr.pcap")
     result = runner.invoke(main, ["run", "-c", os.devnull, "--pcap", pcap, "--spooldir", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    (spool_file,) = glob.glob(str(tmp_path / "waiting" / "*" / "*"))
+    (spool_file,) = glob.glob(os.path.join(spooldir.folder(tmp_path, spooldir.WAITING, "*"), "*"))
     result = runner.invoke(main, ["read", "--format", fmt, spool_file])
     assert result.exit_code == 0, result.output
     with open(os.path.join(CORPUS, "nmsg", "test1-dnsqr" + suffix)) as handle:

@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 
+from sensor import spooldir
 from tests.uploadkit import CHANNEL, contents, make_collector, needs_sshd, run_tool, same, spool_files
 from uploader.discovery import rfc2782_order
 from uploader.upload import pending
@@ -37,7 +38,7 @@ def test_files_arrive_byte_identical_under_up_channel_and_leave_the_spool(rsync_
     result = run_tool("upload", "-c", config, "--once")
     assert result.returncode == 0, result.stderr
     assert same(sent, server)
-    assert pending(str(spool / "waiting" / CHANNEL)) == []
+    assert pending(spooldir.folder(spool, spooldir.WAITING, CHANNEL)) == []
     assert sorted(os.listdir(server.path("up", CHANNEL))) == sorted(sent)  # no temporaries left
     assert server.accepted_sessions() == 3  # maxper=2: 2 + 2 + 1
     assert result.stderr.count("uploaded ") == 5
@@ -61,7 +62,7 @@ def test_host_key_changed_or_unknown_sends_nothing_and_keeps_the_file(rsync_coll
     assert "unknown or has changed" in result.stderr and "nothing sent" in result.stderr
     assert server.accepted_sessions() == 0
     assert os.listdir(server.path("up")) == []
-    assert pending(str(spool / "waiting" / CHANNEL)) == paths
+    assert pending(spooldir.folder(spool, spooldir.WAITING, CHANNEL)) == paths
 
 
 @needs_sshd
@@ -73,11 +74,11 @@ def test_collector_down_keeps_every_file_and_a_later_round_sends_them(rsync_coll
     assert result.returncode == 1
     assert "rsync to 127.0.0.1" in result.stderr and "SSH connection failed" in result.stderr
     assert "Connection refused" in result.stderr  # ssh's own words
-    assert pending(str(spool / "waiting" / CHANNEL)) == paths
+    assert pending(spooldir.folder(spool, spooldir.WAITING, CHANNEL)) == paths
     server.start()
     result = run_tool("upload", "-c", config, "--once")
     assert result.returncode == 0, result.stderr
-    assert same(sent, server) and pending(str(spool / "waiting" / CHANNEL)) == []
+    assert same(sent, server) and pending(spooldir.folder(spool, spooldir.WAITING, CHANNEL)) == []
 
 
 @needs_sshd

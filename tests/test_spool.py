@@ -7,10 +7,12 @@ import io
 import os
 import subprocess
 import zlib
+from pathlib import Path
 
 import cbor2
 import pytest
 
+from sensor import spooldir
 from sensor.matcher import Matcher
 from sensor.record import Field, RecordType, UdpChecksum
 from sensor.spool import Compressor, SpoolError, encode_header, encode_record, read_spool
@@ -178,24 +180,28 @@ def writer(tmp_path, **kw) -> SpoolWriter:
     return SpoolWriter(str(tmp_path), "ch1", "host", **options)
 
 
-def files(tmp_path, where: str) -> list[str]:
-    return sorted(os.listdir(tmp_path / where / "ch1"))
+def folder(tmp_path, kind: str) -> Path:
+    return Path(spooldir.folder(tmp_path, kind, "ch1"))
+
+
+def files(tmp_path, kind: str) -> list[str]:
+    return sorted(os.listdir(folder(tmp_path, kind)))
 
 
 def test_rotation_on_interval_boundaries_of_packet_time(tmp_path):
     w = writer(tmp_path)
     rec = sample_records()[0]
     w.write([rec], 1_700_000_010, 0)
-    assert files(tmp_path, "new") and not files(tmp_path, "waiting")
+    assert files(tmp_path, spooldir.NEW) and not files(tmp_path, spooldir.WAITING)
     w.advance(1_700_000_039)  # 1_700_000_040 is a multiple of 60
-    assert not files(tmp_path, "waiting")
+    assert not files(tmp_path, spooldir.WAITING)
     w.advance(1_700_000_040)
-    assert files(tmp_path, "waiting") == ["host.1700000010.000000.cbor.gz"]
+    assert files(tmp_path, spooldir.WAITING) == ["host.1700000010.000000.cbor.gz"]
     w.write([rec, rec], 1_700_000_041, 5000)
     w.close()
-    assert files(tmp_path, "waiting") == ["host.1700000010.000000.cbor.gz", "host.1700000041.000005.cbor.gz"]
-    assert not files(tmp_path, "new") and not files(tmp_path, "archive")
-    _, read = read_spool(str(tmp_path / "waiting/ch1/host.1700000041.000005.cbor.gz"))
+    assert files(tmp_path, spooldir.WAITING) == ["host.1700000010.000000.cbor.gz", "host.1700000041.000005.cbor.gz"]
+    assert not files(tmp_path, spooldir.NEW) and not files(tmp_path, spooldir.ARCHIVE)
+    _, read = read_spool(str(folder(tmp_path, spooldir.WAITING) / "host.1700000041.000005.cbor.gz"))
     assert len(list(read)) == 2
 
 
@@ -204,16 +210,16 @@ def test_no_records_no_file(tmp_path):
     w.write([], T0, 0)
     w.advance(T0 + 1000)
     w.close()
-    assert not files(tmp_path, "waiting") and not files(tmp_path, "new")
+    assert not files(tmp_path, spooldir.WAITING) and not files(tmp_path, spooldir.NEW)
 
 
 def test_archive_keeps_a_hard_link(tmp_path):
     w = writer(tmp_path, archive=True)
     w.write(sample_records(), T0, 0)
     w.close()
-    (name,) = files(tmp_path, "waiting")
-    assert files(tmp_path, "archive") == [name]
-    assert os.stat(tmp_path / "archive/ch1" / name).st_nlink == 2
+    (name,) = files(tmp_path, spooldir.WAITING)
+    assert files(tmp_path, spooldir.ARCHIVE) == [name]
+    assert os.stat(folder(tmp_path, spooldir.ARCHIVE) / name).st_nlink == 2
 
 
 @pytest.mark.parametrize("archive", [True, False])
@@ -221,8 +227,8 @@ def test_upload_no_never_fills_waiting(tmp_path, archive):
     w = writer(tmp_path, archive=archive, upload=False)
     w.write(sample_records(), T0, 0)
     w.close()
-    assert not files(tmp_path, "waiting") and not files(tmp_path, "new")
-    assert len(files(tmp_path, "archive")) == (1 if archive else 0)
+    assert not files(tmp_path, spooldir.WAITING) and not files(tmp_path, spooldir.NEW)
+    assert len(files(tmp_path, spooldir.ARCHIVE)) == (1 if archive else 0)
 
 
 def test_two_writers_on_one_channel_are_refused(tmp_path):
@@ -235,28 +241,28 @@ def test_two_writers_on_one_channel_are_refused(tmp_path):
 
 def test_crash_leftovers_are_finished_at_start(tmp_path):
     records = sample_records() * 50
-    os.makedirs(tmp_path / "new/ch1")
-    cut = tmp_path / "new/ch1/host.1700000000.000000.cbor.gz"
+    os.makedirs(folder(tmp_path, spooldir.NEW))
+    cut = folder(tmp_path, spooldir.NEW) / "host.1700000000.000000.cbor.gz"
     write_file(cut, records, cut=1500)
-    empty = tmp_path / "new/ch1/host.1700000001.000000.cbor.gz"
+    empty = folder(tmp_path, spooldir.NEW) / "host.1700000001.000000.cbor.gz"
     empty.write_bytes(b"")
-    (tmp_path / "new/ch1/host.1700000002.000000.cbor.gz.recovering").write_bytes(b"junk")
+    (folder(tmp_path, spooldir.NEW) / "host.1700000002.000000.cbor.gz.recovering").write_bytes(b"junk")
     w = writer(tmp_path)
     assert w.recover() == [cut.name]
     w.close()
-    assert files(tmp_path, "new") == []
-    (name,) = files(tmp_path, "waiting")
-    _, read = read_spool(str(tmp_path / "waiting/ch1" / name))
+    assert files(tmp_path, spooldir.NEW) == []
+    (name,) = files(tmp_path, spooldir.WAITING)
+    _, read = read_spool(str(folder(tmp_path, spooldir.WAITING) / name))
     got = list(read)
     assert 0 < len(got) < len(records) and got == records[: len(got)]
     # the recovered file is now complete: gzip reads it to the end
-    gzip.decompress((tmp_path / "waiting/ch1" / name).read_bytes())
+    gzip.decompress((folder(tmp_path, spooldir.WAITING) / name).read_bytes())
 
 
 def test_records_survive_with_checksum_names(tmp_path):
     w = writer(tmp_path)
     w.write(sample_records(), T0, 0)
     w.close()
-    (name,) = files(tmp_path, "waiting")
-    _, read = read_spool(str(tmp_path / "waiting/ch1" / name))
+    (name,) = files(tmp_path, spooldir.WAITING)
+    _, read = read_spool(str(folder(tmp_path, spooldir.WAITING) / name))
     assert next(iter(read))[Field.UDP_CHECKSUM] == UdpChecksum.CORRECT

@@ -34,7 +34,7 @@ NSD = "/usr/sbin/nsd"
 REASON = netns.available() or sshd_helper.available()
 if REASON is None and not (os.path.exists(NSD) and os.path.exists(sshd_helper.RRSYNC)):
     REASON = "needs nsd and rsync (rrsync)"
-pytestmark = [pytest.mark.network, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")  # marks: conftest.MARKS
 
 HEAD = """$TTL 300
 @ IN SOA ns hostmaster 1 3600 600 86400 300

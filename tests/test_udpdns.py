@@ -1,55 +1,52 @@
-"""The C reader of UDP and DNS headers (`_udpdns`) against its rules in Python.
+"""A datagram's UDP and DNS headers and question: the C reader (`_udpdns`)
+against its rules in Python (`udpdns.read_in_python`, also the matcher's
+fallback where the C module is not built).
 
-`rules` below is the Python the matcher ran before the reader moved to C
-(its question read is dns.parse_question, still the sensor's own); every
-datagram here, crafted or random, must read the same both ways.
+Every datagram here, crafted or random, must read the same both ways, in
+a bytes object and in any other buffer: an exact-sized one too (ctypes,
+whose memory ends where the datagram does), so that a read past the end
+shows under the sanitizer build (tests/test_sanitizers.py).
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
 import struct
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sensor import _udpdns
+from sensor import _udpdns, matcher, udpdns
 from sensor.dns import parse_question
+from sensor.matcher import Matcher
 from sensor.wire import DNS_HEADER_LEN, DNS_PORTS
 from tests import packets as P
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+rules = udpdns.read_in_python
 
-def rules(buf: bytes, start: int):
-    """What `_udpdns.read` must return: (sport, dport, end, ident, flags,
-    question) or the counter's name."""
-    sport, dport, length = struct.unpack_from("!HHH", buf, start)
-    if sport not in DNS_PORTS and dport not in DNS_PORTS:
-        return "not_dns"
-    end = start + length
-    if length < 8 or end > len(buf):
-        return "malformed_udp"
-    msg = start + 8
-    if end - msg < DNS_HEADER_LEN:
-        return "malformed_dns"
-    ident, flags, qdcount = struct.unpack_from("!HHH", buf, msg)
-    if qdcount == 1 and end > msg + DNS_HEADER_LEN:
-        question = parse_question(buf, msg, end)
-        if question is None:
-            return "malformed_dns"
-    else:
-        question = None
-    return sport, dport, end, ident, flags, question
+
+def exact(buf: bytes) -> memoryview:
+    """`buf` in memory of its own size: nothing after its last byte (a
+    bytes object keeps a NUL there, which hides a one-byte over-read)."""
+    return memoryview((ctypes.c_char * len(buf)).from_buffer_copy(buf)) if buf else memoryview(b"")
 
 
 def same(buf: bytes, start: int) -> None:
     try:
         expected = rules(buf, start)
-    except struct.error:  # a header past the end: the matcher counts it as malformed_other
-        with pytest.raises(ValueError):
-            _udpdns.read(buf, start)
+    except ValueError:  # a header past the end: the matcher counts it as malformed_other
+        for view in (buf, bytearray(buf), exact(buf)):
+            with pytest.raises(ValueError):
+                _udpdns.read(view, start)
         return
     assert _udpdns.read(buf, start) == expected
     assert _udpdns.read(bytearray(buf), start) == expected  # any buffer, bytes out
+    assert _udpdns.read(exact(buf), start) == expected
 
 
 def udp(sport: int, dport: int, dns: bytes, length: int | None = None) -> bytes:
@@ -59,6 +56,7 @@ def udp(sport: int, dport: int, dns: bytes, length: int | None = None) -> bytes:
 def test_the_c_constants_are_the_wire_facts():
     assert {_udpdns.DNS_PORT, _udpdns.MDNS_PORT} == DNS_PORTS
     assert _udpdns.DNS_HEADER_LEN == DNS_HEADER_LEN
+    assert udpdns.COMPILED and udpdns.read is _udpdns.read  # built here: the matcher reads in C
 
 
 def test_real_queries_and_responses_read_alike():
@@ -85,6 +83,8 @@ NAME = b"\x03www\x07example\x03com\x00"
         udp(53, 53, HEADER + NAME + b"\x00\x01\x00"),  # type/class cut
         udp(53, 53, HEADER + b"\xc0\x0c\x00\x01\x00\x01"),  # pointer ends the name
         udp(53, 53, HEADER + b"\x05ab"),  # label past the end
+        udp(53, 53, HEADER + b"\x03www\x07example"),  # labels up to the last byte, no root label
+        udp(53, 53, HEADER + b"\x03www\x07example\xc0"),  # a pointer's first byte last
         udp(53, 53, HEADER + b"\x00\x00\x01\x00\x01"),  # the root
         udp(53, 53, struct.pack("!HHHHHH", 1, 0, 2, 0, 0, 0) + NAME + b"\x00\x01\x00\x01"),  # two questions
         udp(53, 53, struct.pack("!HHHHHH", 1, 0, 0, 0, 0, 0) + NAME + b"\x00\x01\x00\x01"),  # none
@@ -101,8 +101,9 @@ def test_crafted_segments_read_alike(segment):
 
 def test_a_start_past_the_end_is_a_value_error_not_a_crash():
     for start in (-1, 0, 3, 100, 2**40, 2**63 - 6, 2**63 - 1, 2**63):  # no sum of start and a length overflows
-        with pytest.raises((ValueError, OverflowError)):
-            _udpdns.read(b"\x00\x35\x00\x35\x00", start)
+        for read in (_udpdns.read, rules):
+            with pytest.raises((ValueError, OverflowError)):
+                read(b"\x00\x35\x00\x35\x00", start)
 
 
 @settings(max_examples=3000, deadline=None)
@@ -117,3 +118,48 @@ def test_a_start_past_the_end_is_a_value_error_not_a_crash():
 def test_random_segments_read_alike(ports, length, header, body, prefix):
     dns = struct.pack("!HHH6x", *header) + body
     same(prefix + udp(*ports, dns, length), len(prefix))
+
+
+def _traffic() -> list[bytes]:
+    """Pairs, unanswered queries, fragments, TCP, ICMP and junk, each
+    UDP one also cut short and with its UDP length off by one."""
+    datagrams = [*P.seed_datagrams(), P.query(ident=7), P.response(ident=7), P.query(qname=None, ident=8),
+                 P.response(qname=None, rcode=2, answers=(), ident=8), P.response(ident=9)]
+    for datagram in list(datagrams):
+        datagrams += [datagram[:-1], datagram[:30], datagram[:24] + struct.pack("!H", len(datagram) - 19)
+                      + datagram[26:]]
+    return datagrams
+
+
+def test_the_matcher_makes_the_same_records_with_either_reader(monkeypatch):
+    compiled = Matcher()
+    records = [r for d in _traffic() for r in compiled.feed(d, 1_700_000_000, 0)] + compiled.flush()
+    monkeypatch.setattr(matcher, "_read_udp_dns", rules)
+    python = Matcher()
+    assert [r for d in _traffic() for r in python.feed(d, 1_700_000_000, 0)] + python.flush() == records
+    assert python.counters == compiled.counters and len(records) > 5
+
+
+_WITHOUT_C = """
+import sys
+class NoCompiledReader:
+    def find_spec(self, name, path=None, target=None):
+        if name == "sensor._udpdns":
+            raise ImportError("not built")
+sys.meta_path.insert(0, NoCompiledReader())
+from sensor import udpdns
+from sensor.matcher import Matcher
+from tests import packets as P
+m = Matcher()
+m.feed(P.query(), 1_700_000_000, 0)
+(pair,) = m.feed(P.response(), 1_700_000_000, 1000)
+print(udpdns.COMPILED, udpdns.read is udpdns.read_in_python, pair[1])
+"""
+
+
+def test_without_the_c_module_the_matcher_reads_in_python():
+    """As where the sensor is installed without a C compiler."""
+    result = subprocess.run([sys.executable, "-c", _WITHOUT_C], capture_output=True, text=True, cwd=REPO,
+                            env=dict(os.environ, PYTHONPATH=REPO), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True", "1"]  # a UDP_QUERY_RESPONSE

@@ -8,11 +8,12 @@ import stat
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from sensor import config as configuration
-from sensor import state
+from sensor import spooldir, state
 from tests import sshd as sshd_helper
 from tests.uploadkit import (
     CHANNEL,
@@ -62,18 +63,18 @@ def test_upload_no_exits_at_once_saying_so(tmp_path):
 
 def test_pending_is_oldest_first_and_skips_temporaries(tmp_path):
     paths = spool_files(tmp_path, [10, 10, 10])
-    (tmp_path / "waiting" / CHANNEL / ".partial").write_bytes(b"x")
-    assert pending(str(tmp_path / "waiting" / CHANNEL)) == paths
+    (Path(spooldir.folder(tmp_path, spooldir.WAITING, CHANNEL)) / ".partial").write_bytes(b"x")
+    assert pending(spooldir.folder(tmp_path, spooldir.WAITING, CHANNEL)) == paths
 
 
 def test_trim_removes_oldest_until_under_the_cap_and_logs(tmp_path, caplog):
     paths = spool_files(tmp_path, [4096, 4096, 4096, 4096])
-    archive = tmp_path / "archive" / CHANNEL
+    archive = Path(spooldir.folder(tmp_path, spooldir.ARCHIVE, CHANNEL))
     archive.mkdir(parents=True)
     os.link(paths[0], archive / os.path.basename(paths[0]))
-    removed = trim(str(tmp_path / "waiting" / CHANNEL), max_kbytes=9)
+    removed = trim(spooldir.folder(tmp_path, spooldir.WAITING, CHANNEL), max_kbytes=9)
     assert removed == paths[:2]
-    assert pending(str(tmp_path / "waiting" / CHANNEL)) == paths[2:]
+    assert pending(spooldir.folder(tmp_path, spooldir.WAITING, CHANNEL)) == paths[2:]
     assert (archive / os.path.basename(paths[0])).exists()  # archive is not touched
     assert sum("removed" in r.message for r in caplog.records) == 2
 
@@ -89,7 +90,7 @@ def test_over_cap_spool_is_trimmed_even_while_the_collector_is_down(tmp_path):
     result = run_tool("upload", "-c", config, "--once")
     assert result.returncode == 1
     assert result.stderr.count("without uploading it") == 3
-    assert len(pending(str(tmp_path / "waiting" / CHANNEL))) == 2
+    assert len(pending(spooldir.folder(tmp_path, spooldir.WAITING, CHANNEL))) == 2
 
 
 # ---------------------------------------------------------- with an sshd
@@ -98,7 +99,7 @@ def test_files_arrive_whole_local_copies_go_archive_stays(collector):
     server, config, spool = collector
     server.start()
     paths = spool_files(spool, [1000, 200_000, 3_000_000, 10, 5000])
-    archive = spool / "archive" / CHANNEL
+    archive = Path(spooldir.folder(spool, spooldir.ARCHIVE, CHANNEL))
     archive.mkdir(parents=True)
     for path in paths:
         os.link(path, archive / os.path.basename(path))
@@ -107,7 +108,7 @@ def test_files_arrive_whole_local_copies_go_archive_stays(collector):
     assert result.returncode == 0, result.stderr
     assert same(expected, server)
     assert sorted(os.listdir(server.path("up", CHANNEL))) == sorted(expected)  # no temporaries left
-    assert pending(str(spool / "waiting" / CHANNEL)) == []
+    assert pending(spooldir.folder(spool, spooldir.WAITING, CHANNEL)) == []
     assert sorted(os.listdir(archive)) == sorted(expected)
     assert result.stderr.count("uploaded sensor1.") == 5
     assert server.accepted_sessions() == 3  # maxper=2: 2 + 2 + 1
@@ -121,16 +122,16 @@ def test_collector_down_files_stay_and_arrive_once_it_starts(collector):
     uploader = start_tool("upload", "-c", config)
     try:
         time.sleep(3)
-        assert pending(str(spool / "waiting" / CHANNEL)) == paths
+        assert pending(spooldir.folder(spool, spooldir.WAITING, CHANNEL)) == paths
         server.start()
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline and not same(expected, server):
             time.sleep(0.2)
         assert same(expected, server)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and pending(str(spool / "waiting" / CHANNEL)):
+        while time.monotonic() < deadline and pending(spooldir.folder(spool, spooldir.WAITING, CHANNEL)):
             time.sleep(0.1)
-        assert pending(str(spool / "waiting" / CHANNEL)) == []
+        assert pending(spooldir.folder(spool, spooldir.WAITING, CHANNEL)) == []
         # new files are picked up within a few seconds while it keeps watching
         more = spool_files(spool, [300], start=1_790_100_000)
         expected_more = contents(more)
@@ -165,7 +166,7 @@ def test_sshd_killed_mid_file_leaves_no_final_name_and_the_file_arrives_next_tim
     assert "upload failed" in err
     assert not os.path.exists(server.path("up", CHANNEL, name))
     assert os.path.getsize(temporary) < 300_000_000
-    assert pending(str(spool / "waiting" / CHANNEL)) == [path]
+    assert pending(spooldir.folder(spool, spooldir.WAITING, CHANNEL)) == [path]
     server.start()
     result = run_tool("upload", "-c", config, "--once", timeout=300)
     assert result.returncode == 0, result.stderr
@@ -192,7 +193,7 @@ def test_host_key_changed_or_unknown_sends_nothing(collector, tmp_path, case):
     assert "nothing sent" in result.stderr
     assert not os.path.exists(server.path("up"))
     assert server.accepted_sessions() == 0
-    assert pending(str(spool / "waiting" / CHANNEL)) == paths
+    assert pending(spooldir.folder(spool, spooldir.WAITING, CHANNEL)) == paths
 
 
 @needs_sshd
@@ -205,7 +206,7 @@ def test_remote_directory_not_writable_keeps_the_file(collector):
     result = run_tool("upload", "-c", config, "--once")
     assert result.returncode == 1
     assert "permission denied" in result.stderr.lower()
-    assert pending(str(spool / "waiting" / CHANNEL)) == paths
+    assert pending(spooldir.folder(spool, spooldir.WAITING, CHANNEL)) == paths
     assert os.listdir(server.path("up", CHANNEL)) == []
 
 
@@ -221,7 +222,7 @@ def test_two_uploaders_at_once_upload_each_file_once(collector):
     assert same(expected, server)
     assert sorted(os.listdir(server.path("up", CHANNEL))) == sorted(expected)
     assert sum(o.count("uploaded sensor1.") for o in outputs) == 12
-    assert pending(str(spool / "waiting" / CHANNEL)) == []
+    assert pending(spooldir.folder(spool, spooldir.WAITING, CHANNEL)) == []
 
 
 def test_missing_settings_are_a_clear_error(tmp_path):
@@ -287,7 +288,7 @@ def test_sftp_to_an_rsync_only_collector_says_to_try_rsync(rsync_only):
     assert result.returncode == 1
     assert f"it forces a command for {server.user} instead of SFTP" in result.stderr
     assert 'try upload_method="rsync"' in result.stderr
-    assert pending(str(spool / "waiting" / CHANNEL)) == paths
+    assert pending(spooldir.folder(spool, spooldir.WAITING, CHANNEL)) == paths
 
 
 @needs_sshd

@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import threading
 import time
@@ -25,6 +24,7 @@ import uuid
 
 import pytest
 
+from sensor import spooldir
 from tests import sshd as sshd_helper
 from tests.netns import STAY_AS_IS
 from tests.uploadkit import (
@@ -33,6 +33,7 @@ from tests.uploadkit import (
     contents,
     make_collector,
     needs_sshd,
+    python_for_others,
     run_tool,
     same,
     spool_files,
@@ -45,7 +46,7 @@ SILENT_SFTP = '#!/bin/sh\n: > "$HOME/sftp-started"\nexec sleep 600\n'
 
 
 def _waiting(spool) -> str:
-    return os.path.join(str(spool), "waiting", CHANNEL)
+    return spooldir.folder(str(spool), spooldir.WAITING, CHANNEL)
 
 
 def _wait_for(condition, seconds: float) -> bool:
@@ -306,29 +307,11 @@ def test_a_port_that_never_sends_the_ssh_banner_fails_in_one_line(tmp_path):
 
 
 # ----------------------------------------- item 8: one file does not block all
-def _python_for_others() -> tuple[str, str] | None:
-    """(interpreter, PYTHONPATH) that a dropped-privilege process can load, or None."""
-    venv_libs = sysconfig.get_paths()["purelib"]
-    prefix = os.path.realpath(sys.base_prefix)
-    parts = [prefix]
-    while parts[-1] != "/":
-        parts.append(os.path.dirname(parts[-1]))
-    if all(os.stat(p).st_mode & 0o005 == 0o005 for p in parts):
-        return sys.executable, f"{REPO}:{venv_libs}"
-    system = "/usr/bin/python3"  # this interpreter lives under a private home: use the system's
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    if os.path.exists(system) and subprocess.run(
-        [system, "-c", f"import sys; sys.exit(f'{{sys.version_info.major}}.{{sys.version_info.minor}}' != '{version}')"]
-    ).returncode == 0:
-        return system, f"{REPO}:{venv_libs}"
-    return None
-
-
 @pytest.fixture
 def unprivileged_spool():
     """A spool tree (under a world-traversable folder) owned by a new user,
     as the package sets it up for the service user."""
-    python = _python_for_others()
+    python = python_for_others()
     if python is None:
         pytest.skip("no interpreter a dropped-privilege process can load")
     user = f"siesvc{uuid.uuid4().hex[:6]}"

@@ -5,16 +5,41 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
 
 import pytest
 
 from sensor import spooldir
 from tests import sshd as sshd_helper
 from tests.netns import STAY_AS_IS
-from uploader import keys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHANNEL = "ch202"
+
+
+def uploader_keys():
+    """uploader.keys, imported when a test makes a key: the pure tests run
+    where the uploader's libraries (cryptography, paramiko) are not
+    installed, and are skipped there."""
+    return pytest.importorskip("uploader.keys", reason="needs the uploader's libraries")
+
+
+def python_for_others() -> tuple[str, str] | None:
+    """(interpreter, PYTHONPATH) that a dropped-privilege process can load, or None."""
+    venv_libs = sysconfig.get_paths()["purelib"]
+    prefix = os.path.realpath(sys.base_prefix)
+    parts = [prefix]
+    while parts[-1] != "/":
+        parts.append(os.path.dirname(parts[-1]))
+    if all(os.stat(p).st_mode & 0o005 == 0o005 for p in parts):
+        return sys.executable, f"{REPO}:{venv_libs}"
+    system = "/usr/bin/python3"  # this interpreter lives under a private home: use the system's
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if os.path.exists(system) and subprocess.run(
+        [system, "-c", f"import sys; sys.exit(f'{{sys.version_info.major}}.{{sys.version_info.minor}}' != '{version}')"]
+    ).returncode == 0:
+        return system, f"{REPO}:{venv_libs}"
+    return None
 
 
 def run_tool(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -65,7 +90,7 @@ def make_collector(tmp_path, method: str = "sftp", sftp_script: str | None = Non
     the sshd serves `method` (sftp, or rsync forced to rrsync)."""
     spool = tmp_path / "spool"
     spool.mkdir()
-    keys.generate(str(spool / "keys" / "upload"), comment="sensor1.example")
+    uploader_keys().generate(str(spool / "keys" / "upload"), comment="sensor1.example")
     server = sshd_helper.Sshd((spool / "keys" / "upload.pub").read_text(), mode=method, sftp_script=sftp_script)
     (spool / "keys" / "known_hosts").write_text(server.known_hosts_line())
     config = write_config(

@@ -121,7 +121,7 @@ def channel_lock(config: Config) -> Iterator[None]:
     """Hold the channel's upload lock (spooldir's), or raise UploaderBusy
     (another uploader has it) or SpoolForbidden."""
     try:
-        fd = spooldir.lock(config.spooldir, "upload", config.channel)
+        fd = spooldir.lock(config.spooldir, spooldir.UPLOADER, config.channel)
     except PermissionError as exc:
         raise SpoolForbidden(f"{as_this_user('take the upload lock', exc)} (the spool must belong to the user "
                              "the uploader runs as)") from None
