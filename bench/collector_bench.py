@@ -272,7 +272,7 @@ def report(engine: str, index: int | str, r: dict) -> None:
 @click.option("--runs", default=1, show_default=True, help="runs per engine (the median is printed)")
 @click.option("--engine", type=click.Choice([*ENGINES, "all"]), default="all", show_default=True)
 @click.option("--lookups", "lookups_wanted", default=10_000, show_default=True, help="random exact-owner lookups")
-@click.option("--front", type=int, default=None, help="the front tables' bound (default: Chain's)")
+@click.option("--front", type=int, default=None, help="the front table's bound (default: Chain's)")
 @click.option("--profile", is_flag=True, help="print the ingest's cProfile (cumulative) to stderr")
 @click.option("--child", type=click.Choice(["ingest", "lookup"]), hidden=True)
 @click.option("--root", hidden=True)

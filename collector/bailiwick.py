@@ -28,6 +28,7 @@ learned from and survives a restart); this module only decides.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from typing import Protocol
 
 from .decompose import TYPE_A, TYPE_AAAA, TYPE_NS, name_end
@@ -39,8 +40,9 @@ OUT_OF_BAILIWICK = "out_of_bailiwick"
 class Directory(Protocol):
     """What is known of zones and their servers."""
 
-    def zones_of(self, address: bytes) -> frozenset[bytes]:
-        """Zones (wire, lower case) for which `address` is a known server."""
+    def zones_of(self, address: bytes) -> AbstractSet[bytes]:
+        """Zones (wire, lower case) for which `address` is a known server
+        (read before teaching the directory anything: it may be its own set)."""
 
     def learn_delegation(self, zone: bytes, server_name: bytes) -> None:
         """Zone `zone` has name server `server_name` (an accepted NS RRset)."""
@@ -59,7 +61,7 @@ def ancestors(name: bytes) -> Iterable[bytes]:
         pos += name[pos] + 1
 
 
-def judge(zones: frozenset[bytes], owner: bytes) -> bytes | str:
+def judge(zones: AbstractSet[bytes], owner: bytes) -> bytes | str:
     """The bailiwick of an RRset owned by `owner` from a server known for
     `zones`, or the reason it is dropped."""
     if not zones:

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from sensor.logs import syslog_priority
 from sensor.shellvars import ConfigError, Variable, parse_values, read_values
 
+from .dedup import MAX_ENTRIES
+
 DEFAULT_CONFIG_PATH = "/etc/default/sie-dns-collector"
 SERVICE_USER = "sie-dns-collector"
 SUBMIT_PORT = 49222  # the port the sensors' uploaders use by default
@@ -77,7 +79,7 @@ VARIABLES: dict[str, Variable] = {
     "keep_days": Variable("keep_days", _whole(0), "0"),
     "retention_days": Variable("retention_days", _whole(0), "0"),
     "dedup_window": Variable("dedup_window", _whole(1), "60"),
-    "dedup_max_entries": Variable("dedup_max_entries", _whole(1000), "200000"),
+    "dedup_max_entries": Variable("dedup_max_entries", _whole(1000), str(MAX_ENTRIES)),
     "memory_ulimit_kbytes": Variable("memory_ulimit_kbytes", _whole(65536), "1048576"),
     "syslog_priority": Variable("syslog_priority", syslog_priority, "local5.info"),
     "api_listen": Variable("api_listen", _listen, "127.0.0.1:8053"),

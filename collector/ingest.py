@@ -12,20 +12,41 @@ file again after a broken connection) is not counted again.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from sensor.spool import SpoolError
-from sensor.spoolfile import read
 
 from . import incoming
 from .chain import Chain
+from .spoolscan import batches
 from .store import Store
 
 log = logging.getLogger("collector")
+
+
+@contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused while a file is fed or a
+    batch written. Ingest makes no reference cycles, and holds millions of
+    objects the collector tracks (the front tables' entries, the zones of
+    servers, a merge's rows), which it walked again at each of its full
+    collections, set off by the allocations of the records: 20 of 82 CPU-s
+    a million responses on the collector benchmark (README, "Collector
+    benchmark"). Collections go on between files."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 @dataclass
@@ -102,11 +123,15 @@ class Ingester:
 
     def _feed(self, item: incoming.Claimed) -> str:
         """'' when the whole file was read, else what was wrong with it."""
+        with cyclic_gc_paused():
+            return self._feed_records(item)
+
+    def _feed_records(self, item: incoming.Claimed) -> str:
         records = 0
         try:
-            for record, _ in read(item.path):
-                self.chain.feed(record)
-                records += 1
+            for batch in batches(item.path):  # a container's records (the front tables' bound: plus one's)
+                self.chain.take(batch)
+                records += len(batch)
                 if self.chain.full():
                     self.store.merge(*self.chain.drain())
             return ""
@@ -130,7 +155,8 @@ class Ingester:
         """Make the batch durable, then move its files on."""
         if not self.batch:
             return
-        self.store.merge(*self.chain.drain())
+        with cyclic_gc_paused():
+            self.store.merge(*self.chain.drain())
         self.store.commit([(item.sensor, item.ledger_name, item.size, outcome) for item, outcome in self.batch])
         for item, outcome in self.batch:
             incoming.finish(self.root, item, damaged=bool(outcome), keep=self.keep)

@@ -23,15 +23,17 @@ the same responses with the same knowledge.
 from __future__ import annotations
 
 import ipaddress
+import operator
 import os
 import sqlite3
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
-from . import decompose, names
+from . import _ingest, decompose, names
 from .store import (
     NO_FENCES,
     Entry,
@@ -72,44 +74,61 @@ SCHEMA_VERSION = 1  # PRAGMA user_version: 1 = name_forward filled
 _PROGRESS_STEPS = 10000  # SQLite steps between two looks at a lookup's deadline
 _IDLE_READERS = 64  # read-only connections kept for the next lookups
 
+_name_key, _pack, _target = _ingest.name_key, _ingest.pack_rdata, _ingest.rdata_target
+_FIRST = operator.itemgetter(0)
 _MERGE = (
     "INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
     "first = min(first, excluded.first), last = max(last, excluded.last), count = count + excluded.count"
 )
-_LOOKUP_CACHE = 65536  # addresses whose zones are held in memory
-_KNOWN_FACTS = 1 << 20  # learned facts remembered, so a repeat costs no SQL
+# Bounds of what the directory holds in memory (max RSS, README "Collector benchmark"): the zones of
+# recently seen servers, counted in zones (a shared hosting address serves thousands), and the facts
+# already in the tables, in two generations of at most _KNOWN_FACTS each (the facts met in the
+# last generation are kept when a new one starts, so the ones that repeat stay known).
+_CACHED_ZONES = 1 << 19
+_KNOWN_FACTS = 1 << 15
 
 
 class SqliteDirectory:
     """The bailiwick knowledge in the store's tables, with the zones of
     recently seen servers cached (the cache only saves reads: evicting an
-    address never changes an answer)."""
+    address never changes an answer, and what is learned is added to the
+    cached set of its address, so the cache stays the table's answer)."""
 
     def __init__(self, db: sqlite3.Connection, begin) -> None:
         self.db = db
         self.begin = begin  # what is learned belongs to the batch under way
-        self.cache: OrderedDict[bytes, frozenset[bytes]] = OrderedDict()
+        self.cache: OrderedDict[bytes, set[bytes]] = OrderedDict()
+        self.cached_zones = 0  # zones held in `cache`, all addresses together
+        self.zone_names: dict[bytes, bytes] = {}  # one bytes object a zone, shared by its servers' sets
         self.known: set[tuple[str, bytes, bytes]] = set()  # facts already in the tables: most repeat
+        self.known_before: set[tuple[str, bytes, bytes]] = set()  # the generation before
 
     def _new(self, fact: tuple[str, bytes, bytes]) -> bool:
         if fact in self.known:
             return False
+        new = fact not in self.known_before
         if len(self.known) >= _KNOWN_FACTS:
-            self.known.clear()
+            self.known_before, self.known = self.known, set()
         self.known.add(fact)
-        self.begin()
-        return True
+        if new:
+            self.begin()
+        return new
 
-    def zones_of(self, address: bytes) -> frozenset[bytes]:
+    def zones_of(self, address: bytes) -> AbstractSet[bytes]:
+        """The cache's own set: read it before teaching the directory anything."""
         zones = self.cache.get(address)
         if zones is not None:
             self.cache.move_to_end(address)
             return zones
         rows = self.db.execute("SELECT zone FROM zone_server WHERE address = ?", (address,))
-        zones = frozenset(zone for (zone,) in rows)
+        if len(self.zone_names) > _CACHED_ZONES:
+            self.zone_names.clear()  # only shares: a set keeps the zones it holds
+        shared = self.zone_names.setdefault
+        zones = {shared(zone, zone) for (zone,) in rows}
         self.cache[address] = zones
-        if len(self.cache) > _LOOKUP_CACHE:
-            self.cache.popitem(last=False)
+        self.cached_zones += len(zones)
+        while self.cached_zones > _CACHED_ZONES and len(self.cache) > 1:
+            self.cached_zones -= len(self.cache.popitem(last=False)[1])
         return zones
 
     def learn_delegation(self, zone: bytes, server_name: bytes) -> None:
@@ -129,13 +148,22 @@ class SqliteDirectory:
                 self._serves(address, zone)
 
     def _serves(self, address: bytes, zone: bytes) -> None:
-        self.db.execute("INSERT OR IGNORE INTO zone_server VALUES (?, ?)", (address, zone))
-        self.cache.pop(address, None)
+        if not self.db.execute("INSERT OR IGNORE INTO zone_server VALUES (?, ?)", (address, zone)).rowcount:
+            return
+        # Kept, not dropped: a shared address serves thousands of zones, and re-reading them all
+        # after each one learned was a third of the ingest's time (README "Collector benchmark").
+        zones = self.cache.get(address)
+        if zones is not None:
+            zones.add(self.zone_names.setdefault(zone, zone))
+            self.cached_zones += 1
 
     def forget_cache(self) -> None:
         """After a rollback the tables lost what was learned: so must the caches."""
         self.cache.clear()
+        self.cached_zones = 0
+        self.zone_names.clear()
         self.known.clear()
+        self.known_before.clear()
 
 
 class SqliteStore:
@@ -148,7 +176,9 @@ class SqliteStore:
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = FULL")
-        self.db.execute("PRAGMA cache_size = -65536")  # 64 MiB of pages at most
+        # 32 MiB of pages at most: the ingest's merges cost the same as with 64 (their rows come in key
+        # order), and the ingester's memory stays under 256 MB (README "Collector benchmark")
+        self.db.execute("PRAGMA cache_size = -32768")
         self.db.executescript(SCHEMA)
         self.in_batch = False
         self.directory = SqliteDirectory(self.db, self._begin)
@@ -183,22 +213,19 @@ class SqliteStore:
 
     def merge(self, rrsets: list, rdata: list) -> None:
         self._begin()
-        self.db.executemany(
-            _MERGE.format(table="rrset"),
-            [(names.key(owner), rrtype, zone, pack_rdata(datas), first, last, count)
-             for (owner, rrtype, zone, datas), first, last, count in rrsets],
-        )
-        self.db.executemany(
-            _MERGE.format(table="rdata"),
-            [_rdata_row(datum, rrtype, owner, first, last, count)
-             for (datum, rrtype, owner), first, last, count in rdata],
-        )
-        keys = {names.key(owner) for (owner, _, _, _), _, _, _ in rrsets}
-        keys.update(names.key(target) for (datum, rrtype, _), _, _, _ in rdata
-                    if rrtype in _TARGET_TYPES and (target := decompose.rdata_names(rrtype, datum)) is not None)
-        # in forward-key order: neighbouring inserts land on the same pages of the index
-        self.db.executemany("INSERT OR IGNORE INTO name_forward VALUES (?, ?)",
-                            sorted((_forward(key), key) for key in keys))
+        keys = _NameKeys()  # every owner and target name of the rows, and its key
+        # Each table's rows in key order (neighbouring upserts land on the same pages), one table's at
+        # a time (a merge's rows were the peak of the ingest's memory: README "Collector benchmark").
+        rows = [(keys[owner], rrtype, zone, _pack_rdata(datas), first, last, count)
+                for (owner, rrtype, zone, datas), first, last, count in rrsets]
+        rows.sort(key=_FIRST)
+        self.db.executemany(_MERGE.format(table="rrset"), rows)
+        rows = [_rdata_row(keys, datum, rrtype, owner, first, last, count)
+                for (datum, rrtype, owner), first, last, count in rdata]
+        rows.sort(key=_FIRST)
+        self.db.executemany(_MERGE.format(table="rdata"), rows)
+        del rows
+        self.db.executemany("INSERT OR IGNORE INTO name_forward VALUES (?, ?)", keys.forward_rows())
 
     def commit(self, files: list[tuple[str, str, int, str]]) -> None:
         self._begin()
@@ -409,9 +436,49 @@ def _forward(key: bytes) -> bytes:
     return names.wire_of_key(key)[:-1]
 
 
-def _rdata_row(datum: bytes, rrtype: int, owner: bytes, first: int, last: int, count: int) -> tuple:
-    key = rdata_key(rrtype, datum)
-    return key, rrtype, names.key(owner), b"" if key == datum else datum, first, last, count
+class _NameKeys(dict):
+    """wire name -> names.key(name), each computed once a merge (in C:
+    `_ingest.name_key`, whose rule is names.key, when it takes the name),
+    and in `forward` its forward key (_forward's, straight from the name)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forward: dict[bytes, bytes] = {}
+
+    def __missing__(self, wire: bytes) -> bytes:
+        try:
+            key = _name_key(wire)
+            forward = wire.lower()[:-1]  # a name the C took: what wire_of_key gives back, without the root
+        except ValueError:
+            key = names.key(wire)
+            forward = _forward(key)
+        self[wire] = key
+        self.forward[wire] = forward
+        return key
+
+    def forward_rows(self) -> list[tuple[bytes, bytes]]:
+        """(forward key, key) of every name, in forward-key order."""
+        return sorted(zip(self.forward.values(), self.values(), strict=True))
+
+
+def _pack_rdata(rdatas: tuple[bytes, ...]) -> bytes:
+    """store.pack_rdata, in C (`_ingest.pack_rdata`) when it takes the data."""
+    try:
+        return _pack(rdatas)
+    except ValueError:
+        return pack_rdata(rdatas)
+
+
+def _rdata_row(keys: _NameKeys, datum: bytes, rrtype: int, owner: bytes, first: int, last: int, count: int) -> tuple:
+    """The inverse-index row: store.rdata_key's key (a target name's, through `keys`, so it is
+    written to name_forward too; the target found in C, `_ingest.rdata_target`, whose rule is
+    decompose.rdata_names, when it takes the data)."""
+    try:
+        target = _target(rrtype, datum)
+    except ValueError:
+        target = decompose.rdata_names(rrtype, datum)  # which says what is wrong
+    key = datum if target is None else keys[target]
+    return key, rrtype, keys[owner], b"" if key == datum else datum, first, last, count
 
 
 def _raw_key(rrtype: int, rdata: bytes) -> bytes | None:
