@@ -26,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -56,7 +58,9 @@ def split_line(cpu: float, split: dict, packets: int) -> str:
     return "CPU-s per million packets by step: " + ", ".join(parts)
 
 
-def one_run(pcap: str, config: str, keep_records: bool = False) -> dict:
+def one_run(pcap: str, config: str, keep_records: bool = False, keep_files: Callable[[str], Any] | None = None) -> dict:
+    """One `run --pcap`; `keep_files`, when given, is applied to each spool file (in name order) before the
+    spool is removed, its results returned as `kept`."""
     spool = tempfile.mkdtemp(prefix="sie-bench-")
     try:
         argv = [sys.executable, "-m", "sensor", "run", "-c", config, "--pcap", pcap, "--spooldir", spool]
@@ -70,11 +74,14 @@ def one_run(pcap: str, config: str, keep_records: bool = False) -> dict:
             raise click.ClickException(f"sensor failed: {log}")
         output = 0
         records = []
+        kept = []
         for root, _, files in os.walk(os.path.join(spool, "waiting")):
             output += sum(os.path.getsize(os.path.join(root, f)) for f in files)
-            if keep_records:
-                for name in sorted(files):
+            for name in sorted(files):
+                if keep_records:
                     records += spoolfile.records(os.path.join(root, name))
+                if keep_files is not None:
+                    kept.append(keep_files(os.path.join(root, name)))
         summary = next(line for line in log.splitlines() if "stopped:" in line)
         fields = dict(part.split("=", 1) for part in summary.split() if "=" in part)
         return {
@@ -86,6 +93,7 @@ def one_run(pcap: str, config: str, keep_records: bool = False) -> dict:
             "rss_mb": int(fields["max_rss_kb"]) / 1024,  # ru_maxrss would include the parent's
             "split": {step: float(fields[f"cpu_{step}"]) for step in STEPS},
             "output": output,
+            "kept": kept,
         }
     finally:
         shutil.rmtree(spool, ignore_errors=True)

@@ -311,7 +311,7 @@ def spool_format(cfg: configuration.Config) -> CborFormat | NmsgFormat:
     """The spool file format the configuration asks for."""
     if cfg.spool_format == "cbor":
         return CborFormat()
-    return NmsgFormat(cfg.nmsg_compress, cfg.nmsg_source, cfg.nmsg_operator, cfg.nmsg_group)
+    return NmsgFormat(cfg.nmsg_compress, cfg.nmsg_source, cfg.nmsg_operator, cfg.nmsg_group, cfg.nmsg_compress_level)
 
 
 def _decoder(cfg: configuration.Config, matcher: Matcher):
@@ -391,6 +391,7 @@ def _reloader(config_path: str | None, started: configuration.Config):
                 cfg = cfg.with_overrides(**{name: getattr(current[0], name)})
         sensor.matcher.apply(matcher_settings(cfg))
         sensor.writer.interval, sensor.writer.archive, sensor.writer.upload = cfg.interval, cfg.archive, cfg.upload
+        sensor.writer.format = spool_format(cfg)  # the next file is written in it
         current[0] = cfg
         log.info("SIGHUP: spool file finished, configuration re-read")
 

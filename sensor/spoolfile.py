@@ -186,13 +186,15 @@ RECOVERING = ".recovering"
 
 # ------------------------------------------------------------------- NMSG
 class _Containers:
-    """The NMSG stream's codec: each full container serialized on its own."""
+    """The NMSG stream's codec: each full container serialized on its own,
+    deflated at `level` (nmsg_compress_level) when compressed."""
 
-    def __init__(self, compress: bool) -> None:
+    def __init__(self, compress: bool, level: int = nmsg.COMPRESSION_LEVEL) -> None:
         self.compress = compress
+        self.level = level
 
     def feed(self, container: nmsg.Container) -> bytes:
-        return container.serialize(self.compress)
+        return container.serialize(self.compress, self.level)
 
     def sync(self) -> bytes:
         return b""
@@ -204,9 +206,9 @@ class _Containers:
 class NmsgStream:
     """Fills containers as nmsgtool does; a sync closes the open one early."""
 
-    def __init__(self, sink, compress: bool, trailer: bytes) -> None:
+    def __init__(self, sink, compress: bool, trailer: bytes, level: int = nmsg.COMPRESSION_LEVEL) -> None:
         # containers are 1 MiB each: at most four wait for the compressor
-        self._writer = BackgroundWriter(sink, _Containers(compress), depth=4)
+        self._writer = BackgroundWriter(sink, _Containers(compress, level), depth=4)
         self._trailer = trailer
         self._container = nmsg.Container()
 
@@ -251,12 +253,14 @@ class NmsgFormat:
     ext = nmsg.EXT
 
     def __init__(self, compress: bool = True, source: int | None = None, operator: int | None = None,
-                 group: int | None = None) -> None:
+                 group: int | None = None, level: int = nmsg.COMPRESSION_LEVEL) -> None:
+        """`level`: libdeflate's, 1-12, for compressed containers (nmsg.COMPRESSION_LEVEL says why the default)."""
         self.compress = compress
+        self.level = level
         self.trailer = nmsg.payload_trailer(source, operator, group)
 
     def open(self, sink, host: str, channel: str, sec: int, usec: int) -> NmsgStream:
-        return NmsgStream(sink, self.compress, self.trailer)
+        return NmsgStream(sink, self.compress, self.trailer, self.level)
 
     def recover(self, path: str, host: str, channel: str) -> int:
         """Cut the file after its last usable container; count its records."""

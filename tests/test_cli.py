@@ -9,6 +9,7 @@ import os
 import pytest
 from click.testing import CliRunner
 
+from sensor import spooldir
 from sensor.cli import main
 from tests import packets as P
 
@@ -78,7 +79,7 @@ def test_replay_without_addresses_pairs_all_dns_in_the_file(runner, tmp_path):
     result = runner.invoke(main, ["run", "-c", path, "--pcap", pcap])
     assert result.exit_code == 0, result.output
     assert "no address filter is set" in result.output  # logged on stderr in the foreground
-    files = glob.glob(str(tmp_path / "spool/archive/ch202/*"))
+    files = glob.glob(os.path.join(spooldir.folder(tmp_path / "spool", spooldir.ARCHIVE, "ch202"), "*"))
     lines = [json.loads(line)["message"] for line in runner.invoke(main, ["read", *files]).output.splitlines()]
     assert [(m["type"], m["query_ip"]) for m in lines] == [
         ("UDP_QUERY_RESPONSE", resolver),
@@ -103,10 +104,10 @@ def test_replay_rotates_archives_and_reads_back(runner, tmp_path):
     P.write_pcap(pcap, frames)
     result = runner.invoke(main, ["run", "-c", path, "--pcap", pcap])
     assert result.exit_code == 0, result.output
-    waiting = sorted(glob.glob(str(tmp_path / "spool/waiting/ch202/*")))
-    archived = sorted(glob.glob(str(tmp_path / "spool/archive/ch202/*")))
+    waiting = sorted(glob.glob(os.path.join(spooldir.folder(tmp_path / "spool", spooldir.WAITING, "ch202"), "*")))
+    archived = sorted(glob.glob(os.path.join(spooldir.folder(tmp_path / "spool", spooldir.ARCHIVE, "ch202"), "*")))
     assert len(waiting) == 4 and [os.path.basename(f) for f in waiting] == [os.path.basename(f) for f in archived]
-    assert not glob.glob(str(tmp_path / "spool/new/ch202/*"))
+    assert not glob.glob(os.path.join(spooldir.folder(tmp_path / "spool", spooldir.NEW, "ch202"), "*"))
     result = runner.invoke(main, ["read", *waiting])
     lines = [json.loads(line) for line in result.output.splitlines()]
     types = [line["message"]["type"] for line in lines]
@@ -139,7 +140,7 @@ def test_times_after_2038_are_kept(runner, tmp_path):
     P.write_pcap(pcap, [(P.ethernet(P.query()), t2040), (P.ethernet(P.response()), t2040 + 0.5)])
     path = write_config(tmp_path, 'DNSQR_RES_ADDRS="192.0.2.53"\nupload="no"\narchive="yes"\n')
     assert runner.invoke(main, ["run", "-c", path, "--pcap", pcap]).exit_code == 0
-    files = glob.glob(str(tmp_path / "spool/archive/ch202/*"))
+    files = glob.glob(os.path.join(spooldir.folder(tmp_path / "spool", spooldir.ARCHIVE, "ch202"), "*"))
     (line,) = [json.loads(x) for x in runner.invoke(main, ["read", *files]).output.splitlines()]
     assert line["time"].startswith("2040-01-01 00:00:00")
     assert line["message"]["query_time_sec"] == [t2040]
@@ -187,6 +188,24 @@ def test_reload_warning_names_the_variable_as_written_in_the_file(tmp_path, capl
     assert "SIGHUP: DNSQR_RES_ADDRS changed" in caplog.text
     assert "res_addrs" not in caplog.text
     assert len(applied) == 1  # the rest applied at once
+
+
+def test_reload_applies_the_spool_format_and_the_compression_level_to_the_next_file(tmp_path):
+    from types import SimpleNamespace
+
+    from sensor import config as configuration
+    from sensor.cli import _reloader
+    from sensor.spoolfile import CborFormat
+
+    path = write_config(tmp_path, 'DNSQR_RES_ADDRS="192.0.2.53"\nspool_format="nmsg"\nnmsg_compress_level="6"\n')
+    started = configuration.load(path)
+    sensor = SimpleNamespace(matcher=SimpleNamespace(apply=lambda settings: None), writer=SimpleNamespace())
+    write_config(tmp_path, 'DNSQR_RES_ADDRS="192.0.2.53"\nspool_format="nmsg"\nnmsg_compress_level="9"\n')
+    _reloader(path, started)(sensor)
+    assert sensor.writer.format.level == 9
+    write_config(tmp_path, 'DNSQR_RES_ADDRS="192.0.2.53"\nspool_format="cbor"\n')
+    _reloader(path, started)(sensor)
+    assert isinstance(sensor.writer.format, CborFormat)
 
 
 @pytest.mark.parametrize("option, value, message", [
