@@ -55,7 +55,7 @@ import deflate
 import dpkt
 
 from bench import resolutions, sensor_bench, traffic
-from sensor import nmsg
+from sensor.spool import nmsg
 
 OUT = os.path.join(sensor_bench.HERE, "out")
 CORPUS = os.path.join(sensor_bench.REPO, "..", "shared", "corpus")

@@ -21,11 +21,12 @@ import time
 
 import click
 
-from sensor import spooldir, spoolfile
-from sensor.record import Field, RecordType
-from sensor.spool import SpoolError
-from sensor.spoolfile import CborFormat, NmsgFormat
-from sensor.writer import SpoolWriter
+from sensor.records.record import Field, RecordType
+from sensor.spool import formats as spoolfile
+from sensor.spool import spooldir
+from sensor.spool.cbor import SpoolError
+from sensor.spool.formats import CborFormat, NmsgFormat
+from sensor.spool.writer import SpoolWriter
 
 CHANNEL = "ch202"
 T0 = 1_700_000_000

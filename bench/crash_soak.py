@@ -26,7 +26,8 @@ import time
 import click
 
 from bench import traffic
-from sensor import nmsg, spoolfile
+from sensor.spool import formats as spoolfile
+from sensor.spool import nmsg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHANNEL = "ch202"

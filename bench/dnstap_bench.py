@@ -30,8 +30,8 @@ import time
 import click
 
 from bench import dnstap_traffic
-from sensor.dnstap_schema import CONTENT_TYPE
-from sensor.framestream import Control, control_frame
+from sensor.edges.dnstap_schema import CONTENT_TYPE
+from sensor.edges.framestream import Control, control_frame
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)

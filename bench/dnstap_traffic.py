@@ -19,8 +19,8 @@ import struct
 
 import click
 
-from sensor.dnstap_schema import CONTENT_TYPE, Dnstap, DnstapType, MessageType, SocketFamily, SocketProtocol
-from sensor.framestream import Control, control_frame, data_frame
+from sensor.edges.dnstap_schema import CONTENT_TYPE, Dnstap, DnstapType, MessageType, SocketFamily, SocketProtocol
+from sensor.edges.framestream import Control, control_frame, data_frame
 
 RESOLVER4 = ipaddress.ip_address("192.0.2.53").packed
 RESOLVER6 = ipaddress.ip_address("2001:db8::53").packed

@@ -53,7 +53,7 @@ def write_flood(path: str, count: int) -> None:
 
 
 CAPPED = (
-    "import sys; from sensor import daemon; daemon.limit_memory(int(sys.argv.pop(1)));"
+    "import sys; from sensor.service import daemon; daemon.limit_memory(int(sys.argv.pop(1)));"
     "from sensor.cli import main; sys.argv[0] = 'sie-dns-sensor'; main()"
 )
 
@@ -81,7 +81,7 @@ def replay_capped(pcap: str, spool: str, table_max: int, cap_kbytes: int) -> tup
 
 def bytes_per_query(count: int = 131072) -> float:
     """Python heap per outstanding query, packet included (tracemalloc)."""
-    from sensor.matcher import Matcher, Settings
+    from sensor.matching.matcher import Matcher, Settings
 
     matcher = Matcher(Settings(table_max=count))
     frames = [(frame[14:], int(ts), int((ts % 1) * 1e9)) for ts, frame in flood_frames(count)]

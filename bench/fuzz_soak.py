@@ -22,9 +22,9 @@ import time
 import atheris
 
 with atheris.instrument_imports(include=["sensor"]):
-    from sensor.bpf import Vantage, parse_networks
-    from sensor.matcher import Matcher, Settings
-    from sensor.spool import encode_record
+    from sensor.matching.bpf import Vantage, parse_networks
+    from sensor.matching.matcher import Matcher, Settings
+    from sensor.spool.cbor import encode_record
 
 
 from tests import packets as P

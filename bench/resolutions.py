@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass
 import click
 
 from bench.traffic import ETH_V4, ETH_V6, RESOLVER4, RESOLVER6, WORDS, _ipv4_udp, _ipv6_udp
-from sensor.dns import wire_to_text
+from sensor.records.dns import wire_to_text
 
 A, NS, CNAME, SOA, MX, TXT, AAAA, OPT = 1, 2, 5, 6, 15, 16, 28, 41
 NXDOMAIN = 3

@@ -32,7 +32,7 @@ from typing import Any
 import click
 
 from bench import traffic
-from sensor import spoolfile
+from sensor.spool import formats as spoolfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)

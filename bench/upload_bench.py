@@ -18,7 +18,7 @@ import time
 
 import click
 
-from sensor import config as configuration
+from sensor.service import config as configuration
 from tests import sshd as sshd_helper
 from uploader import keys
 from uploader.upload import Uploader

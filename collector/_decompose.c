@@ -3,7 +3,7 @@
  * ingest's hot path (collector._ingest; _nmsgscan.c calls it on each
  * response it reads).
  *
- * Why C: reading the message by wdns's rules (sensor.dnsmessage.decode)
+ * Why C: reading the message by wdns's rules (sensor.display.dnsmessage.decode)
  * and making its RRsets (decompose.rrsets) was the largest step of the
  * collector benchmark's ingest, 22% of its profile, about 26 microseconds
  * a response in Python against 1 here (README, "The compiled parts").

@@ -29,7 +29,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "../sensor/_crc32c.h"
+#include "../sensor/spool/_crc32c.h"
 #include "_decompose.h"
 #include "_rows.h"
 

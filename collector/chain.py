@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from sensor.record import Field, RecordType, UdpChecksum
-from sensor.render import response_message
+from sensor.display.render import response_message
+from sensor.records.record import Field, RecordType, UdpChecksum
 
 from . import bailiwick, decompose
 from .bailiwick import OUT_OF_BAILIWICK, UNKNOWN_SERVER
@@ -78,8 +78,8 @@ class Chain:
     """The stages of ingest over one Directory (the bailiwick knowledge)."""
 
     def __init__(self, directory: bailiwick.Directory, max_entries: int = MAX_ENTRIES) -> None:
-        """`max_entries`: the front table's bound (README "Collector
-        benchmark": its memory, and what a smaller one costs)."""
+        """`max_entries`: the front table's bound (bench/RESULTS.md,
+        "Ingest": its memory, and what a smaller one costs)."""
         self.directory = directory
         self.rrsets = FrontTable(max_entries)
         self.counts: Counter[str] = Counter()
@@ -128,7 +128,7 @@ class Chain:
         bailiwick.learn; they are written out here, flattened (this runs
         for every RRset, two million of them on the benchmark's million
         responses: 4.8-5.5 µs a response against 9.1-9.8 with the calls
-        and the inverse index's own table, README "Collector benchmark"),
+        and the inverse index's own table, bench/RESULTS.md, "The collector"),
         and tests/test_collector_fast.py holds the two to each other. An
         RRset already in the front table is not learned from again: it
         taught what it teaches when it came first (learning is idempotent)."""
@@ -182,6 +182,6 @@ class Chain:
         """(rrset aggregates, inverse-index aggregates) held so far. The
         index's are made from the RRsets' (the same min / max / sum, so the
         same rows as a table of their own kept beside; half the memory
-        and the work of accept, README "Collector benchmark")."""
+        and the work of accept, bench/RESULTS.md, "The collector")."""
         rrsets = self.rrsets.drain()
         return rrsets, inverse_index(rrsets)

@@ -12,8 +12,8 @@ import time
 
 import click
 
-from sensor import daemon, logs
-from sensor.state import StateFile, read_state
+from sensor.service import daemon, logs
+from sensor.service.daemonstate import StateFile, read_state
 
 from . import config as configuration
 from . import incoming, keys, present, roothints, sensors

@@ -1,6 +1,6 @@
 """Reading /etc/default/sie-dns-collector (parsed, never executed).
 
-The same file conventions as the sensor's (`sensor.shellvars`): shell-style
+The same file conventions as the sensor's (`sensor.service.shellvars`): shell-style
 lines, the environment overrides the file, a bad value names the variable
 and its line.
 """
@@ -12,8 +12,8 @@ import os
 import re
 from collections.abc import Mapping
 
-from sensor.logs import syslog_priority
-from sensor.shellvars import ConfigError, Variable, parse_values, read_values
+from sensor.service.logs import syslog_priority
+from sensor.service.shellvars import ConfigError, Variable, parse_values, read_values
 
 from .dedup import MAX_ENTRIES
 

@@ -19,13 +19,13 @@ Forms, so that the same data always gives the same key:
 
 Only class IN is kept; meta types (OPT, TSIG, TKEY, the query-only types
 128-255) and type 0 are not data. A message the project's DNS reader
-(`sensor.dnsmessage`) cannot read to its end is `Undecodable`, and the
+(`sensor.display.dnsmessage`) cannot read to its end is `Undecodable`, and the
 caller counts it.
 """
 
 from __future__ import annotations
 
-from sensor import dnsmessage
+from sensor.display import dnsmessage
 
 CLASS_IN = 1
 TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_SOA, TYPE_PTR, TYPE_MX, TYPE_AAAA = 1, 2, 5, 6, 12, 15, 28

@@ -26,7 +26,7 @@ import re
 import stat
 from dataclasses import dataclass
 
-from sensor.spooldir import Busy, hold
+from sensor.spool.spooldir import Busy, hold
 
 __all__ = ["Busy", "Claimed", "claim", "claimed", "finish", "lock", "waiting"]
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from sensor.spool import SpoolError
+from sensor.spool.cbor import SpoolError
 
 from . import incoming
 from .chain import Chain
@@ -37,8 +37,8 @@ def cyclic_gc_paused() -> Iterator[None]:
     objects the collector tracks (the front tables' entries, the zones of
     servers, a merge's rows), which it walked again at each of its full
     collections, set off by the allocations of the records: 20 of 82 CPU-s
-    a million responses on the collector benchmark (README, "Collector
-    benchmark"). Collections go on between files."""
+    a million responses on the collector benchmark (bench/RESULTS.md,
+    "Ingest"). Collections go on between files."""
     if not gc.isenabled():
         yield
         return

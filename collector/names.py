@@ -9,7 +9,7 @@ one range scan [key, key + 0xFF) (a length octet is at most 63).
 
 from __future__ import annotations
 
-from sensor.dns import text_to_wire, wire_to_text
+from sensor.records.dns import text_to_wire, wire_to_text
 
 RANGE_END = b"\xff"
 

@@ -18,7 +18,7 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
-from sensor.dns import wire_to_text
+from sensor.records.dns import wire_to_text
 
 from .store import Entry, RdataEntry, Summary
 

@@ -25,10 +25,10 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 
-from sensor import dnsqr, nmsg
-from sensor.record import MAX_LIST, Field, RecordType, UdpChecksum, check
-from sensor.spool import SpoolError
-from sensor.spoolfile import open_regular, read
+from sensor.records.record import MAX_LIST, Field, RecordType, UdpChecksum, check
+from sensor.spool import dnsqr, nmsg
+from sensor.spool.cbor import SpoolError
+from sensor.spool.formats import open_regular, read
 
 from . import _ingest
 

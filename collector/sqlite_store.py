@@ -80,7 +80,7 @@ _MERGE = (
     "INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
     "first = min(first, excluded.first), last = max(last, excluded.last), count = count + excluded.count"
 )
-# Bounds of what the directory holds in memory (max RSS, README "Collector benchmark"): the zones of
+# Bounds of what the directory holds in memory (max RSS, bench/RESULTS.md, "The collector"): the zones of
 # recently seen servers, counted in zones (a shared hosting address serves thousands), and the facts
 # already in the tables, in two generations of at most _KNOWN_FACTS each (the facts met in the
 # last generation are kept when a new one starts, so the ones that repeat stay known).
@@ -151,7 +151,7 @@ class SqliteDirectory:
         if not self.db.execute("INSERT OR IGNORE INTO zone_server VALUES (?, ?)", (address, zone)).rowcount:
             return
         # Kept, not dropped: a shared address serves thousands of zones, and re-reading them all
-        # after each one learned was a third of the ingest's time (README "Collector benchmark").
+        # after each one learned was a third of the ingest's time (bench/RESULTS.md, "The collector").
         zones = self.cache.get(address)
         if zones is not None:
             zones.add(self.zone_names.setdefault(zone, zone))
@@ -177,7 +177,7 @@ class SqliteStore:
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = FULL")
         # 32 MiB of pages at most: the ingest's merges cost the same as with 64 (their rows come in key
-        # order), and the ingester's memory stays under 256 MB (README "Collector benchmark")
+        # order), and the ingester's memory stays under 256 MB (bench/RESULTS.md, "The collector")
         self.db.execute("PRAGMA cache_size = -32768")
         self.db.executescript(SCHEMA)
         self.in_batch = False
@@ -215,7 +215,7 @@ class SqliteStore:
         self._begin()
         keys = _NameKeys()  # every owner and target name of the rows, and its key
         # Each table's rows in key order (neighbouring upserts land on the same pages), one table's at
-        # a time (a merge's rows were the peak of the ingest's memory: README "Collector benchmark").
+        # a time (a merge's rows were the peak of the ingest's memory: bench/RESULTS.md, "The collector").
         rows = [(keys[owner], rrtype, zone, _pack_rdata(datas), first, last, count)
                 for (owner, rrtype, zone, datas), first, last, count in rrsets]
         rows.sort(key=_FIRST)

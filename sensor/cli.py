@@ -14,20 +14,24 @@ import time
 
 import click
 
-from . import activation, capabilities, clock, daemon, fanout, logs, spooldir, spoolfile
-from . import config as configuration
-from . import status as status_report
-from . import workers as workers_mod
-from .bpf import Vantage, build_filter
-from .capture import Capture, CaptureError, device_exists
-from .linklayer import UnsupportedLinkType
-from .matcher import Matcher, Settings
-from .options import ConfigProblem, NotPermitted, as_this_user, config_option, load_config
+from sensor.edges import activation, fanout
+from sensor.edges import workers as workers_mod
+from sensor.edges.libpcap import Capture, CaptureError, device_exists
+from sensor.edges.linklayer import UnsupportedLinkType
+from sensor.matching.bpf import Vantage, build_filter
+from sensor.matching.matcher import Matcher, Settings
+from sensor.service import capabilities, clock, daemon, logs
+from sensor.service import config as configuration
+from sensor.service import status as status_report
+from sensor.service.cli_options import ConfigProblem, NotPermitted, as_this_user, config_option, load_config
+from sensor.service.daemonstate import StateFile, read_state, state_path, worker_state_name
+from sensor.spool import formats as spoolfile
+from sensor.spool import spooldir
+from sensor.spool.cbor import SpoolError
+from sensor.spool.formats import CborFormat, NmsgFormat
+from sensor.spool.writer import SpoolBusy, SpoolWriter
+
 from .pipeline import Sensor, Summary, finish_crashed_files
-from .spool import SpoolError
-from .spoolfile import CborFormat, NmsgFormat
-from .state import StateFile, read_state, state_path, worker_state_name
-from .writer import SpoolBusy, SpoolWriter
 
 log = logging.getLogger("sensor")
 
@@ -83,8 +87,8 @@ def run(
     bpf = build_filter(cfg.res_addrs, cfg.auth_addrs, cfg.capture_qr)
     dnstap = dnstap_path or dnstap_live
     if dnstap:  # here: protobuf and the dnstap schema (11 MB) are for dnstap runs only
-        from .dnstap import DnstapMatcher
-        from .dnstap_capture import DnstapFile, DnstapListener
+        from sensor.edges.dnstap import DnstapMatcher
+        from sensor.edges.dnstap_socket import DnstapFile, DnstapListener
     matcher = (DnstapMatcher if dnstap else Matcher)(matcher_settings(cfg))
     workers = 1 if replay or dnstap_live else cfg.capture_workers
     group = fanout.group_id(os.getpid()) if workers > 1 else None
@@ -187,16 +191,16 @@ def _close_unused(passed: list[socket.socket], capture) -> None:
 
 def _table_carry(cfg: configuration.Config, matcher: Matcher, capture):
     """dnstap: the query table kept across a planned restart (carryover.py)."""
-    from .carryover import TableCarry, table_path
+    from sensor.edges.carryover import TableCarry, table_path
 
     return TableCarry(table_path(cfg.spooldir, cfg.channel), matcher, capture.decoder)
 
 
 def _printer(print_format: str, cfg: configuration.Config, wait: bool):
     """`run --print`: lines as `read --format` prints them from this spool's files."""
-    from . import render  # here: dnspython is for printing, not for the capture
-    from .liveprint import LivePrinter
-    from .record import Envelope
+    from sensor.display import render  # here: dnspython is for printing, not for the capture
+    from sensor.display.liveprint import LivePrinter
+    from sensor.records.record import Envelope
 
     show = {"json": render.to_json, "text": render.to_text}[print_format]
     envelope = Envelope()
@@ -316,7 +320,7 @@ def spool_format(cfg: configuration.Config) -> CborFormat | NmsgFormat:
 
 def _decoder(cfg: configuration.Config, matcher: Matcher):
     """dnstap's decoder counts into the matcher's counters: one stats line."""
-    from .dnstap import Decoder
+    from sensor.edges.dnstap import Decoder
 
     return Decoder(matcher.counters, query_timeout=cfg.query_timeout, seen_max=cfg.state_table_max,
                    on_tcp=matcher.saw_tcp)
@@ -411,7 +415,7 @@ def read(fmt: str, paths: tuple[str, ...]) -> None:
     A file that cannot be read is reported and the others are still read;
     the exit status is then 1.
     """
-    from . import render  # here: dnspython (11 MB) is for reading, not for the capture
+    from sensor.display import render  # here: dnspython (11 MB) is for reading, not for the capture
 
     show = {"json": render.to_json, "pres": render.to_pres, "text": render.to_text}[fmt]
     files, skipped = _spool_files(paths)

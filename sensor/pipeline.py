@@ -17,15 +17,15 @@ from collections.abc import Callable
 from time import thread_time
 from typing import TYPE_CHECKING
 
-from .capture import Capture, CaptureError
-from .matcher import Matcher
-from .record import Field, RecordType
-from .state import StateFile
-from .writer import INFINITY, SpoolWriter
+from sensor.edges.libpcap import Capture, CaptureError
+from sensor.matching.matcher import Matcher
+from sensor.records.record import Field, RecordType
+from sensor.service.daemonstate import StateFile
+from sensor.spool.writer import INFINITY, SpoolWriter
 
 if TYPE_CHECKING:  # carryover imports the dnstap decoder (protobuf): for dnstap runs only
-    from .carryover import TableCarry
-    from .liveprint import LivePrinter
+    from sensor.display.liveprint import LivePrinter
+    from sensor.edges.carryover import TableCarry
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ class Sensor:
     # ------------------------------------------------------------- status
     def _end_interval(self, now: float) -> None:
         """Every interval: roll the per-interval figures, warn while something is wrong."""
-        from .status import capture_problems  # status reads the state this writes
+        from sensor.service.status import capture_problems  # status reads the state this writes
 
         self._interval_ends = now + self.writer.interval
         self.by_type_last = {RecordType(k).name: v for k, v in sorted(self.by_type.items())}

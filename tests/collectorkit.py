@@ -10,7 +10,7 @@ from __future__ import annotations
 import dns.message
 import dns.rrset
 
-from sensor.record import Field, RecordType, UdpChecksum
+from sensor.records.record import Field, RecordType, UdpChecksum
 from tests.packets import RESOLVER, _packed, udp
 
 ROOT, TLD, ZONE, POISONER, STRANGER = "198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.6", "198.51.100.9"
@@ -65,7 +65,7 @@ def resolution(host: str, zone: str, address: str, when: int, zone_server: str =
 
 def write_spool(path: str, records: list[dict], compress: bool = True) -> None:
     """An NMSG spool file as the sensor writes it."""
-    from sensor.spoolfile import NmsgFormat
+    from sensor.spool.formats import NmsgFormat
 
     with open(path, "wb") as handle:
         stream = NmsgFormat(compress=compress).open(handle, "sensor", "ch202", 0, 0)

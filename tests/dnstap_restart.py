@@ -36,8 +36,9 @@ from collections import Counter
 
 import click
 
-from sensor import spooldir, spoolfile
-from sensor.record import Field, RecordType
+from sensor.records.record import Field, RecordType
+from sensor.spool import formats as spoolfile
+from sensor.spool import spooldir
 from tests import lab as lab_module
 from tests.netns import wait_for_line
 from tests.sockethold import HeldSocket
@@ -128,8 +129,8 @@ def kept_records(spool: str) -> list[dict]:
     """The queries a dnstap sensor's last stop kept for its next start
     (carryover), as unanswered records: what that start writes if it comes
     later than the query timeout (the file is consumed)."""
-    from sensor import carryover
-    from sensor.dnstap import Decoder, DnstapMatcher
+    from sensor.edges import carryover
+    from sensor.edges.dnstap import Decoder, DnstapMatcher
 
     matcher = DnstapMatcher()
     carry = carryover.TableCarry(carryover.table_path(spool, "ch202"), matcher, Decoder({}))

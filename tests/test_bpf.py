@@ -6,7 +6,7 @@ import dpkt
 import pcapy
 import pytest
 
-from sensor.bpf import build_filter, parse_networks
+from sensor.matching.bpf import build_filter, parse_networks
 from tests import packets as P
 
 

@@ -6,11 +6,11 @@ import struct
 
 import pytest
 
-from sensor.bpf import build_filter, parse_networks
-from sensor.capture import Capture
-from sensor.linklayer import UnsupportedLinkType
-from sensor.matcher import Matcher
-from sensor.record import Field, RecordType
+from sensor.edges.libpcap import Capture
+from sensor.edges.linklayer import UnsupportedLinkType
+from sensor.matching.bpf import build_filter, parse_networks
+from sensor.matching.matcher import Matcher
+from sensor.records.record import Field, RecordType
 from tests import packets as P
 
 T0 = 1_700_000_000.25

@@ -19,8 +19,9 @@ import sys
 import pytest
 
 from bench import traffic
-from sensor import spooldir, spoolfile
-from sensor.record import Field
+from sensor.records.record import Field
+from sensor.spool import formats as spoolfile
+from sensor.spool import spooldir
 from tests import netns
 
 REASON = netns.available() or (None if shutil.which("tcpreplay") else "needs tcpreplay")

@@ -17,10 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench import traffic
-from sensor import spool
-from sensor.linklayer import ethernet
-from sensor.matcher import Matcher, Settings
-from sensor.record import FIELD_NAMES, PAIR_FIELDS, Field, RecordType
+from sensor.edges.linklayer import ethernet
+from sensor.matching.matcher import Matcher, Settings
+from sensor.records.record import FIELD_NAMES, PAIR_FIELDS, Field, RecordType
+from sensor.spool import cbor as spool
 from tests.test_nmsg import SHAPES
 
 PAIR = next(r for r in SHAPES if r[Field.TYPE] == RecordType.UDP_QUERY_RESPONSE and len(r) == len(PAIR_FIELDS))

@@ -12,7 +12,7 @@ from collector import bailiwick, names, roothints
 from collector.chain import Chain
 from collector.sqlite_store import SqliteStore
 from collector.store import Fences
-from sensor.record import Field, RecordType, UdpChecksum
+from sensor.records.record import Field, RecordType, UdpChecksum
 from tests.collectorkit import (
     ROOT_HINTS,
     STRANGER,

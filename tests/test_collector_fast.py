@@ -1,7 +1,7 @@
 """The ingest's fast path held to the Python that states its rules.
 
 - `collector._ingest` (C): `rrsets` against decompose.rrsets (itself on
-  sensor.dnsmessage, wdns's rules), `response` against record.check of
+  sensor.display.dnsmessage, wdns's rules), `response` against record.check of
   dnsqr.decode then chain.response_of, `scan` (through spoolscan.batches)
   against spoolfile.read, and the merge's `name_key` and `pack_rdata`
   against names.key and store.pack_rdata: on crafted input, random input
@@ -34,10 +34,11 @@ from collector.dedup import FrontTable
 from collector.ingest import Ingester
 from collector.sqlite_store import SqliteStore
 from collector.store import pack_rdata
-from sensor import dnsmessage, dnsqr, nmsg
-from sensor.record import Field, RecordType, UdpChecksum, check
-from sensor.spool import SpoolError
-from sensor.spoolfile import read
+from sensor.display import dnsmessage
+from sensor.records.record import Field, RecordType, UdpChecksum, check
+from sensor.spool import dnsqr, nmsg
+from sensor.spool.cbor import SpoolError
+from sensor.spool.formats import read
 from tests import packets as P
 from tests.collectorkit import ROOT_HINTS, STRANGER, ZONE, message, resolution, response_record, write_spool
 
@@ -505,7 +506,7 @@ def test_random_damage_to_files_reads_alike(tmp_path, data):
 
 
 def test_a_cbor_file_is_read_by_the_spool_reader(tmp_path):
-    from sensor.spoolfile import CborFormat
+    from sensor.spool.formats import CborFormat
 
     path = tmp_path / "f.cbor.gz"
     with open(path, "wb") as handle:

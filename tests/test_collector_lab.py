@@ -45,7 +45,7 @@ import pytest
 
 from collector import sensors
 from collector.cli import host_key_lines
-from sensor import nmsg
+from sensor.spool import nmsg
 from tests import lab as lab_module
 from tests import netns
 from tests import sshd as sshd_helper

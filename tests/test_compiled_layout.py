@@ -14,8 +14,8 @@ import types
 
 import pytest
 
-from sensor import _cborpack, _nmsgpack
-from sensor.record import PAIR_FIELDS, UNANSWERED_FIELDS, Field, RecordType, check_compiled
+from sensor.records.record import PAIR_FIELDS, UNANSWERED_FIELDS, Field, RecordType, check_compiled
+from sensor.spool import _cborpack, _nmsgpack
 
 MODULES = [_nmsgpack, _cborpack]
 

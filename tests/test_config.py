@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from sensor import config
-from sensor.config import ConfigError
-from sensor.dns import text_to_wire
+from sensor.records.dns import text_to_wire
+from sensor.service import config
+from sensor.service.config import ConfigError
 
 SHIPPED = os.path.join(os.path.dirname(__file__), "..", "etc", "sie-dns-sensor")
 
@@ -182,7 +182,7 @@ def test_effective_settings_render_back_to_parseable_lines(tmp_path):
 
 def test_nmsg_compress_level_defaults_to_the_measured_level_and_takes_1_to_12(tmp_path):
     """issue 25 item 20: the level is a setting; its default is the one nmsg.py measured."""
-    from sensor import nmsg
+    from sensor.spool import nmsg
 
     assert config.defaults().nmsg_compress_level == nmsg.COMPRESSION_LEVEL
     assert config.load(SHIPPED, {}).nmsg_compress_level == nmsg.COMPRESSION_LEVEL

@@ -13,11 +13,12 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 
-from sensor import render, spooldir
-from sensor.capture import Capture
 from sensor.cli import main
-from sensor.matcher import Matcher
-from sensor.record import Field, RecordType, UdpChecksum
+from sensor.display import render
+from sensor.edges.libpcap import Capture
+from sensor.matching.matcher import Matcher
+from sensor.records.record import Field, RecordType, UdpChecksum
+from sensor.spool import spooldir
 
 CORPUS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpus")
 pytestmark = pytest.mark.skipif(not os.path.isdir(CORPUS), reason="../shared/corpus is not here")

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from sensor import daemon, spooldir
+from sensor.service import daemon
+from sensor.spool import spooldir
 from tests import netns
 from tests import packets as P
 from tests.netns import STAY_AS_IS
@@ -47,7 +48,7 @@ def test_pidfile_refuses_a_live_owner_and_replaces_a_stale_one(tmp_path):
 
 def test_memory_cap_is_a_hard_limit():
     code = (
-        "from sensor import daemon\n"
+        "from sensor.service import daemon\n"
         "daemon.limit_memory(400 * 1024)\n"
         "try:\n"
         "    b = bytearray(600 * 1024 * 1024)\n"

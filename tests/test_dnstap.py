@@ -23,14 +23,16 @@ import dpkt
 import pytest
 
 from bench import dnstap_traffic as T
-from sensor import config, spooldir, spoolfile
-from sensor.checksum import verify_udp
-from sensor.dnstap import TCP_MARK, Decoder, DnstapMatcher, query_from_response, tcp_datagram
-from sensor.dnstap_capture import DnstapFile, DnstapListener, Limits, _tcp_listener
-from sensor.dnstap_schema import CONTENT_TYPE, MessageType, SocketProtocol
-from sensor.framestream import MAX_DATA_FRAME, Control, Reader, State, control_frame, data_frame
-from sensor.record import Field, RecordType, UdpChecksum
-from sensor.wire import IPPROTO_TCP
+from sensor.edges.dnstap import TCP_MARK, Decoder, DnstapMatcher, query_from_response, tcp_datagram
+from sensor.edges.dnstap_schema import CONTENT_TYPE, MessageType, SocketProtocol
+from sensor.edges.dnstap_socket import DnstapFile, DnstapListener, Limits, _tcp_listener
+from sensor.edges.framestream import MAX_DATA_FRAME, Control, Reader, State, control_frame, data_frame
+from sensor.matching.checksum import verify_udp
+from sensor.records.record import Field, RecordType, UdpChecksum
+from sensor.records.wire import IPPROTO_TCP
+from sensor.service import config
+from sensor.spool import formats as spoolfile
+from sensor.spool import spooldir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 R4, A4 = T.RESOLVER4, bytes((198, 51, 100, 7))
@@ -213,8 +215,8 @@ def test_truncated_protobuf_is_refused():
 
 
 def test_address_filter_still_applies():
-    from sensor.bpf import Vantage
-    from sensor.matcher import Settings
+    from sensor.matching.bpf import Vantage
+    from sensor.matching.matcher import Settings
 
     settings = Settings(vantage=Vantage((ipaddress.ip_network("192.0.2.99/32"),), ()))
     records, counters = run(pair(), DnstapMatcher(settings))
@@ -270,7 +272,7 @@ def test_socket_is_group_writable_and_refuses_to_replace_other_files(tmp_path):
     listener, _ = _listen(tmp_path)
     try:
         assert oct(os.stat(tmp_path / "dnstap.sock").st_mode & 0o777) == "0o660"
-        from sensor.capture import CaptureError
+        from sensor.edges.libpcap import CaptureError
 
         with pytest.raises(CaptureError, match="another program"):
             DnstapListener.open(f"unix:{tmp_path}/dnstap.sock", Decoder({}))

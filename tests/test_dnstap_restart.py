@@ -18,11 +18,13 @@ import time
 from pathlib import Path
 
 from bench import dnstap_traffic as T
-from sensor import carryover, spooldir, spoolfile
-from sensor.dnstap import Decoder, DnstapMatcher
-from sensor.dnstap_schema import CONTENT_TYPE, MessageType
-from sensor.framestream import Control, control_frame
-from sensor.record import Field, RecordType
+from sensor.edges import carryover
+from sensor.edges.dnstap import Decoder, DnstapMatcher
+from sensor.edges.dnstap_schema import CONTENT_TYPE, MessageType
+from sensor.edges.framestream import Control, control_frame
+from sensor.records.record import Field, RecordType
+from sensor.spool import formats as spoolfile
+from sensor.spool import spooldir
 from tests.netns import wait_for_line
 from tests.sockethold import HeldSocket
 
@@ -183,7 +185,7 @@ def test_the_socket_systemd_holds_takes_a_reconnect_while_the_sensor_restarts(tm
 
 # ------------------------------------------------------- the kept table file
 def _carry(tmp_path, timeout: int = 60) -> carryover.TableCarry:
-    from sensor.matcher import Settings
+    from sensor.matching.matcher import Settings
 
     matcher = DnstapMatcher(Settings(query_timeout=timeout))
     os.makedirs(tmp_path / spooldir.LOCKS, exist_ok=True)  # the sensor's writer makes it

@@ -19,10 +19,11 @@ import struct
 import pytest
 from click.testing import CliRunner
 
-from sensor import dnstext, spooldir
 from sensor.cli import main
-from sensor.dns import text_to_wire
-from sensor.dnsmessage import ADDITIONAL, ANSWER, Fault, Res, decode
+from sensor.display import dnstext
+from sensor.display.dnsmessage import ADDITIONAL, ANSWER, Fault, Res, decode
+from sensor.records.dns import text_to_wire
+from sensor.spool import spooldir
 from tests import packets as P
 
 CLASS_IN, CLASS_ANY, TYPE_A, TYPE_OPT = 1, 255, 1, 41

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from bench.flood import flood_frames, replay_capped, write_flood
-from sensor.matcher import Matcher, Settings
-from sensor.record import RecordType
+from sensor.matching.matcher import Matcher, Settings
+from sensor.records.record import RecordType
 
 
 def test_flood_keeps_the_table_at_its_maximum_and_evicts_as_unanswered(tmp_path):

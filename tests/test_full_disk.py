@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from sensor import spooldir, spoolfile
-from sensor import writer as writer_module
-from sensor.record import Field, RecordType, UdpChecksum
-from sensor.writer import SpoolWriter
+from sensor.records.record import Field, RecordType, UdpChecksum
+from sensor.spool import formats as spoolfile
+from sensor.spool import spooldir
+from sensor.spool import writer as writer_module
+from sensor.spool.writer import SpoolWriter
 from tests import packets as P
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,11 +13,11 @@ import cbor2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sensor import config as configuration
-from sensor.bpf import Vantage, parse_networks
-from sensor.matcher import Matcher, Settings
-from sensor.record import Field
-from sensor.spool import encode_record
+from sensor.matching.bpf import Vantage, parse_networks
+from sensor.matching.matcher import Matcher, Settings
+from sensor.records.record import Field
+from sensor.service import config as configuration
+from sensor.spool.cbor import encode_record
 from tests import packets as P
 
 T0 = 1_700_000_000

@@ -20,11 +20,13 @@ import pytest
 from click.testing import CliRunner
 
 from bench.corruption_soak import flip_and_recover, sample_file
-from sensor import dnsqr, nmsg, spool, spooldir, spoolfile
 from sensor.cli import main
-from sensor.dnsqr import tag, varint
-from sensor.record import Field, RecordType
-from sensor.spool import SpoolError
+from sensor.records.record import Field, RecordType
+from sensor.spool import cbor as spool
+from sensor.spool import dnsqr, nmsg, spooldir
+from sensor.spool import formats as spoolfile
+from sensor.spool.cbor import SpoolError
+from sensor.spool.dnsqr import tag, varint
 
 T0 = 1_700_000_000
 HEADER = spool.encode_header("h", "ch202", T0, 0)
@@ -88,7 +90,7 @@ def test_a_file_that_cannot_be_recovered_is_moved_to_damaged(tmp_path, caplog):
     os.makedirs(new)
     with open(os.path.join(new, "h.1700000000.000000.cbor.gz"), "wb") as handle:
         handle.write(b"\x1f\x8b" + os.urandom(200))
-    from sensor.writer import SpoolWriter
+    from sensor.spool.writer import SpoolWriter
 
     writer = SpoolWriter(str(root), "ch202", "h", 60, archive=False, upload=True)
     assert writer.recover() == []
@@ -264,8 +266,8 @@ _RECOVER = """
 import logging, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
 logging.basicConfig(level=logging.INFO, format="%(message)s")
-from sensor.spoolfile import NmsgFormat
-from sensor.writer import SpoolWriter
+from sensor.spool.formats import NmsgFormat
+from sensor.spool.writer import SpoolWriter
 writer = SpoolWriter(sys.argv[1], "ch202", "h", 60, archive=False, upload=True, spool_format=NmsgFormat())
 writer.recover()
 writer.close()

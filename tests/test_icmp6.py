@@ -16,11 +16,12 @@ import struct
 
 import pytest
 
-from sensor import matcher, spoolfile, udpdns
-from sensor.bpf import Vantage, parse_networks
-from sensor.matcher import Matcher, Settings
-from sensor.record import Field, RecordType
-from sensor.wire import IPPROTO_ICMPV6
+from sensor.matching import matcher, udpdns
+from sensor.matching.bpf import Vantage, parse_networks
+from sensor.matching.matcher import Matcher, Settings
+from sensor.records.record import Field, RecordType
+from sensor.records.wire import IPPROTO_ICMPV6
+from sensor.spool import formats as spoolfile
 from tests import packets as P
 
 T0 = 1_700_000_000

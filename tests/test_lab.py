@@ -21,9 +21,10 @@ from collections import Counter
 
 import pytest
 
-from sensor import spooldir, spoolfile
-from sensor.dns import wire_to_text
-from sensor.record import Field, RecordType
+from sensor.records.dns import wire_to_text
+from sensor.records.record import Field, RecordType
+from sensor.spool import formats as spoolfile
+from sensor.spool import spooldir
 from tests import lab as lab_module
 from tests import netns
 

@@ -30,7 +30,7 @@ from collections import Counter
 
 import pytest
 
-from sensor.record import Field, RecordType
+from sensor.records.record import Field, RecordType
 from tests import lab as lab_module
 from tests import netns
 from tests.dnstap_restart import kept_records

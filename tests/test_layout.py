@@ -1,7 +1,11 @@
-"""The code's shape, as claimed in the README: one definition, one direction.
+"""The code's shape, as the README's "Layout" draws it: rooms by concept,
+imports in one direction, one definition of the spool's names.
 
-- the sans-I/O core (matcher and what it uses) imports no configuration;
-- the uploader uses only the sensor modules meant to be shared;
+- every sensor module lives in a room (records, matching, edges, spool,
+  display, service) or is the program itself (cli, pipeline);
+- a room imports only the rooms below it (ROOM_MAY_IMPORT);
+- the uploader and the collector import only the shared rooms, and
+  importing all of them loads neither an edge nor the matcher;
 - benchmarks and tests edit no sys.path;
 - the spool layout, file names, locks and state files are defined in spooldir.py alone.
 """
@@ -12,44 +16,88 @@ import ast
 import glob
 import os
 import re
+import subprocess
+import sys
 
-from sensor import spooldir
+from sensor.spool import spooldir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# sensor modules both programs use: configuration, service plumbing, the spool
-SHARED_WITH_UPLOADER = {
-    "sensor", "sensor.config", "sensor.daemon", "sensor.logs", "sensor.options", "sensor.spooldir",
-    "sensor.state", "sensor.status",
+ROOM_MAY_IMPORT = {
+    "records": set(),
+    "matching": {"records"},
+    "spool": {"records"},
+    "service": {"records", "spool"},
+    "display": {"records", "spool", "matching"},  # render reassembles a fragmented response to show it
+    "edges": {"records", "matching", "spool", "service"},
 }
-CORE = ("matcher", "bpf", "fragments", "checksum", "dns", "record", "wire")
+PROGRAM = {"__init__", "__main__", "cli", "pipeline"}  # sensor/ itself: may import every room
+SHARED = {"records", "spool", "service", "display"}
+PROGRAM_MAY_IMPORT = {"uploader": {"spool", "service"}, "collector": SHARED}
+NEVER_LOADED_BY_THE_OTHER_PROGRAMS = ("sensor.edges", "sensor.matching.matcher", "sensor.pipeline", "pcapy")
 
 
 def imports(path: str) -> set[str]:
-    """Modules a file imports, relative imports resolved inside sensor/."""
+    """Modules a file imports, absolute names (relative imports resolved)."""
     with open(path) as handle:
         tree = ast.parse(handle.read())
-    package = os.path.basename(os.path.dirname(path))
+    package = os.path.relpath(os.path.dirname(path), REPO).replace(os.sep, ".")
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
-            base = f"{package}." if node.level else ""
-            module = f"{base}{node.module}" if node.module else package
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(part for part in (base, node.module) if part)
             found.add(module)
-            found |= {f"{module}.{alias.name}" for alias in node.names if not node.module}
+            found |= {f"{module}.{alias.name}" for alias in node.names}
     return found
 
 
-def test_the_core_imports_no_configuration():
-    for name in CORE:
-        assert not {m for m in imports(f"{REPO}/sensor/{name}.py") if m.endswith("config")}, name
+def rooms_used(path: str) -> set[str]:
+    """The sensor rooms a file imports from (`sensor.spool.nmsg` -> spool)."""
+    # cli or pipeline counts as a room of its own name, which no room may import
+    return {name.split(".")[1] for name in imports(path) if name.startswith("sensor.")}
 
 
-def test_the_uploader_uses_only_the_shared_sensor_modules():
-    for path in glob.glob(f"{REPO}/uploader/*.py"):
-        used = {m for m in imports(path) if m == "sensor" or m.startswith("sensor.")}
-        assert used <= SHARED_WITH_UPLOADER, (path, used - SHARED_WITH_UPLOADER)
+def sources(folder: str) -> list[str]:
+    return glob.glob(f"{REPO}/{folder}/**/*.py", recursive=True)
+
+
+def test_every_sensor_module_is_in_a_room_or_the_program():
+    for path in sources("sensor"):
+        parts = os.path.relpath(path, f"{REPO}/sensor").split(os.sep)
+        if len(parts) == 1:
+            assert parts[0][:-3] in PROGRAM, path
+        else:
+            assert parts[0] in ROOM_MAY_IMPORT and len(parts) == 2, path
+
+
+def test_each_room_imports_only_the_rooms_below_it():
+    for room, allowed in ROOM_MAY_IMPORT.items():
+        for path in sources(f"sensor/{room}"):
+            assert rooms_used(path) - {room} <= allowed, (path, rooms_used(path) - {room} - allowed)
+
+
+def test_the_other_programs_import_only_the_shared_rooms():
+    for program, allowed in PROGRAM_MAY_IMPORT.items():
+        for path in sources(program):
+            assert rooms_used(path) <= allowed, (path, rooms_used(path) - allowed)
+            assert "sensor" not in imports(path), path  # `from sensor import x` names no room
+
+
+def test_the_other_programs_load_no_edge_and_no_matcher():
+    """Followed through every import they make, not only their own lines."""
+    modules = sorted(
+        os.path.relpath(path, REPO)[:-3].replace(os.sep, ".").removesuffix(".__init__")
+        for program in PROGRAM_MAY_IMPORT for path in sources(program) if not path.endswith("__main__.py")
+    )
+    code = (f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
+            f"print('\\n'.join(sorted(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    loaded = result.stdout.split()
+    assert len(loaded) > len(modules)
+    assert not [m for m in loaded if m.startswith(NEVER_LOADED_BY_THE_OTHER_PROGRAMS)]
 
 
 def test_no_sys_path_edits_in_tests_or_benchmarks():
@@ -69,8 +117,7 @@ def test_the_spool_layout_is_defined_once():
         rf'/ "({names})"|"({names})/|/({names})/|join\([^()]*"({names})"|\.({kinds})"|-\{{channel\}}\.'
         r"|\\\.\(\\d\+\)\\\.\(\\d\{6\}\)"  # the time in a file's name, as a regular expression
     )
-    sources = glob.glob(f"{REPO}/sensor/*.py") + glob.glob(f"{REPO}/uploader/*.py") + glob.glob(f"{REPO}/tests/*.py")
-    for path in sources:
+    for path in sources("sensor") + sources("uploader") + glob.glob(f"{REPO}/tests/*.py"):
         if path.endswith(("spooldir.py", "test_layout.py")) or os.path.basename(path).startswith("test_collector"):
             continue  # the collector's spool has folders of its own (collector.incoming)
         with open(path) as handle:

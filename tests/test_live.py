@@ -19,7 +19,9 @@ import time
 
 import pytest
 
-from sensor import render, spooldir, spoolfile
+from sensor.display import render
+from sensor.spool import formats as spoolfile
+from sensor.spool import spooldir
 from tests import netns
 from tests.dnstraffic import ASKER, RESPONDER, USER
 from tests.netns import STAY_AS_IS

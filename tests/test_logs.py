@@ -14,7 +14,7 @@ import socket
 
 import pytest
 
-from sensor import logs
+from sensor.service import logs
 
 HOSTILE = "/spool/ch202/x\nhostile0::0:0:::\n\x1b[2J\udcff\\"  # a file name a log line names
 SHOWN = "/spool/ch202/x\\nhostile0::0:0:::\\n\\x1b[2J\\xff\\\\"

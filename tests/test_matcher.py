@@ -8,10 +8,10 @@ import struct
 import dpkt
 import pytest
 
-from sensor.bpf import Vantage, parse_networks
-from sensor.dns import text_to_wire
-from sensor.matcher import Matcher, Settings
-from sensor.record import Field, RecordType, UdpChecksum
+from sensor.matching.bpf import Vantage, parse_networks
+from sensor.matching.matcher import Matcher, Settings
+from sensor.records.dns import text_to_wire
+from sensor.records.record import Field, RecordType, UdpChecksum
 from tests import packets as P
 
 T0 = 1_700_000_000
@@ -579,8 +579,8 @@ def test_every_path_builds_its_records_in_field_order():
     """One builder for pairs, one-sided and unanswered UDP, fragments, TCP,
     ICMP, zeroed and dnstap records: keys ascend, so the general CBOR
     encoder writes a record's fields in the order the C encoder does."""
-    from sensor.dnstap import DnstapMatcher
-    from sensor.dnstap_schema import SocketProtocol
+    from sensor.edges.dnstap import DnstapMatcher
+    from sensor.edges.dnstap_schema import SocketProtocol
     from tests.test_dnstap import pair, run
     from tests.test_nmsg import SHAPES
 

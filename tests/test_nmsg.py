@@ -21,14 +21,15 @@ import pytest
 from click.testing import CliRunner
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from sensor import dnsqr, nmsg, spooldir, spoolfile
-from sensor.bpf import Vantage, build_filter, parse_networks
-from sensor.capture import Capture
 from sensor.cli import main
-from sensor.matcher import Matcher, Settings
-from sensor.record import Field, RecordType
-from sensor.spool import SpoolError
-from sensor.spoolfile import NmsgFormat
+from sensor.edges.libpcap import Capture
+from sensor.matching.bpf import Vantage, build_filter, parse_networks
+from sensor.matching.matcher import Matcher, Settings
+from sensor.records.record import Field, RecordType
+from sensor.spool import dnsqr, nmsg, spooldir
+from sensor.spool import formats as spoolfile
+from sensor.spool.cbor import SpoolError
+from sensor.spool.formats import NmsgFormat
 from tests import packets as P
 
 CORPUS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpus")

@@ -10,8 +10,8 @@ import deflate
 import pytest
 from click.testing import CliRunner
 
-from sensor import nmsg, spooldir
 from sensor.cli import main
+from sensor.spool import nmsg, spooldir
 from tests import packets as P
 
 CORPUS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpus")

@@ -17,10 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench import traffic
-from sensor import _nmsgpack, dnsqr, nmsg
-from sensor.linklayer import ethernet
-from sensor.matcher import Matcher, Settings
-from sensor.record import FIELD_NAMES, Field, RecordType, record_time
+from sensor.edges.linklayer import ethernet
+from sensor.matching.matcher import Matcher, Settings
+from sensor.records.record import FIELD_NAMES, Field, RecordType, record_time
+from sensor.spool import _nmsgpack, dnsqr, nmsg
 from tests.test_nmsg import SHAPES, DnsQR
 
 TRAILERS = [b"", nmsg.payload_trailer(0x19721976, None, None), nmsg.payload_trailer(1, 2**32 - 1, 70000)]

@@ -20,8 +20,9 @@ import uuid
 
 import pytest
 
-from sensor import spooldir, status
-from sensor.options import EX_NOPERM
+from sensor.service import status
+from sensor.service.cli_options import EX_NOPERM
+from sensor.spool import spooldir
 from tests.uploadkit import CHANNEL, python_for_others, spool_files, uploader_keys, write_config
 
 

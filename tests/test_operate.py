@@ -16,13 +16,16 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from sensor import logs, pipeline, spooldir, state, status
-from sensor.capture import CaptureError
+from sensor import pipeline
 from sensor.cli import main
-from sensor.matcher import Matcher, Settings
+from sensor.edges.libpcap import CaptureError
+from sensor.matching.matcher import Matcher, Settings
 from sensor.pipeline import Sensor
-from sensor.spool import read_spool
-from sensor.writer import SpoolWriter
+from sensor.service import daemonstate as state
+from sensor.service import logs, status
+from sensor.spool import spooldir
+from sensor.spool.cbor import read_spool
+from sensor.spool.writer import SpoolWriter
 from tests import packets as P
 from tests.uploadkit import CHANNEL, needs_sshd, run_tool, spool_files, start_tool, uploader_keys, write_config
 
@@ -108,7 +111,7 @@ def test_a_capture_error_in_a_replay_stops_with_a_log_line_not_a_traceback(tmp_p
 
 # ------------------------------------------------------------------- status
 def _config(tmp_path, **settings):
-    from sensor import config as configuration
+    from sensor.service import config as configuration
 
     lines = [f'spooldir="{tmp_path}"', 'interval="10"'] + [f'{k}="{v}"' for k, v in settings.items()]
     (tmp_path / "conf").write_text("\n".join(lines) + "\n")
@@ -225,7 +228,7 @@ def test_under_systemd_lines_go_to_the_journal_with_their_priority(monkeypatch, 
 # ------------------------------------------------------ daemons and start-up
 def test_daemons_close_descriptors_inherited_from_the_shell(tmp_path):
     code = (
-        "import os; from sensor import daemon\n"
+        "import os; from sensor.service import daemon\n"
         "keep = os.open('/dev/null', os.O_RDONLY)  # ours: close-on-exec\n"
         "daemon.close_inherited_fds()\n"
         "print(sorted(int(f) for f in os.listdir('/proc/self/fd')), keep)\n"
@@ -468,7 +471,7 @@ def test_a_restarted_uploader_keeps_the_last_upload_and_is_not_judged_before_its
 
 
 def _timex(state_value: int, status_bits: int):
-    from sensor import clock
+    from sensor.service import clock
 
     timex = clock.Timex()
     timex.status = status_bits
@@ -479,7 +482,7 @@ def _timex(state_value: int, status_bits: int):
                                             ((0, 0x2001), False)])
 def test_check_config_and_status_warn_when_the_kernel_says_the_clock_is_unsynchronized(
         tmp_path, monkeypatch, kernel, warned):
-    from sensor import clock
+    from sensor.service import clock
 
     monkeypatch.setattr(clock, "adjtimex", _timex(*kernel))
     _cfg, path = _config(tmp_path, DNSQR_RES_ADDRS="192.0.2.53", upload="no", interface="lo")
@@ -494,7 +497,7 @@ def test_check_config_and_status_warn_when_the_kernel_says_the_clock_is_unsynchr
 
 
 def test_adjtimex_reads_the_kernels_own_clock_state():
-    from sensor import clock
+    from sensor.service import clock
 
     state_value, timex = clock.adjtimex()
     assert 0 <= state_value <= clock.TIME_ERROR
@@ -513,7 +516,7 @@ def _section(page: str, title: str) -> str:
 
 
 def test_man_pages_name_every_command_the_logs_and_the_exit_statuses():
-    from sensor.options import EX_CONFIG, EX_NOPERM
+    from sensor.service.cli_options import EX_CONFIG, EX_NOPERM
 
     synopsis = _section("sie-dns-sensor.8", "SYNOPSIS")
     for command in main.commands:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-from sensor import spooldir
+from sensor.spool import spooldir
 from tests.uploadkit import CHANNEL, contents, needs_sshd, same, spool_files, start_tool
 from uploader.upload import pending
 

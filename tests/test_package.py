@@ -27,7 +27,9 @@ import pytest
 
 from collector import config as collector_config
 from collector import incoming, sensors
-from sensor import config, spooldir, spoolfile
+from sensor.service import config
+from sensor.spool import formats as spoolfile
+from sensor.spool import spooldir
 from tests import netns
 from tests import sshd as sshd_helper
 from tests.collectorkit import ROOT_HINTS, resolution, write_spool
@@ -222,15 +224,15 @@ def test_rpmbuild_builds_the_same_content(tmp_path):
         "/etc/rc.d/init.d/sie-dns-sensor",
         "/usr/lib/systemd/system/sie-dns-sensor.service",
         "/usr/lib/systemd/system/sie-upload.service",
-        "/usr/lib/sie-dns-sensor/sensor/matcher.py",
+        "/usr/lib/sie-dns-sensor/sensor/matching/matcher.py",
         "/usr/lib/sie-dns-sensor/pcapy.cpython-311-x86_64-linux-gnu.so",
-        "/usr/lib/sie-dns-sensor/sensor/__pycache__/matcher.cpython-311.pyc",
+        "/usr/lib/sie-dns-sensor/sensor/matching/__pycache__/matcher.cpython-311.pyc",
         "/usr/share/doc/sie-dns-sensor/README.md.gz",
         "/etc/logrotate.d/sie-dns-sensor",
     ):
         assert path in listing, path
-    for module in ("_udpdns", "_nmsgpack", "_cborpack"):  # the sensor's C modules (setup.py)
-        assert fnmatch.filter(listing, f"/usr/lib/sie-dns-sensor/sensor/{module}*.so"), module
+    for module in ("sensor/matching/_udpdns", "sensor/spool/_nmsgpack", "sensor/spool/_cborpack", "collector/_ingest"):
+        assert fnmatch.filter(listing, f"/usr/lib/sie-dns-sensor/{module}*.so"), module  # setup.py's C modules
     assert not any("dpkt" in path for path in listing)  # a test dependency only
     assert _unmet_requirements(rpm, listing) == []
     requires = subprocess.run(["rpm", "-qp", "--requires", rpm], capture_output=True, text=True, check=True).stdout
@@ -289,7 +291,7 @@ def _sh(*argv: str, timeout: float = 120, check: bool = True) -> subprocess.Comp
     return result
 
 
-# each deliberate; README ("Packaging") lists them, with the reason
+# each deliberate; README ("Packages") lists them, with the reason
 LINTIAN_WARNINGS = {
     "sie-dns-sensor": {
         "init.d-script-does-not-source-init-functions",

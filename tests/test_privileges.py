@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sensor import daemon, logs, spooldir
+from sensor.service import daemon, logs
+from sensor.spool import spooldir
 from tests.sshd import free_port
 from tests.uploadkit import CHANNEL, REPO, python_for_others, uploader_keys, write_config
 

@@ -34,9 +34,9 @@ sys.meta_path.insert(0, Refuse())
 
 _SENSOR_MODULES = _REFUSE + """
 import importlib, pkgutil, sensor
-for module in pkgutil.iter_modules(sensor.__path__):
-    if module.name != "__main__":
-        importlib.import_module(f"sensor.{module.name}")
+for module in pkgutil.walk_packages(sensor.__path__, "sensor."):  # every room's modules
+    if not module.name.endswith("__main__"):
+        importlib.import_module(module.name)
 print(sorted(name for name in sys.modules if name.partition(".")[0] in REFUSED) or "none")
 """
 

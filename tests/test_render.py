@@ -21,10 +21,11 @@ import struct
 
 import pytest
 
-from sensor import dnstext, render, spooldir
-from sensor.dns import text_to_wire, wire_to_text
-from sensor.record import FIELD_NAMES, Field, RecordType, UdpChecksum
-from sensor.rrnames import RCODES, RRCLASSES, RRTYPES, rcode_name, rrclass_name, rrtype_name
+from sensor.display import dnstext, render
+from sensor.records.dns import text_to_wire, wire_to_text
+from sensor.records.record import FIELD_NAMES, Field, RecordType, UdpChecksum
+from sensor.records.rrnames import RCODES, RRCLASSES, RRTYPES, rcode_name, rrclass_name, rrtype_name
+from sensor.spool import spooldir
 
 CORPUS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpus")
 JSON_FILES = sorted(glob.glob(os.path.join(CORPUS, "reference", "*.json"))) + sorted(

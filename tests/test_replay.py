@@ -7,7 +7,8 @@ import struct
 import subprocess
 import sys
 
-from sensor import spooldir, spoolfile
+from sensor.spool import formats as spoolfile
+from sensor.spool import spooldir
 from tests import packets as P
 from tests.uploadkit import CHANNEL, REPO, write_config
 

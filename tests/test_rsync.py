@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from sensor import spooldir
+from sensor.spool import spooldir
 from tests.uploadkit import CHANNEL, contents, make_collector, needs_sshd, run_tool, same, spool_files
 from uploader.discovery import rfc2782_order
 from uploader.upload import pending

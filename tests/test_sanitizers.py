@@ -2,7 +2,7 @@
 
 The C modules' own tests compare them with their Python statements; a
 read one byte past a buffer or an overflowing shift can still give the
-right answer there. Here the three modules are built again with
+right answer there. Here the modules setup.py builds are built again with
 `-fsanitize=address,undefined` into a copy of the package in a temporary
 folder, and their tests, the ICMPv6 tests and the fuzz tests run against
 that build: any invalid access or undefined behaviour aborts the run.
@@ -14,6 +14,7 @@ Leak checking is off: CPython leaves objects behind at exit by design.
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -23,9 +24,18 @@ import sysconfig
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODULES = ("_udpdns", "_nmsgpack", "_cborpack")
+
+
+def _extensions() -> list[tuple[str, list[str]]]:
+    """setup.py's extensions, (module, its sources), read from its text: one list of what is compiled."""
+    with open(os.path.join(REPO, "setup.py")) as handle:
+        tree = ast.parse(handle.read())
+    return [(node.args[0].value, [source.value for k in node.keywords if k.arg == "sources" for source in k.value.elts])
+            for node in ast.walk(tree) if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Extension"]
+
+
 TESTS = ("test_udpdns.py", "test_cborpack.py", "test_nmsgpack.py", "test_compiled_layout.py", "test_icmp6.py",
-         "test_fuzz.py")
+         "test_fuzz.py", "test_collector_fast.py")
 FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g", "-O1"]
 
 
@@ -41,7 +51,7 @@ def _runtime(name: str) -> str | None:
 def _copy(root: str) -> None:
     """The package, its tests and the benchmark's traffic generator, without built modules."""
     skip = shutil.ignore_patterns("*.so", "__pycache__", "out")
-    for folder in ("sensor", "tests", "bench"):
+    for folder in ("sensor", "collector", "tests", "bench"):
         shutil.copytree(os.path.join(REPO, folder), os.path.join(root, folder), ignore=skip)
     shutil.copy(os.path.join(REPO, "pyproject.toml"), root)
 
@@ -50,10 +60,10 @@ def _build(root: str) -> None:
     compiler = sysconfig.get_config_var("CC").split()
     include = sysconfig.get_paths()["include"]
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    for module in MODULES:
-        source = os.path.join(root, "sensor", f"{module}.c")
-        target = os.path.join(root, "sensor", f"{module}{suffix}")
-        subprocess.run([*compiler, "-shared", "-fPIC", "-Wall", *FLAGS, f"-I{include}", source, "-o", target],
+    for module, files in _extensions():
+        target = os.path.join(root, *module.split(".")[:-1], module.split(".")[-1] + suffix)
+        sources = [os.path.join(root, name) for name in files]
+        subprocess.run([*compiler, "-shared", "-fPIC", "-Wall", *FLAGS, f"-I{include}", *sources, "-o", target],
                        check=True, capture_output=True, text=True)
 
 
@@ -86,8 +96,8 @@ def _reports(root: str) -> str:
 
 def test_the_copy_imports_the_sanitized_build(sanitized):
     root, env = sanitized
-    code = ("import sensor._udpdns, sensor.nmsg, sensor.spool\n"
-            "print(sensor._udpdns.__file__)\n"
+    code = ("import sensor.matching._udpdns, sensor.spool.nmsg, sensor.spool.cbor, collector._ingest\n"
+            "print(sensor.matching._udpdns.__file__)\n"
             "print(any('libasan' in line for line in open('/proc/self/maps')))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
                             timeout=120)

@@ -12,11 +12,11 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from sensor import spooldir
-from sensor.matcher import Matcher
-from sensor.record import Field, RecordType, UdpChecksum
-from sensor.spool import Compressor, SpoolError, encode_header, encode_record, read_spool
-from sensor.writer import SpoolBusy, SpoolWriter
+from sensor.matching.matcher import Matcher
+from sensor.records.record import Field, RecordType, UdpChecksum
+from sensor.spool import spooldir
+from sensor.spool.cbor import Compressor, SpoolError, encode_header, encode_record, read_spool
+from sensor.spool.writer import SpoolBusy, SpoolWriter
 from tests import packets as P
 
 T0 = 1_700_000_000

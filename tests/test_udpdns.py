@@ -20,10 +20,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sensor import _udpdns, matcher, udpdns
-from sensor.dns import parse_question
-from sensor.matcher import Matcher
-from sensor.wire import DNS_HEADER_LEN, DNS_PORTS
+from sensor.matching import _udpdns, matcher, udpdns
+from sensor.matching.matcher import Matcher
+from sensor.records.dns import parse_question
+from sensor.records.wire import DNS_HEADER_LEN, DNS_PORTS
 from tests import packets as P
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -144,11 +144,11 @@ _WITHOUT_C = """
 import sys
 class NoCompiledReader:
     def find_spec(self, name, path=None, target=None):
-        if name == "sensor._udpdns":
+        if name == "sensor.matching._udpdns":
             raise ImportError("not built")
 sys.meta_path.insert(0, NoCompiledReader())
-from sensor import udpdns
-from sensor.matcher import Matcher
+from sensor.matching import udpdns
+from sensor.matching.matcher import Matcher
 from tests import packets as P
 m = Matcher()
 m.feed(P.query(), 1_700_000_000, 0)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from sensor import config as configuration
-from sensor import spooldir, state
+from sensor.service import config as configuration
+from sensor.service import daemonstate as state
+from sensor.spool import spooldir
 from tests import sshd as sshd_helper
 from tests.uploadkit import (
     CHANNEL,

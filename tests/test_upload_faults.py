@@ -24,7 +24,7 @@ import uuid
 
 import pytest
 
-from sensor import spooldir
+from sensor.spool import spooldir
 from tests import sshd as sshd_helper
 from tests.netns import STAY_AS_IS
 from tests.uploadkit import (

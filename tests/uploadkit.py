@@ -9,7 +9,7 @@ import sysconfig
 
 import pytest
 
-from sensor import spooldir
+from sensor.spool import spooldir
 from tests import sshd as sshd_helper
 from tests.netns import STAY_AS_IS
 

@@ -8,9 +8,9 @@ import sys
 
 import click
 
-from sensor import config as configuration
-from sensor import daemon, logs
-from sensor.options import ConfigProblem, NotPermitted, config_option, load_config
+from sensor.service import config as configuration
+from sensor.service import daemon, logs
+from sensor.service.cli_options import ConfigProblem, NotPermitted, config_option, load_config
 
 from . import keys
 from .upload import SpoolForbidden, Uploader, UploaderBusy, channel_lock

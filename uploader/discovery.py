@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import dns.exception
 import dns.resolver
 
-from sensor.config import is_host_name
+from sensor.service.config import is_host_name
 
 UPLOAD_PORT = 49222
 SRV_PREFIX = {"rsync": "_rsync._tcp", "sftp": "_sftp-ssh._tcp"}

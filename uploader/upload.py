@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterator
 
 import paramiko
 
-from sensor import spooldir
-from sensor.config import Config
-from sensor.options import as_this_user
+from sensor.service.cli_options import as_this_user
+from sensor.service.config import Config
+from sensor.spool import spooldir
 
 from . import discovery, keys, localfiles
 from .rsync import RsyncCollector

@@ -17,8 +17,8 @@ import logging
 import threading
 import time
 
-from sensor.state import STATE_SECONDS, UPLOADER, StateFile, read_state, state_path
-from sensor.status import backlog, upload_problems
+from sensor.service.daemonstate import STATE_SECONDS, UPLOADER, StateFile, read_state, state_path
+from sensor.service.status import backlog, upload_problems
 
 from .upload import Uploader
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import dns.exception
 import dns.rdatatype
 
-from sensor.dns import text_to_wire
+from sensor.records.dns import text_to_wire
 
 from ..store import Fences, RRTypes, Store, Summary
 
