@@ -531,6 +531,7 @@ def _status(cfg: configuration.Config) -> dict:
         problems.append(f"the store has not answered for {int(time.time() - state['store_problem_since'])} s, "
                         f"ingest keeps its files and tries again: {state['store_problem']}")
     return {
+        "store": store_text(cfg),
         "backlog_files": len(waiting),
         "backlog_oldest_seconds": None if oldest is None else int(time.time() - oldest),
         "ingested_files": state.get("files"),

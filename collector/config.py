@@ -61,12 +61,12 @@ def _listen(text: str) -> str:
 
 
 def _store(text: str) -> str:
-    if text.startswith("clickhouse://"):
-        from .clickhouse.location import parse  # parsing only: no client library
+    from .clickhouse.location import masked, parse  # parsing only: no client library
 
+    if text.startswith("clickhouse://"):
         parse(text)
     elif text and not text.startswith("sqlite:/"):
-        raise ValueError(f"{text!r} is not sqlite:/PATH, clickhouse://HOST:PORT[,HOST:PORT...]/DATABASE"
+        raise ValueError(f"{masked(text)!r} is not sqlite:/PATH, clickhouse://HOST:PORT[,HOST:PORT...]/DATABASE"
                          "[?cluster=NAME] (or empty for the default file)")
     return text
 
@@ -143,8 +143,11 @@ class Config:
         return self.api_keys or os.path.join(self.collector_dir, "api-keys")
 
     def as_text_lines(self) -> list[str]:
-        return [f'{name}="{getattr(self, var.attr)}"  # {self.origins.get(name, "default")}'
-                for name, var in VARIABLES.items()]
+        """What check-config prints (a terminal, a ticket): the store's password as ***."""
+        from .clickhouse.location import masked
+
+        return [f'{name}="{masked(value) if name == "store" else value}"  # {self.origins.get(name, "default")}'
+                for name, value in ((name, getattr(self, var.attr)) for name, var in VARIABLES.items())]
 
 
 def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:

@@ -33,6 +33,7 @@ MARKS = {
     "test_collector_page": ("network",),
     "test_collector_dnsdbq": ("network",),
     "test_collector_clickhouse": ("network", "slow"),
+    "test_collector_clickhouse_replicated": ("network", "slow"),
     "test_flood": ("slow",),
     "test_sanitizers": ("slow",),
     "test_package": ("package", "network", "slow"),

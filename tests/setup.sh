@@ -5,11 +5,11 @@ set -eu
 cd "$(dirname "$0")/.."
 # the sensor, its live and upload tests, packaging (deb, rpm, checks), the DNS lab, the collector's API client,
 # the browser its search page is tested in (Selenium drives Debian's chromium through chromium-driver),
-# the ClickHouse store's servers (tests start their own from clickhouse-server, never its service)
+# the ClickHouse store's servers and the ZooKeeper of its replicas (tests start their own, never a service)
 packages="python3 python3-venv python3-dev libpcap-dev iproute2 ethtool openssh-server openssh-client passwd procps
  build-essential debhelper dh-python dpkg-dev fakeroot lintian shellcheck rpm systemd git
  unbound nsd ldnsutils tshark dnsutils tcpreplay rsync fstrm-bin dnstap-ldns dnsdbq chromium chromium-driver
- clickhouse-server"
+ clickhouse-server zookeeper"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

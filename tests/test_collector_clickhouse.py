@@ -72,6 +72,21 @@ def ingest_all(root: str, store) -> None:
         pass
 
 
+def ingest_both(folder: str, url: str, files: str) -> tuple[list[str], SqliteStore, ClickHouseStore]:
+    """The same spool files ingested into the embedded store and into the ClickHouse store at `url`
+    (made first): their collector folders, and both stores, open."""
+    init(location.parse(url))
+    roots = [os.path.join(folder, name) for name in ("embedded", "cluster")]
+    for root in roots:
+        shutil.copytree(files, root)
+    os.makedirs(os.path.join(folder, "cluster-own"))
+    reference = seeded(SqliteStore(os.path.join(roots[0], "pdns.sqlite")), roots[0])
+    store = seeded(ClickHouseStore(url, os.path.join(folder, "cluster-own")), roots[1])
+    for root, each in zip(roots, (reference, store), strict=True):
+        ingest_all(root, each)
+    return roots, reference, store
+
+
 def entries(store: SqliteStore) -> dict[str, list[tuple]]:
     """The embedded store's entries and index rows, as comparable tuples."""
     return {"rrset": sorted(store.db.execute("SELECT * FROM rrset").fetchall()),
@@ -159,16 +174,7 @@ def test_the_cluster_answers_every_lookup_as_the_embedded_store(cluster, tmp_pat
     from clickhouse_driver import Client
 
     url = cluster.url("pdns_equal")
-    init(location.parse(url))
-    files = template(str(tmp_path))
-    roots = [str(tmp_path / name) for name in ("embedded", "cluster")]
-    for root in roots:
-        shutil.copytree(files, root)
-    os.makedirs(tmp_path / "cluster-own")
-    reference = seeded(SqliteStore(os.path.join(roots[0], "pdns.sqlite")), roots[0])
-    store = seeded(ClickHouseStore(url, str(tmp_path / "cluster-own")), roots[1])
-    for root, each in zip(roots, (reference, store), strict=True):
-        ingest_all(root, each)
+    roots, reference, store = ingest_both(str(tmp_path), url, template(str(tmp_path)))
     assert store.outcome("sensor-a", "ch202/host.1800000000.000099.nmsg") == ""
     assert cluster_entries(url) == entries(reference)
     rows_per_shard = [len([row for row in dump if row[0] == "rrset"]) for dump in shard_dump(cluster, "pdns_equal")]
@@ -219,6 +225,47 @@ def test_the_sql_runs_on_a_current_clickhouse(tmp_path):
         reference.close()
     finally:
         engine.cleanup()
+
+
+def test_expire_takes_the_forward_names_with_their_entries(cluster, tmp_path):
+    _, reference, store = ingest_both(str(tmp_path), cluster.url("pdns_expire"), template(str(tmp_path), files=2))
+    lasts = sorted(last for (last,) in reference.db.execute("SELECT last FROM rrset"))
+    middle = lasts[len(lasts) // 2]
+    assert store.expire(middle) == reference.expire(middle)
+    assert assert_same_answers(reference, store) > 100  # the names left find what is left, in order
+    assert store.expire(4_000_000_000) == reference.expire(4_000_000_000)  # everything
+    assert reference.db.execute("SELECT count(*) FROM name_forward").fetchone() == (0,)
+    for dump in shard_dump(cluster, "pdns_expire"):
+        assert [row for row in dump if row[0] in ("rrset", "rdata", "name")] == []
+    store.close()
+    reference.close()
+
+
+API_PATHS = ("/dnsdb/v2/lookup/rrset/name/*.example.test?limit=5&offset=1",
+             "/dnsdb/v2/lookup/rrset/name/www.example.%2A",
+             "/dnsdb/v2/lookup/rrset/name/*.example.test?time_first_after=1500",
+             "/dnsdb/v2/lookup/rdata/name/www.example.test", "/dnsdb/v2/lookup/rdata/ip/203.0.113.0%2C24",
+             "/dnsdb/v2/summarize/rrset/name/*.test", "/dnsdb/v2/lookup/rrset/name/no-such.example.test")
+
+
+def test_the_http_api_over_the_cluster_answers_as_over_the_embedded_store(cluster, tmp_path):
+    url = cluster.url("pdns_api")
+    roots, reference, store = ingest_both(str(tmp_path), url, template(str(tmp_path), files=2))
+    store.close()
+    reference.close()
+    answers = {}
+    for root, setting in zip(roots, (f"sqlite:{roots[0]}/pdns.sqlite", url), strict=True):
+        config = collector_config(str(tmp_path), root, setting)
+        key = apikit.add_key(config, "analyst")
+        server = apikit.Server(config)  # `sie-dns-collector serve`, its own process
+        try:
+            answers[setting] = [server.get(path, {"X-API-Key": key})[::2] for path in API_PATHS]
+        finally:
+            server.stop()
+    embedded, clustered = answers.values()
+    assert [status for status, _ in embedded] == [200] * len(API_PATHS)
+    assert all(body.count(b"\n") >= 3 for _, body in embedded[:-1])  # an object at least, but in the last
+    assert clustered == embedded
 
 
 # ---------------------------------------------------------- exactly once
@@ -382,6 +429,30 @@ def test_the_store_setting_names_hosts_database_cluster_and_replication():
                      ("clickhouse://h 1/pdns", "HOST:PORT")):
         with pytest.raises(ValueError, match=why):
             location.parse(bad)
+
+
+def test_the_store_password_is_never_printed(cluster, tmp_path):
+    secret = "s3cret-Pw"
+    url = cluster.url("pdns_secret").replace("clickhouse://", f"clickhouse://default:{secret}@")
+    root = str(tmp_path / "collector")
+    incoming.make_folders(root)
+    config = collector_config(str(tmp_path), root, url)
+    said = {}
+    for command in (["check-config"], ["init-store"], ["ingest", "--once", "--user", "root"], ["status"]):
+        done = subprocess.run([sys.executable, "-m", "collector", *command, "-c", config], env=apikit.env(),
+                              capture_output=True, text=True, timeout=120)
+        said[command[0]] = done.stdout + done.stderr
+    masked = f"clickhouse://default:***@127.0.0.1:{cluster.ports[0]},"
+    assert f'store="{masked}' in said["check-config"]
+    assert "Wrong password for user default. (code 193)" in said["init-store"]  # the server refused it
+    assert f"into {masked}" in said["ingest"] and "the store does not answer" in said["ingest"]
+    assert f"store: {masked}" in said["status"] and "store has not answered" in said["status"]
+    wrong = collector_config(str(tmp_path), root, f"clickhouse://default:{secret}@127.0.0.1:1")  # no database
+    done = subprocess.run([sys.executable, "-m", "collector", "check-config", "-c", wrong], env=apikit.env(),
+                          capture_output=True, text=True, timeout=60)
+    said["wrong"] = done.stdout + done.stderr
+    assert done.returncode != 0 and "default:***@127.0.0.1:1' names no database" in said["wrong"]
+    assert not [command for command, text in said.items() if secret in text]
 
 
 def test_init_store_on_a_cluster_with_zookeeper_and_replicas():

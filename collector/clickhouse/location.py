@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 SCHEME = "clickhouse://"
 DEFAULT_PORT = 9000
+MASK = "***"
+_CREDENTIALS = re.compile(r"^([^:/?@]*://[^:/?@]*:).*@", re.DOTALL)  # scheme://user: ... up to the last @
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _HOST = re.compile(r"(?:\[([0-9A-Fa-f:.]+)\]|([0-9A-Za-z_.-]+))(?::(\d{1,5}))?")
 
@@ -35,29 +37,38 @@ class Location:
     password: str = ""
 
     def text(self) -> str:
-        """The setting without its password (for logs and status)."""
+        """The setting with its password as *** (for logs and status)."""
         hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.hosts)
         query = urllib.parse.urlencode({k: v for k, v in (("cluster", self.cluster),
                                                           ("replication", self.replication)) if v})
-        return f"{SCHEME}{hosts}/{self.database}" + (f"?{query}" if query else "")
+        user = urllib.parse.quote(self.user, safe="")
+        who = f"{user}:{MASK}@" if self.password else ("" if self.user == "default" else f"{user}@")
+        return f"{SCHEME}{who}{hosts}/{self.database}" + (f"?{query}" if query else "")
+
+
+def masked(text: str) -> str:
+    """A store setting as written, its password (if any) as ***: what check-config and errors print.
+    Everything from the user's colon to the last @ goes, so even a wrong setting (a ? in the
+    password) shows nothing of it."""
+    return _CREDENTIALS.sub(lambda found: f"{found.group(1)}{MASK}@", text, count=1)
 
 
 def parse(text: str) -> Location:
     """The Location of a `clickhouse://` setting; ValueError saying what is wrong."""
     if not text.startswith(SCHEME):
-        raise ValueError(f"{text!r} does not begin with {SCHEME}")
+        raise ValueError(f"{masked(text)!r} does not begin with {SCHEME}")
     rest = text[len(SCHEME):]
     rest, _, query = rest.partition("?")
     credentials, at, rest = rest.rpartition("@")
     hosts_text, slash, database = rest.partition("/")
     if not slash or not _NAME.fullmatch(database):
-        raise ValueError(f"{text!r} names no database (clickhouse://HOST:PORT/DATABASE, a name of letters, "
+        raise ValueError(f"{masked(text)!r} names no database (clickhouse://HOST:PORT/DATABASE, a name of letters, "
                          "digits and _)")
     hosts = tuple(_host(part) for part in hosts_text.split(","))
     options = urllib.parse.parse_qs(query, keep_blank_values=True, strict_parsing=False)
     unknown = set(options) - {"cluster", "replication"}
     if unknown:
-        raise ValueError(f"{text!r}: unknown parameter {sorted(unknown)[0]!r} (cluster, replication)")
+        raise ValueError(f"{masked(text)!r}: unknown parameter {sorted(unknown)[0]!r} (cluster, replication)")
     cluster = options.get("cluster", [""])[-1]
     replication = options.get("replication", [""])[-1]
     if cluster and not _NAME.fullmatch(cluster):

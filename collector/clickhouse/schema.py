@@ -6,7 +6,7 @@ Every row of the store is in one table, `pdns_local`, ordered by
     kind     key               type    other             data
     rrset    owner name key    rrtype  bailiwick (wire)  the RRset's data, packed
     rdata    data key          rrtype  owner name key    the datum ('' when it is the key: A, AAAA)
-    name     forward name key  0       name key          ''   (right-hand wildcards)
+    name     forward name key  0       name key          ''   (right-hand wildcards; times: its entries')
     ns       zone (wire)       0       server name       ''   (bailiwick knowledge)
     address  host name (wire)  0       address           ''   (bailiwick knowledge)
     file     sensor            0       file name         outcome  (the ledger; count: its size)

@@ -10,8 +10,18 @@ goes when every shard has it. A crash or a shard that is down leaves the
 journal: before anything else the store finishes it (`settle`), so a file
 is in the store exactly once, on every shard, however often the insert
 was tried. (ClickHouse's own de-duplication of identical blocks covers
-only Replicated tables on 18.16, hence the marker; it also catches a
-replay to a replicated shard whose replica lags.)
+only Replicated tables on 18.16, and not a block whose knowledge rows the
+shard stamped again, hence the marker.) On a replicated shard a marker
+or a ledger row is only asked of a replica that has every part the
+shard's log names (`_caught_up`): a replica that lags could lack a batch
+another replica took, and the replay would double it. While the only
+replica that answers lags (the one holding the batch is down), the
+store does not answer: ingest backs off and keeps its files.
+
+Forward names. A "name" row carries the first and last times of the
+entries that name it (owner or target), so expire removes it with them;
+a name already sent is sent again once its last time has moved on by
+NAME_REFRESH, so its stored last time is never more than that behind.
 
 Knowledge. The bailiwick stage reads the knowledge from a local SQLite
 file (`SqliteDirectory`, its tables and cache: lookups in microseconds),
@@ -67,8 +77,10 @@ _IDLE_READERS = 16
 _BLOCK = 1024  # rows a block when streaming an answer
 _CHUNK_TEXT = 65536  # octets of SQL naming a chunk of a right-hand wildcard's names (max_query_size: 256 KiB)
 BATCH_ROWS = 250_000  # rows a batch holds before it asks for its commit (about 100 MB here, as much in the driver)
-_KNOWN_NAMES = 1 << 20  # forward names already sent, so a repeat costs no row
+_KNOWN_NAMES = 1 << 20  # forward names already sent, so a repeat within NAME_REFRESH costs no row
 _BOOKKEEPING = ("ns", "address", "file", "batch")  # rows every shard gets
+NAME_REFRESH = 86400  # seconds a forward name's stored last time may lag its entries' (expire keeps it so long)
+REPLICA_WAIT = 5.0  # seconds a lagging replica is given to catch up before the store says it does not answer
 
 SYNC_SCHEMA = "CREATE TABLE IF NOT EXISTS clickhouse_sync (location TEXT PRIMARY KEY, mark INTEGER NOT NULL)"
 
@@ -131,7 +143,9 @@ class DriverConnection:
 class _translated:
     """The driver's errors as the store's: unreachable -> StoreUnavailable, past its time -> LookupTimeout."""
 
-    _UNAVAILABLE = frozenset({209, 210, 279, 394, 516})  # socket timeout, network, all tries failed, cancelled, auth
+    # socket timeout, network, all tries failed, cancelled; refused logins: unknown user, wrong password,
+    # password required, address not allowed (18.16), authentication failed (current releases)
+    _UNAVAILABLE = frozenset({209, 210, 279, 394, 192, 193, 194, 195, 516})
 
     def __init__(self, where: str) -> None:
         self.where = where
@@ -150,7 +164,8 @@ class _translated:
         if isinstance(exc, (errors.NetworkError, errors.SocketTimeoutError, EOFError, OSError)) or \
                 code in self._UNAVAILABLE:
             said = [line for line in str(getattr(exc, "message", exc)).splitlines() if line.strip()]
-            first = said[0].removeprefix("DB::Exception: ") if said else type(exc).__name__
+            first = said[0].removeprefix("DB::Exception: ").partition(" Stack trace:")[0] if said \
+                else type(exc).__name__
             raise StoreUnavailable(f"ClickHouse at {self.where}: {first[:300]}"
                                    + (f" (code {code})" if code else "")) from None
         return False
@@ -235,8 +250,8 @@ class ClickHouseStore:
         self.blocks: dict[int, list[tuple]] = {}
         self.pending = 0  # rows in `blocks`
         self.spent: Counter[str] = Counter()  # seconds in each step of a commit, and batches (benchmarks)
-        self.batch_names: set[bytes] = set()
-        self.sent_names: set[bytes] = set()
+        self.batch_names: dict[bytes, int] = {}  # forward names in the batch: the last time each was sent with
+        self.sent_names: dict[bytes, int] = {}  # and those the store has (this process sent them)
         first = self._reader()
         try:
             self.shards = shards_of(self.location, first)
@@ -260,26 +275,36 @@ class ClickHouseStore:
         return self.slots[self.hash(owner_key) % len(self.slots)].number
 
     def outcome(self, sensor: str, name: str) -> str | None:
+        """Asked of the first shard's writer, which has every batch's ledger (each shard gets it all)."""
         self.settle()
-        rows = self._rows(f"SELECT data FROM {self.read_table} WHERE kind = 'file' AND key = {literal(sensor)} "
-                          f"AND other = {literal(name)} LIMIT 1")
+        shard = self.shards[0]
+        writer = self._writer(shard)
+        try:
+            self._caught_up(writer, shard)
+            rows = writer.rows(f"SELECT data FROM {self.location.database}.{schema.LOCAL} WHERE kind = 'file' "
+                               f"AND key = {literal(sensor)} AND other = {literal(name)} LIMIT 1")
+        except StoreUnavailable as exc:
+            self._drop_writer(shard)
+            raise StoreUnavailable(f"{shard.text()}: {exc}") from None
         return None if not rows else _text(rows[0][0])
 
     def merge(self, rrsets: list, rdata: list) -> None:
         self._begin()
-        fresh: set[bytes] = set()
+        seen: dict[bytes, tuple[int, int]] = {}  # name key: (first, last) of the entries naming it here
         for (owner, rrtype, zone, datas), first, last, count in rrsets:
             key = names.key(owner)
-            fresh.add(key)
+            _widen(seen, key, first, last)
             self._add(key, ("rrset", key, rrtype, zone, pack_rdata(datas), first, last, count))
         for (datum, rrtype, owner), first, last, count in rdata:
             key, owner_key = rdata_key(rrtype, datum), names.key(owner)
             self._add(owner_key, ("rdata", key, rrtype, owner_key, b"" if key == datum else datum, first, last, count))
             if rrtype in NAME_TYPES and (target := decompose.rdata_names(rrtype, datum)) is not None:
-                fresh.add(names.key(target))
-        for key in fresh - self.batch_names - self.sent_names:
-            self._add(key, ("name", names.wire_of_key(key)[:-1], 0, key, b"", 0, 0, 0))
-        self.batch_names |= fresh
+                _widen(seen, names.key(target), first, last)
+        for key, (first, last) in seen.items():
+            sent = max(self.batch_names.get(key, -NAME_REFRESH), self.sent_names.get(key, -NAME_REFRESH))
+            if last >= sent + NAME_REFRESH:
+                self._add(key, ("name", names.wire_of_key(key)[:-1], 0, key, b"", first, last, 0))
+                self.batch_names[key] = last
 
     def _add(self, owner_key: bytes, row: tuple) -> None:
         self.blocks.setdefault(self._shard_of(owner_key), []).append(row)
@@ -308,7 +333,7 @@ class ClickHouseStore:
             self.spent["batches"] += 1
             self._local_commit()
             self._finish(batch)
-            self.sent_names |= self.batch_names
+            self.sent_names.update(self.batch_names)
             if len(self.sent_names) > _KNOWN_NAMES:
                 self.sent_names.clear()
         else:
@@ -327,7 +352,7 @@ class ClickHouseStore:
     def _forget_batch(self) -> None:
         self.blocks = {}
         self.pending = 0
-        self.batch_names = set()
+        self.batch_names = {}
         self.directory.learned = []
 
     def rollback(self) -> None:
@@ -352,6 +377,7 @@ class ClickHouseStore:
         for shard in self.shards:
             writer = self._writer(shard)
             try:
+                self._caught_up(writer, shard)
                 marker = f"kind = 'batch' AND key = {literal(batch.ident)}"
                 local = f"{self.location.database}.{schema.LOCAL}"
                 started = time.perf_counter()
@@ -371,6 +397,30 @@ class ClickHouseStore:
             self.directory.apply(batch.facts)
             self._local_commit()
         journal.remove(self.journal_path)
+
+    def _caught_up(self, writer: Connection, shard: Shard) -> None:
+        """Return once the writer's replica has every part its shard's log names (at once without
+        replication); StoreUnavailable if it has not within REPLICA_WAIT seconds."""
+        if not self.location.replication:
+            return
+        deadline = time.monotonic() + REPLICA_WAIT
+        while True:
+            rows = writer.rows(
+                "SELECT replica_name, inserts_in_queue, is_readonly OR is_session_expired, log_pointer, "
+                f"log_max_index FROM system.replicas WHERE database = {literal(self.location.database)} "
+                f"AND table = '{schema.LOCAL}'")
+            if not rows:
+                raise StoreUnavailable(f"no replicated table {schema.LOCAL} there (run sie-dns-collector init-store)")
+            replica, fetching, stale, pulled, logged = rows[0]
+            # log_pointer: the next log entry the replica will take (0 before it took any)
+            unpulled = int(pulled) and int(pulled) <= int(logged)
+            if not (int(fetching) or int(stale) or unpulled):
+                return
+            if time.monotonic() > deadline:
+                raise StoreUnavailable(f"replica {_text(replica)} is behind ({int(fetching)} "
+                                       f"parts to fetch{', no ZooKeeper session' if int(stale) else ''}); "
+                                       "a batch may be on a replica that does not answer")
+            time.sleep(0.1)
 
     def _writer(self, shard: Shard) -> Connection:
         if shard.connection is None:
@@ -548,18 +598,20 @@ class ClickHouseStore:
     # --------------------------------------------------------- maintenance
     def expire(self, before: int) -> tuple[int, int]:
         """Entries whose merged time_last is before `before` go, on each shard (all of a key's rows are
-        on one shard); the forward names stay (a right-hand wildcard joins them to what is left)."""
+        on one shard), and with them the forward names no entry left names (a name's last time is its
+        entries', at most NAME_REFRESH behind: a name stays that much longer)."""
         self.settle()
         counted = dict.fromkeys(("rrset", "rdata"), 0)
-        doomed = (f"SELECT kind, key, type, other, data FROM {{table}} WHERE kind IN ('rrset', 'rdata') "
-                  f"GROUP BY kind, key, type, other, data HAVING maxMerge(time_last) < {int(before)}")
+        doomed = (f"SELECT kind, key, type, other, data FROM {{table}} WHERE kind IN ('rrset', 'rdata', 'name') "
+                  "GROUP BY kind, key, type, other, data HAVING maxMerge(time_last) < "
+                  f"if(kind = 'name', {max(0, int(before) - NAME_REFRESH)}, {int(before)})")
         for kind, number in self._rows(f"SELECT kind, count() FROM ({doomed.format(table=self.read_table)}) "
                                        "GROUP BY kind"):
             counted[_text(kind)] = int(number)
         local = f"{self.location.database}.{schema.LOCAL}"
         for shard in self.shards:
             writer = self._writer(shard)
-            writer.rows(f"ALTER TABLE {local} DELETE WHERE kind IN ('rrset', 'rdata') AND "
+            writer.rows(f"ALTER TABLE {local} DELETE WHERE kind IN ('rrset', 'rdata', 'name') AND "
                         f"(kind, key, type, other, data) IN ({doomed.format(table=local)})")
             while int(writer.rows(f"SELECT count() FROM system.mutations WHERE database = "
                                   f"{literal(self.location.database)} AND table = '{schema.LOCAL}' "
@@ -628,6 +680,11 @@ def _has_zookeeper(connection: Connection) -> bool:
         raise
     except Exception:  # no ZooKeeper configured: the server refuses the table
         return False
+
+
+def _widen(seen: dict[bytes, tuple[int, int]], key: bytes, first: int, last: int) -> None:
+    was = seen.get(key)
+    seen[key] = (first, last) if was is None else (min(was[0], first), max(was[1], last))
 
 
 def _text(value: bytes | str) -> str:
