@@ -1,39 +1,30 @@
-"""`sie-dns-sensor`: run, read, check-config."""
+"""`sie-dns-sensor`: run, read, check-config, status.
+
+The commands parse their options and print; `run` hands what it was
+asked to do (a startup.Plan) to startup.run, which opens the edge and
+runs the pipeline, and turns what comes back into messages and exit
+codes.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import grp
 import json
-import logging
 import os
-import signal
-import socket
 import sys
-import time
 
 import click
 
-from sensor.edges import activation, fanout
-from sensor.edges import workers as workers_mod
-from sensor.edges.libpcap import Capture, CaptureError, device_exists
-from sensor.edges.linklayer import UnsupportedLinkType
-from sensor.matching.bpf import Vantage, build_filter
-from sensor.matching.matcher import Matcher, Settings
-from sensor.service import capabilities, clock, daemon, logs
+from sensor import startup
+from sensor.edges.libpcap import device_exists
+from sensor.matching.bpf import build_filter
+from sensor.service import clock, daemon
 from sensor.service import config as configuration
 from sensor.service import status as status_report
 from sensor.service.cli_options import ConfigProblem, NotPermitted, as_this_user, config_option, load_config
-from sensor.service.daemonstate import StateFile, read_state, state_path, worker_state_name
 from sensor.spool import formats as spoolfile
 from sensor.spool import spooldir
 from sensor.spool.cbor import SpoolError
-from sensor.spool.formats import CborFormat, NmsgFormat
-from sensor.spool.writer import SpoolBusy, SpoolWriter
-
-from .pipeline import Sensor, Summary, finish_crashed_files
-
-log = logging.getLogger("sensor")
 
 
 @click.group()
@@ -76,254 +67,29 @@ def run(
         raise click.UsageError("--pcap and --dnstap-file exclude each other")
     if print_format and daemon_mode:
         raise click.UsageError("--print writes to stdout, which --daemon closes")
-    passed = activation.passed_sockets()  # before close_inherited_fds: systemd's, kept open across restarts
-    if daemon_mode:
-        daemon.close_inherited_fds()
-    replay = pcap_path or dnstap_path
     cfg = _configured(config_path, interface, spooldir, dnstap_spec)
-    dnstap_live = not replay and bool(cfg.dnstap_socket)
-    _refuse_incomplete(cfg, live=not replay, dnstap=dnstap_live)
-    logs.setup(cfg.syslog_priority, foreground=daemon.foreground() or replay is not None, detached=daemon_mode)
-    bpf = build_filter(cfg.res_addrs, cfg.auth_addrs, cfg.capture_qr)
-    dnstap = dnstap_path or dnstap_live
-    if dnstap:  # here: protobuf and the dnstap schema (11 MB) are for dnstap runs only
-        from sensor.edges.dnstap import DnstapMatcher
-        from sensor.edges.dnstap_socket import DnstapFile, DnstapListener
-    matcher = (DnstapMatcher if dnstap else Matcher)(matcher_settings(cfg))
-    workers = 1 if replay or dnstap_live else cfg.capture_workers
-    group = fanout.group_id(os.getpid()) if workers > 1 else None
-
-    def open_live() -> Capture:
-        with capabilities.raised(capabilities.CAP_NET_RAW):
-            return Capture.open_live(cfg.device, cfg.promiscuous, bpf, group)
-
+    edge, replay_path = _edge_asked(cfg, pcap_path, dnstap_path)
+    plan = startup.Plan(cfg, config_path, edge, replay_path, daemon_mode, pidfile, user, print_format)
+    _refuse_incomplete(plan)
     try:
-        if pcap_path:
-            captures = [Capture.open_file(pcap_path, bpf)]
-        elif dnstap_path:
-            captures = [DnstapFile(dnstap_path, _decoder(cfg, matcher))]
-        elif dnstap_live:
-            captures = [DnstapListener.open(cfg.dnstap_socket, _decoder(cfg, matcher), passed=passed)]
-        else:
-            captures = [open_live() for _ in range(workers)]  # every worker's, while CAP_NET_RAW is up
-    except (CaptureError, UnsupportedLinkType) as exc:
+        startup.run(plan)
+    except startup.RunFailed as exc:
         raise click.ClickException(str(exc)) from None
-    capture = captures[0]
-    _close_unused(passed, capture)
-    detached = daemon.detach() if daemon_mode else None
-    claimed = daemon.PidFile(pidfile) if pidfile else None
-    try:
-        if claimed:
-            claimed.claim()
-        if not replay:
-            # The service's cap and identity; a replay is a tool run, run as
-            # whoever runs it (often in-process in tests: a setuid there
-            # would change the test process itself).
-            daemon.limit_memory(cfg.memory_ulimit_kbytes)
-        # before the first packet is read; CAP_NET_RAW stays dormant to reopen a lost interface
-        if replay:
-            if user:
-                daemon.drop_privileges(user)
-        else:
-            keep = () if dnstap_live else (capabilities.CAP_NET_RAW,)
-            daemon.drop_privileges(user or daemon.SERVICE_USER, keep=keep)
-        writer = _spool_writer(cfg)
-    except (daemon.DaemonError, SpoolBusy, OSError) as exc:
-        log.error("cannot start: %s", exc)
-        raise click.ClickException(str(exc)) from None
-
-    def sensor_for(number: int) -> Sensor:
-        for other, each in enumerate(captures, 1):  # a worker maps only its own ring (64 MiB each)
-            if other != number and workers > 1:
-                each.close()
-        return Sensor(
-            captures[number - 1],
-            matcher,
-            writer if number == 1 else _spool_writer(cfg, lock=False),
-            reload=_reloader(config_path, cfg),
-            reopen=None if replay or dnstap_live else open_live,
-            state=None if replay else StateFile(state_path(cfg.spooldir, worker_state_name(number), cfg.channel)),
-            progress=_ProgressBar(pcap_path) if pcap_path and sys.stderr.isatty() and not print_format else None,
-            worker=(number, workers),
-            carry=_table_carry(cfg, matcher, capture) if dnstap_live else None,
-            # each worker's own (a thread does not outlive a fork)
-            printer=_printer(print_format, cfg, wait=replay is not None) if print_format else None,
-        )
-
-    sensor, family = _start_workers(sensor_for, workers, writer)
-    if not cfg.res_addrs and not cfg.auth_addrs:
-        log.info("no address filter is set (DNSQR_RES_ADDRS, DNSQR_AUTH_ADDRS): every DNS exchange "
-                 "in %s is recorded, direction taken from the QR bit", replay or capture.description)
-    if isinstance(capture, Capture):
-        log.info("capturing from %s as uid %d with filter: %s%s", capture.description, os.getuid(), bpf,
-                 f" ({workers} workers, fanout group {group})" if workers > 1 else "")
-    else:
-        log.info("capturing from %s as uid %d", capture.description, os.getuid())
-    if detached:
-        detached.ready()
-    try:
-        summary = sensor.run()
-    except Exception as exc:  # a bug: say so in the log, once, and exit non-zero (no bare traceback)
-        log.critical("stopped by an unexpected error: %s", exc, exc_info=True)
-        family.signal(signal.SIGTERM)
-        sys.exit(70)
-    finally:
-        if claimed and not family.children:
-            claimed.release()
-    if workers > 1:
-        _stop_workers(family, summary, cfg, claimed)
-    if sensor.progress is not None:
-        sensor.progress.finish(summary)
-    if pcap_path and capture.damaged:  # a replay that did not reach the file's end is not a success
-        raise click.ClickException(f"{capture.damaged}; the {summary.records} records from the packets before it "
-                                   f"were written to the spool {cfg.spooldir} as usual")
+    except startup.EndedBadly as exc:
+        sys.exit(exc.status)
 
 
-def _close_unused(passed: list[socket.socket], capture) -> None:
-    """Sockets systemd passed that the configuration does not listen on
-    (sie-dns-sensor.socket enabled for another path, or packet capture)."""
-    for sock in passed:
-        if sock is not getattr(capture, "sock", None):
-            log.warning("systemd passed a socket (%s) that dnstap_socket does not name: not used",
-                        sock.getsockname() or "unnamed")
-            sock.close()
-
-
-def _table_carry(cfg: configuration.Config, matcher: Matcher, capture):
-    """dnstap: the query table kept across a planned restart (carryover.py)."""
-    from sensor.edges.carryover import TableCarry, table_path
-
-    return TableCarry(table_path(cfg.spooldir, cfg.channel), matcher, capture.decoder)
-
-
-def _printer(print_format: str, cfg: configuration.Config, wait: bool):
-    """`run --print`: lines as `read --format` prints them from this spool's files."""
-    from sensor.display import render  # here: dnspython is for printing, not for the capture
-    from sensor.display.liveprint import LivePrinter
-    from sensor.records.record import Envelope
-
-    show = {"json": render.to_json, "text": render.to_text}[print_format]
-    envelope = Envelope()
-    if cfg.spool_format != "cbor":  # an NMSG payload carries the ids; a CBOR record has none
-        envelope = Envelope(source=cfg.nmsg_source, operator=cfg.nmsg_operator, group=cfg.nmsg_group)
-    return LivePrinter(show, envelope, wait=wait)
-
-
-def _spool_writer(cfg: configuration.Config, lock: bool = True) -> SpoolWriter:
-    return SpoolWriter(cfg.spooldir, cfg.channel, socket.gethostname(), cfg.interval, cfg.archive, cfg.upload,
-                       spool_format(cfg), lock=lock)
-
-
-def _start_workers(sensor_for, workers: int, writer: SpoolWriter) -> tuple[Sensor, workers_mod.Family]:
-    """The first worker's sensor and signals; with capture_workers > 1, the others started."""
-    family = workers_mod.Family()
-    if workers > 1:
-        finish_crashed_files(writer)  # before any other worker has a file open in new/
-        for number in range(2, workers + 1):
-            family.fork(number, lambda number=number: _work(sensor_for(number)))
-    first = sensor_for(1)
-
-    def passed_on(handler, signum: int):
-        def handle(*_) -> None:
-            handler()
-            family.signal(signum)
-        return handle
-
-    def child_ended(*_) -> None:
-        if family.reap() and not first.stopping:
-            family.unasked = True
-            first.stop()
-
-    signal.signal(signal.SIGTERM, passed_on(first.stop, signal.SIGTERM))
-    signal.signal(signal.SIGINT, passed_on(first.stop, signal.SIGTERM))
-    signal.signal(signal.SIGHUP, passed_on(first.hangup, signal.SIGHUP))
-    if workers > 1:
-        signal.signal(signal.SIGCHLD, child_ended)
-        child_ended()  # one that ended before the handler was set
-    return first, family
-
-
-def _work(sensor: Sensor) -> int:
-    """A worker process after the fork: its own signals, its own run."""
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, lambda *_: sensor.stop())
-    signal.signal(signal.SIGINT, lambda *_: sensor.stop())
-    signal.signal(signal.SIGHUP, lambda *_: sensor.hangup())
-    sensor.run()
-    return 0
-
-
-def _stop_workers(family: workers_mod.Family, summary, cfg: configuration.Config, claimed) -> None:
-    """Stop the other workers, then log what all of them did together."""
-    family.signal(signal.SIGTERM)
-    ended = family.wait()
-    if claimed:
-        claimed.release()
-    found = [dataclasses.asdict(summary)]
-    for number in sorted(ended):
-        state = read_state(state_path(cfg.spooldir, worker_state_name(number), cfg.channel)) or {}
-        found.append(state.get("summary") or {})
-    log.info("stopped: workers=%d %s", len(found), Summary.total(found).line())
-    failed = {number: code for number, code in ended.items() if code != 0}
-    if failed or family.unasked:
-        log.error("capture workers ended unasked (exit codes by worker: %s): the service stops whole",
-                  failed or {n: 0 for n in ended})
-        sys.exit(1)
-
-
-class _ProgressBar:
-    """`run --pcap` on a terminal: bytes of the file read, then a summary."""
-
-    def __init__(self, path: str) -> None:
-        self.started = time.monotonic()
-        self.bar = click.progressbar(length=os.path.getsize(path), label="replaying", file=sys.stderr,
-                                     show_eta=True, show_percent=True)
-        self.bar.__enter__()
-
-    def __call__(self, capture: Capture) -> None:
-        position = capture.position()
-        if position > self.bar.pos:
-            self.bar.update(position - self.bar.pos)
-
-    def finish(self, summary) -> None:
-        self.bar.update(self.bar.length - self.bar.pos)
-        self.bar.__exit__(None, None, None)
-        seconds = max(time.monotonic() - self.started, 1e-9)
-        click.echo(
-            f"{summary.packets} packets in {seconds:.1f} s ({summary.packets / seconds:.0f} packets/s): "
-            f"{summary.records} records ({summary.pairs} pairs), {summary.files} files, "
-            f"{summary.bytes_written} bytes",
-            err=True,
-        )
-
-
-def matcher_settings(cfg: configuration.Config) -> Settings:
-    """What the matcher needs from the configuration (the core never reads it)."""
-    return Settings(
-        vantage=Vantage(cfg.res_addrs, cfg.auth_addrs),
-        zero_resolver_address=cfg.zero_resolver_address,
-        table_max=cfg.state_table_max,
-        query_timeout=cfg.query_timeout,
-        capture_rd=cfg.capture_rd,
-        capture_qr=cfg.capture_qr,
-        qnames_include=frozenset(cfg.qnames_include),
-        qnames_exclude=frozenset(cfg.qnames_exclude),
-    )
-
-
-def spool_format(cfg: configuration.Config) -> CborFormat | NmsgFormat:
-    """The spool file format the configuration asks for."""
-    if cfg.spool_format == "cbor":
-        return CborFormat()
-    return NmsgFormat(cfg.nmsg_compress, cfg.nmsg_source, cfg.nmsg_operator, cfg.nmsg_group, cfg.nmsg_compress_level)
-
-
-def _decoder(cfg: configuration.Config, matcher: Matcher):
-    """dnstap's decoder counts into the matcher's counters: one stats line."""
-    from sensor.edges.dnstap import Decoder
-
-    return Decoder(matcher.counters, query_timeout=cfg.query_timeout, seen_max=cfg.state_table_max,
-                   on_tcp=matcher.saw_tcp)
+def _edge_asked(
+    cfg: configuration.Config, pcap_path: str | None, dnstap_path: str | None
+) -> tuple[startup.Edge, str | None]:
+    """The edge the options name, and the file it replays: a file given on
+    the command line, else dnstap_socket if set (by --dnstap or the
+    configuration, and not unset by --interface), else the interface."""
+    if pcap_path:
+        return startup.Edge.PCAP_FILE, pcap_path
+    if dnstap_path:
+        return startup.Edge.DNSTAP_FILE, dnstap_path
+    return (startup.Edge.DNSTAP_SOCKET if cfg.dnstap_socket else startup.Edge.INTERFACE), None
 
 
 def _configured(
@@ -352,7 +118,7 @@ def _configured(
     return cfg.with_overrides(**changes)
 
 
-def _refuse_incomplete(cfg: configuration.Config, live: bool, dnstap: bool = False) -> None:
+def _refuse_incomplete(plan: startup.Plan) -> None:
     """Say now, in words, what would otherwise fail later or silently.
 
     Live capture needs an address list: without one it would record end
@@ -361,45 +127,16 @@ def _refuse_incomplete(cfg: configuration.Config, live: bool, dnstap: bool = Fal
     dnstap, where the resolver reports only its own upstream traffic and
     client-side messages are dropped by type.
     """
-    if live and not dnstap:
+    if plan.edge is startup.Edge.INTERFACE:
         try:
-            cfg.require_capture_addresses()
+            plan.cfg.require_capture_addresses()
         except configuration.ConfigError as exc:
             raise ConfigProblem(f"configuration: {exc}") from None
-    if live and cfg.upload:
+    if plan.live and plan.cfg.upload:
         try:
-            cfg.require_upload_key()
+            plan.cfg.require_upload_key()
         except configuration.ConfigError as exc:
             raise ConfigProblem(str(exc)) from None
-
-
-# Settings that a SIGHUP cannot change (they need a restart), by their attribute.
-RESTART_ONLY = ("interface", "res_addrs", "auth_addrs", "capture_qr", "spooldir", "channel", "dnstap_socket",
-                "capture_workers")
-
-
-def _reloader(config_path: str | None, started: configuration.Config):
-    """What SIGHUP does after the open file is finished: re-read the file."""
-    current = [started]
-
-    def reload(sensor: Sensor) -> None:
-        try:
-            cfg = configuration.load(config_path)
-        except configuration.ConfigError as exc:
-            log.error("SIGHUP: configuration not reloaded: %s", exc)
-            return
-        for name in RESTART_ONLY:
-            if getattr(cfg, name) != getattr(current[0], name):
-                log.warning("SIGHUP: %s changed; it takes effect at the next restart",
-                            configuration.variable_name(name))
-                cfg = cfg.with_overrides(**{name: getattr(current[0], name)})
-        sensor.matcher.apply(matcher_settings(cfg))
-        sensor.writer.interval, sensor.writer.archive, sensor.writer.upload = cfg.interval, cfg.archive, cfg.upload
-        sensor.writer.format = spool_format(cfg)  # the next file is written in it
-        current[0] = cfg
-        log.info("SIGHUP: spool file finished, configuration re-read")
-
-    return reload
 
 
 @main.command()
@@ -551,8 +288,8 @@ def _unchecked(cfg: configuration.Config) -> str | None:
 
 def _restart_needed(cfg: configuration.Config, started_with: str) -> bool:
     """Say each setting a reload cannot apply that differs from what the
-    running sensor started with (RESTART_ONLY): on the terminal of `service
-    ... reload`, not only in the log."""
+    running sensor started with (startup.RESTART_ONLY): on the terminal of
+    `service ... reload`, not only in the log."""
     try:
         with open(started_with, encoding="utf-8") as handle:
             before = configuration.parse_lines(handle.read(), started_with)
@@ -560,7 +297,7 @@ def _restart_needed(cfg: configuration.Config, started_with: str) -> bool:
     except (OSError, configuration.ConfigError) as exc:
         click.echo(f"warning: cannot compare with the settings the sensor started with: {exc}", err=True)
         return False
-    changed = [configuration.variable_name(attr) for attr in RESTART_ONLY]
+    changed = [configuration.variable_name(attr) for attr in startup.RESTART_ONLY]
     changed = [name for name in changed if name in before and before[name][0] != now[name][0]]
     for name in changed:
         click.echo(f'warning: {name} changed ("{before[name][0]}" -> "{now[name][0]}"): a reload does not apply '

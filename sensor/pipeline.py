@@ -1,8 +1,9 @@
 """capture -> matcher -> writer: the loop that `sie-dns-sensor run` drives.
 
-Data flows one way. The loop owns the clock decisions: packet time for
-everything that came from a packet, wall time only when a live capture is
-quiet (so queries still time out and files still rotate at night).
+startup.py opens the three parts and hands them over here. Data flows
+one way. The loop owns the clock decisions: packet time for everything
+that came from a packet, wall time only when a live capture is quiet (so
+queries still time out and files still rotate at night).
 """
 
 from __future__ import annotations

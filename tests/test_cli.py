@@ -175,8 +175,8 @@ def test_a_missing_interface_is_named_as_such(runner, tmp_path):
 def test_reload_warning_names_the_variable_as_written_in_the_file(tmp_path, caplog):
     from types import SimpleNamespace
 
-    from sensor.cli import _reloader
     from sensor.service import config as configuration
+    from sensor.startup import _reloader
 
     path = write_config(tmp_path, 'DNSQR_RES_ADDRS="192.0.2.53"\n')
     started = configuration.load(path)
@@ -193,9 +193,9 @@ def test_reload_warning_names_the_variable_as_written_in_the_file(tmp_path, capl
 def test_reload_applies_the_spool_format_and_the_compression_level_to_the_next_file(tmp_path):
     from types import SimpleNamespace
 
-    from sensor.cli import _reloader
     from sensor.service import config as configuration
     from sensor.spool.formats import CborFormat
+    from sensor.startup import _reloader
 
     path = write_config(tmp_path, 'DNSQR_RES_ADDRS="192.0.2.53"\nspool_format="nmsg"\nnmsg_compress_level="6"\n')
     started = configuration.load(path)

@@ -2,7 +2,7 @@
 imports in one direction, one definition of the spool's names.
 
 - every sensor module lives in a room (records, matching, edges, spool,
-  display, service) or is the program itself (cli, pipeline);
+  display, service) or is the program itself (cli, startup, pipeline);
 - a room imports only the rooms below it (ROOM_MAY_IMPORT);
 - the uploader and the collector import only the shared rooms, and
   importing all of them loads neither an edge nor the matcher;
@@ -30,7 +30,7 @@ ROOM_MAY_IMPORT = {
     "display": {"records", "spool", "matching"},  # render reassembles a fragmented response to show it
     "edges": {"records", "matching", "spool", "service"},
 }
-PROGRAM = {"__init__", "__main__", "cli", "pipeline"}  # sensor/ itself: may import every room
+PROGRAM = {"__init__", "__main__", "cli", "startup", "pipeline"}  # sensor/ itself: may import every room
 SHARED = {"records", "spool", "service", "display"}
 PROGRAM_MAY_IMPORT = {"uploader": {"spool", "service"}, "collector": SHARED}
 NEVER_LOADED_BY_THE_OTHER_PROGRAMS = ("sensor.edges", "sensor.matching.matcher", "sensor.pipeline", "pcapy")
@@ -55,7 +55,7 @@ def imports(path: str) -> set[str]:
 
 def rooms_used(path: str) -> set[str]:
     """The sensor rooms a file imports from (`sensor.spool.nmsg` -> spool)."""
-    # cli or pipeline counts as a room of its own name, which no room may import
+    # cli, startup or pipeline counts as a room of its own name, which no room may import
     return {name.split(".")[1] for name in imports(path) if name.startswith("sensor.")}
 
 
@@ -76,6 +76,15 @@ def test_each_room_imports_only_the_rooms_below_it():
     for room, allowed in ROOM_MAY_IMPORT.items():
         for path in sources(f"sensor/{room}"):
             assert rooms_used(path) - {room} <= allowed, (path, rooms_used(path) - {room} - allowed)
+
+
+def test_the_command_line_hands_over_and_nothing_calls_back_up():
+    """cli parses into a startup.Plan and hands it over; startup builds edge,
+    matcher and writer for the pipeline; the pipeline knows neither."""
+    above = {"cli": {"pipeline"}, "startup": {"cli"}, "pipeline": {"cli", "startup"}}
+    for name, never in above.items():
+        assert not rooms_used(f"{REPO}/sensor/{name}.py") & never, name
+    assert "sensor.startup" in imports(f"{REPO}/sensor/cli.py")
 
 
 def test_the_other_programs_import_only_the_shared_rooms():
