@@ -13,11 +13,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
-import time
 
+from tests.serverprocess import ServerProcess
 from tests.sshd import free_port
 
 SERVER = "/usr/sbin/clickhouse-server"
@@ -62,32 +60,25 @@ def available() -> str | None:
     return None
 
 
-class Server:
+class Server(ServerProcess):
     """One clickhouse-server process: a shard of the cluster."""
 
+    NAME = "clickhouse-server"
+    LOGS = ("server.err.log",)
+
     def __init__(self, folder: str, port: int, ports: list[int]) -> None:
-        self.folder, self.port = folder, port
+        super().__init__(folder, port)
         os.makedirs(folder, exist_ok=True)
         shards = "".join(_SHARD.format(port=each) for each in ports)
         with open(os.path.join(folder, "config.xml"), "w") as handle:
             handle.write(_CONFIG.format(folder=folder, port=port, cluster=CLUSTER, shards=shards))
         with open(os.path.join(folder, "users.xml"), "w") as handle:
             handle.write(_USERS)
-        self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> None:
-        out = open(os.path.join(self.folder, "stdout.log"), "ab")  # noqa: SIM115 (the child keeps it)
-        self.process = subprocess.Popen([SERVER, f"--config-file={self.folder}/config.xml"], stdout=out,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.folder)
-        out.close()
-        deadline = time.monotonic() + timeout
-        while not self._answers():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"clickhouse-server on port {self.port} did not start: {self.errors()}")
-            time.sleep(0.2)
+        self.launch([SERVER, f"--config-file={self.folder}/config.xml"], timeout, 0.2)
 
-    def _answers(self) -> bool:
+    def answers(self) -> bool:
         from clickhouse_driver import Client
 
         try:
@@ -97,25 +88,6 @@ class Server:
             return True
         except Exception:
             return False
-
-    def errors(self) -> str:
-        path = os.path.join(self.folder, "server.err.log")
-        if not os.path.exists(path):
-            return "(no error log)"
-        with open(path, errors="replace") as handle:
-            return handle.read()[-2000:]
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
 
 
 class Cluster:

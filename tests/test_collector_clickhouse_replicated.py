@@ -88,7 +88,7 @@ class Replicas:
     def close(self) -> None:
         for server in self.servers:
             server.stop()
-        self.zookeeper.close()
+        self.zookeeper.stop()
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,9 @@ clickhouse-server configuration needs to use it.
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import time
 
+from tests.serverprocess import ServerProcess
 from tests.sshd import free_port
 
 JAVA = "/usr/bin/java"
@@ -45,30 +43,24 @@ def available() -> str | None:
     return None
 
 
-class ZooKeeper:
+class ZooKeeper(ServerProcess):
     """One standalone ZooKeeper on 127.0.0.1, started at once."""
 
+    NAME = "ZooKeeper"
+    LOGS = ("zookeeper.log", "stdout.log")
+
     def __init__(self, folder: str, timeout: float = 60.0) -> None:
-        self.folder, self.port = folder, free_port()
+        super().__init__(folder, free_port())
         os.makedirs(os.path.join(folder, "data"), exist_ok=True)
         with open(os.path.join(folder, "zoo.cfg"), "w") as handle:
             handle.write(_CONFIG.format(folder=folder, port=self.port))
         with open(os.path.join(folder, "log4j.properties"), "w") as handle:
             handle.write(_LOG4J.format(folder=folder))
-        out = open(os.path.join(folder, "stdout.log"), "ab")  # noqa: SIM115 (the child keeps it)
         # a small heap: the machine is shared, and a test's znodes are a few thousand
-        self.process = subprocess.Popen([JAVA, "-Xmx256m", "-XX:+UseSerialGC", "-cp", ":".join((folder, *JARS)),
-                                         MAIN, os.path.join(folder, "zoo.cfg")],
-                                        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=folder)
-        out.close()
-        deadline = time.monotonic() + timeout
-        while not self._answers():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                raise RuntimeError(f"ZooKeeper on port {self.port} did not start: {self.errors()}")
-            time.sleep(0.3)
+        self.launch([JAVA, "-Xmx256m", "-XX:+UseSerialGC", "-cp", ":".join((folder, *JARS)), MAIN,
+                     os.path.join(folder, "zoo.cfg")], timeout, 0.3)
 
-    def _answers(self) -> bool:
+    def answers(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
                 probe.sendall(b"ruok")
@@ -79,21 +71,3 @@ class ZooKeeper:
     def xml(self) -> str:
         return (f"<zookeeper><node><host>127.0.0.1</host><port>{self.port}</port></node>"
                 "<session_timeout_ms>10000</session_timeout_ms></zookeeper>")
-
-    def errors(self) -> str:
-        found = []
-        for name in ("zookeeper.log", "stdout.log"):
-            path = os.path.join(self.folder, name)
-            if os.path.exists(path):
-                with open(path, errors="replace") as handle:
-                    found.append(handle.read()[-1500:])
-        return "\n".join(found) or "(no log)"
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
