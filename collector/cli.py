@@ -155,6 +155,33 @@ def list_sensors(config_path) -> None:
         click.echo(f"{sensor.name}  {sensor.fingerprint()}  from {sensor.addresses or 'anywhere'}")
 
 
+# ------------------------------------------------------------- daemons
+def _logging_daemon(config_path: str | None, daemon_mode: bool) -> configuration.Config:
+    """The configuration of `ingest` or `serve`, and their logging set up from it (inherited
+    descriptors closed first when detaching: the init script's are not ours)."""
+    if daemon_mode:
+        daemon.close_inherited_fds()
+    cfg = load(config_path)
+    logs.setup(cfg.syslog_priority, foreground=daemon.foreground(), detached=daemon_mode,
+               program="sie-dns-collector")
+    return cfg
+
+
+def _become_service(daemon_mode: bool, pidfile: str | None, user: str | None) -> daemon.Detached | None:
+    """Detach (start-up errors still reach `service ... start` until `ready()`), claim the pidfile,
+    and as root become the service user (or `user`)."""
+    detached = daemon.detach() if daemon_mode else None
+    user = user or configuration.SERVICE_USER
+    try:
+        if pidfile:
+            daemon.PidFile(pidfile).claim()
+        if os.geteuid() == 0 and user != "root":
+            daemon.drop_privileges(user)
+    except daemon.DaemonError as exc:
+        raise click.ClickException(str(exc)) from None
+    return detached
+
+
 # ------------------------------------------------------------------ ingest
 @main.command()
 @config_option
@@ -164,21 +191,8 @@ def list_sensors(config_path) -> None:
 @click.option("--pidfile", type=click.Path(dir_okay=False), help="write the process id here")
 def ingest(config_path, once, user, daemon_mode, pidfile) -> None:
     """Ingest uploads into the store until SIGTERM (or once, --once)."""
-    if daemon_mode:
-        daemon.close_inherited_fds()
-    cfg = load(config_path)
-    logs.setup(cfg.syslog_priority, foreground=daemon.foreground(), detached=daemon_mode,
-               program="sie-dns-collector")
-    user = user or configuration.SERVICE_USER
-    # detached, start-up errors still reach `service ... start` (daemon.Detached) until ready()
-    detached = daemon.detach() if daemon_mode else None
-    try:
-        if pidfile:
-            daemon.PidFile(pidfile).claim()
-        if os.geteuid() == 0 and user != "root":
-            daemon.drop_privileges(user)
-    except daemon.DaemonError as exc:
-        raise click.ClickException(str(exc)) from None
+    cfg = _logging_daemon(config_path, daemon_mode)
+    detached = _become_service(daemon_mode, pidfile, user)
     daemon.limit_memory(cfg.memory_ulimit_kbytes)
     incoming.make_folders(cfg.collector_dir)
     try:
@@ -383,24 +397,13 @@ def serve(config_path, listen, user, daemon_mode, pidfile) -> None:
     """Answer DNSDB API v2 and COF queries over HTTP until SIGTERM."""
     from .api import server  # the web stack only for the command that needs it
 
-    if daemon_mode:
-        daemon.close_inherited_fds()
-    cfg = load(config_path)
-    logs.setup(cfg.syslog_priority, foreground=daemon.foreground(), detached=daemon_mode,
-               program="sie-dns-collector")
+    cfg = _logging_daemon(config_path, daemon_mode)
     try:
         host, port = configuration.host_port(listen or cfg.api_listen)
         sock = server.listen(host, port)
     except (ValueError, OSError) as exc:
         raise click.ClickException(f"cannot answer on {listen or cfg.api_listen}: {exc}") from None
-    detached = daemon.detach() if daemon_mode else None
-    try:
-        if pidfile:
-            daemon.PidFile(pidfile).claim()
-        if os.geteuid() == 0 and (user or configuration.SERVICE_USER) != "root":
-            daemon.drop_privileges(user or configuration.SERVICE_USER)
-    except daemon.DaemonError as exc:
-        raise click.ClickException(str(exc)) from None
+    detached = _become_service(daemon_mode, pidfile, user)
     bound = sock.getsockname()
     log.info("answering on http://%s:%d/ (DNSDB API v2 under /dnsdb/v2/, COF under /pdns/query/), keys in %s",
              f"[{bound[0]}]" if ":" in bound[0] else bound[0], bound[1], cfg.api_keys_path)
