@@ -129,11 +129,10 @@ class BackgroundWriter:
             self._thread.join()
 
 
-# ------------------------------------------------------------------- CBOR
-class CborStream:
-    def __init__(self, sink, host: str, channel: str, sec: int, usec: int) -> None:
-        self._writer = BackgroundWriter(sink, Deflater())
-        self._writer.put(encode_header(host, channel, sec, usec))
+class _Stream:
+    """What the writer reads of either format's open file: its background writer's figures."""
+
+    _writer: BackgroundWriter
 
     @property
     def lost_records(self) -> int:
@@ -147,6 +146,13 @@ class CborStream:
     def saved(self) -> tuple[int, int]:
         """(bytes, records) the file surely holds: see BackgroundWriter."""
         return self._writer.saved_bytes, self._writer.saved_records
+
+
+# ------------------------------------------------------------------- CBOR
+class CborStream(_Stream):
+    def __init__(self, sink, host: str, channel: str, sec: int, usec: int) -> None:
+        self._writer = BackgroundWriter(sink, Deflater())
+        self._writer.put(encode_header(host, channel, sec, usec))
 
     def write(self, records: list[dict]) -> None:
         self._writer.put(encode_records(records), len(records))
@@ -212,7 +218,7 @@ class _Containers:
         return b""
 
 
-class NmsgStream:
+class NmsgStream(_Stream):
     """Fills containers as nmsgtool does; a sync closes the open one early."""
 
     def __init__(self, sink, compress: bool, trailer: bytes, level: int = nmsg.COMPRESSION_LEVEL) -> None:
@@ -220,19 +226,6 @@ class NmsgStream:
         self._writer = BackgroundWriter(sink, _Containers(compress, level), depth=4)
         self._trailer = trailer
         self._container = nmsg.Container()
-
-    @property
-    def lost_records(self) -> int:
-        return self._writer.lost_records
-
-    @property
-    def cpu_seconds(self) -> float:
-        return self._writer.cpu_seconds
-
-    @property
-    def saved(self) -> tuple[int, int]:
-        """(bytes, records) the file surely holds: see BackgroundWriter."""
-        return self._writer.saved_bytes, self._writer.saved_records
 
     def write(self, records: list[dict]) -> None:
         start, full = self._container.add_records(records, 0, self._trailer)
