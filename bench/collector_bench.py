@@ -29,6 +29,7 @@ chain's counters, lookup latency (p50/p99).
 from __future__ import annotations
 
 import cProfile
+import hashlib
 import json
 import os
 import pstats
@@ -175,6 +176,8 @@ def lookups(engine: str, root: str, count: int, seed: int) -> dict:
         latencies.append(time.perf_counter() - started)
     result = {"rows": rows, "size": size, "in_use": _in_use(engine, store), "owners": len(owners), "found": found,
               "latency": _percentiles(latencies)}
+    if engine == "sqlite":
+        result["digest"] = _digest(store.db)
     if engine == "sqlite":  # the same query on one open connection: what the engine costs without the store's connect
         sql = "SELECT name, type, bailiwick, data, first, last, count FROM rrset WHERE name = ? " \
               "ORDER BY name, type, bailiwick, data"
@@ -196,6 +199,17 @@ def _in_use(engine: str, store) -> int:
                              for name in ("page_count", "freelist_count", "page_size"))
         return (pages - free) * size
     return store.pages_in_use() * store.env.stat()["psize"]
+
+
+def _digest(db) -> str:
+    """SHA-256 of every row of the data tables and the bailiwick stage's, in key order: two trees ingesting
+    the same files must give the same (what a change to the ingest keeps)."""
+    digest = hashlib.sha256()
+    for table in ("rrset", "rdata", "name_forward", "delegation", "host_address", "zone_server"):
+        for row in db.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3, 4" if table in ("rrset", "rdata")
+                              else f"SELECT * FROM {table} ORDER BY 1, 2"):
+            digest.update(repr(row).encode())
+    return digest.hexdigest()[:16]
 
 
 def _owner_keys(engine: str, store):
@@ -252,7 +266,8 @@ def report(engine: str, index: int | str, r: dict) -> None:
     click.echo(f"  store {store['size']:,} bytes / {rrsets:,} unique RRsets = {store['size'] / rrsets:.1f} bytes "
                f"per RRset ({store['in_use'] / rrsets:.1f} in pages that hold data); {rdata:,} inverse-index rows; "
                f"{store['rows']['zone_server']:,} zone_server rows; "
-               f"{r['files']} files ({r['damaged']} damaged, {r['errors']} errors)")
+               f"{r['files']} files ({r['damaged']} damaged, {r['errors']} errors)"
+               + (f"; rows' digest {store['digest']}" if "digest" in store else ""))
     click.echo("  chain: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))
     dropped = counts.get("unknown_server", 0) + counts.get("out_of_bailiwick", 0)
     click.echo(f"  dropped by bailiwick: {dropped} (unknown_server {counts.get('unknown_server', 0)}, "

@@ -20,6 +20,7 @@ import gc
 import os
 import random
 import struct
+import weakref
 import zlib
 from collections import Counter
 
@@ -730,6 +731,38 @@ def test_the_cyclic_collector_is_paused_while_a_file_is_fed(tmp_path):
     assert ingester.step() == 1
     assert seen == [False] and gc.isenabled()
     assert [e.count for e in store.rrsets(b"\x03www\x07example\x04test\x00")] == [1]
+    store.close()
+
+
+def test_what_a_file_left_is_walked_by_no_collection_until_the_commit_collects_it(tmp_path):
+    root = str(tmp_path / "collector")
+    incoming.make_folders(root)
+    from tests.collectorkit import upload
+
+    upload(root, "sensor-a", "h.1000.000000.nmsg", resolution("www.example.test", "example.test", "203.0.113.80", 1000))
+    store = SqliteStore(os.path.join(root, "pdns.sqlite"))
+    roothints.seed(store.directory, roothints.read(hints_file(tmp_path)))
+    store.commit([])
+    made = []
+
+    class Cyclic:
+        """A reference cycle made while the file is fed: only the cyclic collector frees it."""
+
+    class Leaving(Chain):
+        def take(self, items: list) -> None:
+            cycle = Cyclic()
+            cycle.itself = cycle
+            made.append(weakref.ref(cycle))
+            super().take(items)
+
+    ingester = Ingester(root, store, Leaving(store.directory), window=3600)
+    gc.collect()
+    ingester.ingest(incoming.claim(root, *incoming.waiting(root)[0]))
+    young = sum(gc.get_count())  # what the next collection walks: not the file's objects, frozen
+    assert gc.get_freeze_count() > 0 and young < 100
+    assert made[0]() is not None
+    ingester.commit()
+    assert gc.get_freeze_count() == 0 and made[0]() is None
     store.close()
 
 
