@@ -40,6 +40,7 @@ from .store import (
     Fences,
     LookupTimeout,
     RdataEntry,
+    RdataLookups,
     RRTypes,
     Summary,
     address_range,
@@ -166,7 +167,7 @@ class SqliteDirectory:
         self.known_before.clear()
 
 
-class SqliteStore:
+class SqliteStore(RdataLookups):
     """The Store interface on one SQLite file."""
 
     def __init__(self, path: str, query_timeout: float | None = None) -> None:
@@ -247,23 +248,6 @@ class SqliteStore:
                                      fences=fences)
         for name, kind, zone, data, first, last, count in self._page(select, limit, offset):
             yield Entry(names.wire_of_key(name), kind, zone, unpack_rdata(data), first, last, count)
-
-    def rdata_name(self, target: bytes, *, under: bool = False, starts: bool = False, rrtype: RRTypes = None,
-                   fences: Fences = NO_FENCES, limit: int | None = None, offset: int = 0) -> Iterator[RdataEntry]:
-        return self._rdata(self._rdata_name_select(target, under=under, starts=starts, rrtype=rrtype,
-                                                   fences=fences), limit, offset)
-
-    def rdata_ip(self, network, *, fences: Fences = NO_FENCES,
-                 limit: int | None = None, offset: int = 0) -> Iterator[RdataEntry]:
-        return self._rdata(self._rdata_ip_select(network, fences=fences), limit, offset)
-
-    def rdata_ip_range(self, first: bytes, last: bytes, *, fences: Fences = NO_FENCES,
-                       limit: int | None = None, offset: int = 0) -> Iterator[RdataEntry]:
-        return self._rdata(self._rdata_ip_range_select(first, last, fences=fences), limit, offset)
-
-    def rdata_raw(self, rdata: bytes, *, rrtype: RRTypes = None, fences: Fences = NO_FENCES,
-                  limit: int | None = None, offset: int = 0) -> Iterator[RdataEntry]:
-        return self._rdata(self._rdata_raw_select(rdata, rrtype=rrtype, fences=fences), limit, offset)
 
     def summarize(self, lookup: str, *args, max_count: int | None = None, **kwargs) -> Summary:
         limit, offset = kwargs.pop("limit", None), kwargs.pop("offset", 0)

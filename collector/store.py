@@ -187,3 +187,26 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Let go of the store (a batch under way is rolled back)."""
+
+
+class RdataLookups:
+    """The four inverse-index lookups of a store whose lookups are built as selects: each is its
+    select (`_rdata_<kind>_select`, the store's own SQL) read by the store's `_rdata`. Both engines
+    inherit them, so the lookups' signatures are written once."""
+
+    def rdata_name(self, target: bytes, *, under: bool = False, starts: bool = False, rrtype: RRTypes = None,
+                   fences: Fences = NO_FENCES, limit: int | None = None, offset: int = 0) -> Iterator[RdataEntry]:
+        return self._rdata(self._rdata_name_select(target, under=under, starts=starts, rrtype=rrtype,
+                                                   fences=fences), limit, offset)
+
+    def rdata_ip(self, network, *, fences: Fences = NO_FENCES,
+                 limit: int | None = None, offset: int = 0) -> Iterator[RdataEntry]:
+        return self._rdata(self._rdata_ip_select(network, fences=fences), limit, offset)
+
+    def rdata_ip_range(self, first: bytes, last: bytes, *, fences: Fences = NO_FENCES,
+                       limit: int | None = None, offset: int = 0) -> Iterator[RdataEntry]:
+        return self._rdata(self._rdata_ip_range_select(first, last, fences=fences), limit, offset)
+
+    def rdata_raw(self, rdata: bytes, *, rrtype: RRTypes = None, fences: Fences = NO_FENCES,
+                  limit: int | None = None, offset: int = 0) -> Iterator[RdataEntry]:
+        return self._rdata(self._rdata_raw_select(rdata, rrtype=rrtype, fences=fences), limit, offset)

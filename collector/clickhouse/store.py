@@ -58,6 +58,7 @@ from ..store import (
     Fences,
     LookupTimeout,
     RdataEntry,
+    RdataLookups,
     RRTypes,
     Summary,
     address_range,
@@ -225,7 +226,7 @@ def shards_of(location: Location, connection: Connection) -> list[Shard]:
     return list(shards.values())
 
 
-class ClickHouseStore:
+class ClickHouseStore(RdataLookups):
     """The Store interface on ClickHouse (see the module's text)."""
 
     def __init__(self, location: Location | str, folder: str, query_timeout: float | None = None,
@@ -456,23 +457,6 @@ class ClickHouseStore:
         for key, kind, zone, data, first, last, count in self._select(select, limit, offset):
             yield Entry(names.wire_of_key(key), int(kind), zone, unpack_rdata(data), int(first), int(last),
                         int(count))
-
-    def rdata_name(self, target: bytes, *, under: bool = False, starts: bool = False, rrtype: RRTypes = None,
-                   fences: Fences = NO_FENCES, limit: int | None = None, offset: int = 0) -> Iterator[RdataEntry]:
-        return self._rdata(self._rdata_name_select(target, under=under, starts=starts, rrtype=rrtype,
-                                                   fences=fences), limit, offset)
-
-    def rdata_ip(self, network, *, fences: Fences = NO_FENCES,
-                 limit: int | None = None, offset: int = 0) -> Iterator[RdataEntry]:
-        return self._rdata(self._rdata_ip_select(network, fences=fences), limit, offset)
-
-    def rdata_ip_range(self, first: bytes, last: bytes, *, fences: Fences = NO_FENCES,
-                       limit: int | None = None, offset: int = 0) -> Iterator[RdataEntry]:
-        return self._rdata(self._rdata_ip_range_select(first, last, fences=fences), limit, offset)
-
-    def rdata_raw(self, rdata: bytes, *, rrtype: RRTypes = None, fences: Fences = NO_FENCES,
-                  limit: int | None = None, offset: int = 0) -> Iterator[RdataEntry]:
-        return self._rdata(self._rdata_raw_select(rdata, rrtype=rrtype, fences=fences), limit, offset)
 
     def summarize(self, lookup: str, *args, max_count: int | None = None, **kwargs) -> Summary:
         limit, offset = kwargs.pop("limit", None), kwargs.pop("offset", 0)
