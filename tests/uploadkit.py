@@ -24,14 +24,26 @@ def uploader_keys():
     return pytest.importorskip("uploader.keys", reason="needs the uploader's libraries")
 
 
+def readable_by_others(path: str) -> bool:
+    """Whether a user with no rights of its own reaches `path`: it and every folder above it o+rx."""
+    parts = [os.path.realpath(path)]
+    while parts[-1] != "/":
+        parts.append(os.path.dirname(parts[-1]))
+    return all(os.stat(p).st_mode & 0o005 == 0o005 for p in parts)
+
+
+def code_readable_by_others() -> bool:
+    """Whether a process that dropped to another user can load this checkout and its libraries
+    (not when the checkout sits under a private folder, as `mktemp -d` makes)."""
+    return readable_by_others(REPO) and readable_by_others(sysconfig.get_paths()["purelib"])
+
+
 def python_for_others() -> tuple[str, str] | None:
     """(interpreter, PYTHONPATH) that a dropped-privilege process can load, or None."""
     venv_libs = sysconfig.get_paths()["purelib"]
-    prefix = os.path.realpath(sys.base_prefix)
-    parts = [prefix]
-    while parts[-1] != "/":
-        parts.append(os.path.dirname(parts[-1]))
-    if all(os.stat(p).st_mode & 0o005 == 0o005 for p in parts):
+    if not code_readable_by_others():
+        return None
+    if readable_by_others(sys.base_prefix):
         return sys.executable, f"{REPO}:{venv_libs}"
     system = "/usr/bin/python3"  # this interpreter lives under a private home: use the system's
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
