@@ -46,6 +46,7 @@ from .store import (
     address_range,
     pack_rdata,
     rdata_key,
+    summary_of,
     type_list,
     unpack_rdata,
 )
@@ -258,15 +259,7 @@ class SqliteStore(RdataLookups):
                            "sum(t.count), count(*), min(t.first), max(t.last)")
             count, found, first, last = next(self._page(rows, None, 0))
             return Summary(count or 0, found, first, last)
-        count = found = 0
-        first = last = None
-        for each, seen_first, seen_last in self._page(inner, limit, offset):
-            count, found = count + each, found + 1
-            first = seen_first if first is None else min(first, seen_first)
-            last = seen_last if last is None else max(last, seen_last)
-            if count >= max_count:
-                break
-        return Summary(count, found, first, last)
+        return summary_of(self._page(inner, limit, offset), max_count)
 
     # the SQL of each lookup (summarize runs the same, counting)
     def _rrsets_select(self, owner: bytes, *, under: bool = False, starts: bool = False, rrtype: RRTypes = None,

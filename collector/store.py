@@ -20,7 +20,7 @@ the reversed and on the forward name keys; neither is ever a full scan.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -94,6 +94,19 @@ class Summary:
     time_first: int | None
     time_last: int | None
 
+
+def summary_of(rows: Iterable[tuple[int, int, int]], max_count: int | None = None) -> Summary:
+    """The Summary of (count, time_first, time_last) rows, read one by one: where the sum of the
+    counts reaches `max_count`, the rest is not read (DNSDB's max_count)."""
+    count = found = 0
+    first = last = None
+    for each, seen_first, seen_last in rows:
+        count, found = count + each, found + 1
+        first = seen_first if first is None else min(first, seen_first)
+        last = seen_last if last is None else max(last, seen_last)
+        if max_count is not None and count >= max_count:
+            break
+    return Summary(count, found, first, last)
 
 def type_list(rrtype: RRTypes) -> list[int] | None:
     """The types a lookup keeps, sorted; None: every type."""

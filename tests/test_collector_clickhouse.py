@@ -29,6 +29,7 @@ from collector.sqlite_store import SqliteStore
 from collector.store import Fences
 from tests import apikit, clickhouse
 from tests.collectorkit import ROOT_HINTS, resolution, upload
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.skipif(clickhouse.available() is not None, reason=clickhouse.available() or "")
 
@@ -349,16 +350,6 @@ def status(config: str) -> dict:
     done = subprocess.run([sys.executable, "-m", "collector", "status", "--json", "-c", config], env=apikit.env(),
                           capture_output=True, text=True)
     return json.loads(done.stdout)
-
-
-def wait_for(check, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"no {what} within {seconds} s")
 
 
 def test_a_shard_down_ingest_backs_off_keeps_its_files_says_so_and_resumes(tmp_path):

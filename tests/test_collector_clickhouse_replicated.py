@@ -22,6 +22,7 @@ from collector.clickhouse.store import ClickHouseStore, StoreUnavailable
 from collector.ingest import Ingester
 from collector.sqlite_store import SqliteStore
 from tests import apikit, clickhouse, zookeeper
+from tests.polling import wait_for
 from tests.sshd import free_port
 from tests.test_collector_clickhouse import (
     assert_same_answers,
@@ -31,7 +32,6 @@ from tests.test_collector_clickhouse import (
     ingest_all,
     seeded,
     template,
-    wait_for,
 )
 
 pytestmark = pytest.mark.skipif(bool(clickhouse.available() or zookeeper.available()),

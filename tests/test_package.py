@@ -34,6 +34,7 @@ from tests import netns
 from tests import sshd as sshd_helper
 from tests.collectorkit import ROOT_HINTS, resolution, write_spool
 from tests.dnstraffic import ASKER, RESPONDER
+from tests.polling import wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHELL_SCRIPTS = [
@@ -386,16 +387,6 @@ def _status() -> tuple[int, dict]:
     return result.returncode, json.loads(result.stdout)
 
 
-def _wait(condition, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"not within {seconds} s: {what}")
-
-
 def _set(name: str, value: str, path: str = CONFIG) -> None:
     """Change one variable of an installed configuration file (the sensor's unless `path`)."""
     _replace_line(path, f"{name}=", f'{name}="{value}"')
@@ -488,8 +479,8 @@ def test_installed_package_runs_as_a_service_end_to_end(deb, tmp_path):
 
         wire.ask(30)
         arrived = server.path("up", "ch202")
-        _wait(lambda: glob.glob(os.path.join(arrived, ARRIVED_GLOB)), 60, "a spool file at the collector")
-        _code, found = _wait(lambda: (s := _status())[0] == 0 and s[1]["uploader"].get("last_success")
+        wait_for(lambda: glob.glob(os.path.join(arrived, ARRIVED_GLOB)), 60, "a spool file at the collector")
+        _code, found = wait_for(lambda: (s := _status())[0] == 0 and s[1]["uploader"].get("last_success")
                              and (s[1]["sensor"]["records_last_interval"] or s[1]["sensor"]["records"]) and s, 30,
                              "status ok, with the upload and the records (state files are rewritten every 5 s)")
         assert found["sensor"]["capturing"]
@@ -514,22 +505,22 @@ def test_installed_package_runs_as_a_service_end_to_end(deb, tmp_path):
         _set("login", "nobody-registered")
         _sh("service", "sie-dns-sensor", "reload")
         wire.ask(10)
-        _code, found = _wait(lambda: (s := _status())[0] == 1 and s, 60, "status reports the stalled upload")
+        _code, found = wait_for(lambda: (s := _status())[0] == 1 and s, 60, "status reports the stalled upload")
         assert any("no upload succeeded" in problem for problem in found["problems"]), found
         assert found["uploader"]["last_error"] and found["backlog"]["files"] > 0
         # fixed by a reload, not a restart: the files go
         _set("login", server.user)
         _sh("service", "sie-dns-sensor", "reload")
-        _wait(lambda: _status()[0] == 0, 60, "status ok again")
+        wait_for(lambda: _status()[0] == 0, 60, "status ok again")
         assert _pids() == (sensor_pid, upload_pid)
 
         # the interface goes away and comes back under the running sensor
         wire.ask(10)
         time.sleep(3)
         wire.cut()
-        _wait(lambda: not _status()[1]["sensor"].get("capturing", True), 30, "status: capture lost")
+        wait_for(lambda: not _status()[1]["sensor"].get("capturing", True), 30, "status: capture lost")
         wire.up()
-        _wait(lambda: _status()[1]["sensor"].get("capturing"), 60, "status: capturing again")
+        wait_for(lambda: _status()[1]["sensor"].get("capturing"), 60, "status: capturing again")
         time.sleep(1)
         wire.ask(10)
         time.sleep(3)
@@ -572,7 +563,7 @@ def test_installed_package_runs_as_a_service_end_to_end(deb, tmp_path):
         sensor_pid, upload_pid = _pids()
         time.sleep(1)
         wire.ask(10)
-        unsent = _wait(lambda: len(glob.glob(os.path.join(SENSOR_WAITING, "*"))), 60, "a file waiting for upload")
+        unsent = wait_for(lambda: len(glob.glob(os.path.join(SENSOR_WAITING, "*"))), 60, "a file waiting for upload")
         purged = _sh("dpkg", "--purge", "sie-dns-sensor", timeout=300)
         assert "error" not in purged.stderr.lower() and "warning" not in purged.stderr.lower(), purged.stderr
         said = re.search(r"purge deletes /var/spool/sie: (\d+) spool file\(s\) not yet uploaded and the upload key",
@@ -730,11 +721,12 @@ def test_installed_collector_receives_ingests_and_answers_as_a_service(deb, coll
         code, headers, html = _api_get(api_port, "/")  # the search page's files are in the installed package
         assert code == 200 and b'src="search.js"' in html and "content-security-policy" in headers
         assert _api_get(api_port, "/search.js")[0] == 200
-        _wait(lambda: _collector_status()[0] == 0, 30, "status: the ingester runs")
+        wait_for(lambda: _collector_status()[0] == 0, 30, "status: the ingester runs")
 
         now = int(time.time())
         _upload_a_resolution(now)
-        _code, found = _wait(lambda: (s := _collector_status())[1]["ingested_files"] and s, 60, "the upload ingested")
+        _code, found = wait_for(lambda: (s := _collector_status())[1]["ingested_files"] and s, 60,
+                                "the upload ingested")
         assert found["problems"] == [] and found["damaged_files"] == 0 and found["backlog_files"] == 0, found
         answer = _sh("sie-dns-collector", "query", "rrset", "www.example.test", "--json").stdout
         assert "203.0.113.80" in answer, answer

@@ -64,6 +64,7 @@ from ..store import (
     address_range,
     pack_rdata,
     rdata_key,
+    summary_of,
     type_list,
     unpack_rdata,
 )
@@ -465,15 +466,8 @@ class ClickHouseStore(RdataLookups):
             count, found, first, last = self._rows(select.summary_sql(self.read_table, limit, offset))[0]
             found = int(found)
             return Summary(int(count or 0), found, int(first) if found else None, int(last) if found else None)
-        count = found = 0
-        first = last = None
-        for *_, seen_first, seen_last, each in self._select(select, limit, offset):
-            count, found = count + int(each), found + 1
-            first = int(seen_first) if first is None else min(first, int(seen_first))
-            last = int(seen_last) if last is None else max(last, int(seen_last))
-            if max_count is not None and count >= max_count:
-                break
-        return Summary(count, found, first, last)
+        rows = self._select(select, limit, offset)
+        return summary_of(((int(each), int(first), int(last)) for *_, first, last, each in rows), max_count)
 
     def _rrsets_select(self, owner: bytes, *, under: bool = False, starts: bool = False, rrtype: RRTypes = None,
                        bailiwick: bytes | None = None, fences: Fences = NO_FENCES) -> Select:
