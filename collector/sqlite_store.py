@@ -129,9 +129,13 @@ class SqliteDirectory:
         zones = {shared(zone, zone) for (zone,) in rows}
         self.cache[address] = zones
         self.cached_zones += len(zones)
+        self._shrink()
+        return zones
+
+    def _shrink(self) -> None:
+        """The least recently asked addresses out of the cache, to its bound (the last one stays)."""
         while self.cached_zones > _CACHED_ZONES and len(self.cache) > 1:
             self.cached_zones -= len(self.cache.popitem(last=False)[1])
-        return zones
 
     def learn_delegation(self, zone: bytes, server_name: bytes) -> None:
         if not self._new(("ns", zone, server_name)):
@@ -158,6 +162,7 @@ class SqliteDirectory:
         if zones is not None:
             zones.add(self.zone_names.setdefault(zone, zone))
             self.cached_zones += 1
+            self._shrink()  # a shared address learning zone after zone must not take the cache past its bound
 
     def forget_cache(self) -> None:
         """After a rollback the tables lost what was learned: so must the caches."""

@@ -664,7 +664,22 @@ def test_the_zones_cache_keeps_what_is_learned_instead_of_reading_it_again(tmp_p
     store.close()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_shared_address_learning_zone_after_zone_keeps_the_cache_to_its_bound(tmp_path, monkeypatch):
+    monkeypatch.setattr(sqlite_store, "_CACHED_ZONES", 10)
+    store = SqliteStore(str(tmp_path / "pdns.sqlite"))
+    directory = store.directory
+    shared, other = bytes([198, 51, 100, 3]), bytes([198, 51, 100, 4])
+    directory.learn_address(b"\x02ns\x01a\x04test\x00", shared)
+    directory.zones_of(other)
+    directory.zones_of(shared)
+    for n in range(50):
+        directory.learn_delegation(b"\x02z" + bytes([48 + n // 10, 48 + n % 10]) + b"\x00", b"\x02ns\x01a\x04test\x00")
+        assert directory.cached_zones <= 10 or len(directory.cache) == 1
+    assert len(directory.zones_of(shared)) == 50
+    store.close()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.sampled_from("dax"), st.integers(0, 12), st.integers(0, 12)), max_size=150))
 def test_bounded_caches_answer_as_the_tables_do(tmp_path, monkeypatch, steps):
     monkeypatch.setattr(sqlite_store, "_CACHED_ZONES", 6)
@@ -684,7 +699,8 @@ def test_bounded_caches_answer_as_the_tables_do(tmp_path, monkeypatch, steps):
                 directory.learn_delegation(zone[a], host[b])
             elif action == "a":
                 directory.learn_address(host[a], address[b])
-        assert store.directory.zones_of(address[a]) == memory.zones_of(address[a])
+        for asked in (address[a], address[b]):  # b: the address just taught, when it was one
+            assert store.directory.zones_of(asked) == memory.zones_of(asked)
         cached = store.directory
         assert cached.cached_zones == sum(map(len, cached.cache.values()))
         assert cached.cached_zones <= 6 or len(cached.cache) == 1
