@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import time
 
@@ -41,14 +42,16 @@ def load(config_path: str | None) -> configuration.Config:
         raise click.ClickException(f"configuration: {exc}") from None
 
 
-def engine(cfg: configuration.Config, query_timeout: float | None = None, ingest: bool = False) -> Store:
+def engine(cfg: configuration.Config, query_timeout: float | None = None, ingest: bool = False,
+           busy_timeout: float = 5.0) -> Store:
     """The store the `store` setting names: the embedded file, or ClickHouse (`ingest`: opened by the
-    ingester, which finishes a batch its last run left and keeps the knowledge cache)."""
+    ingester, which finishes a batch its last run left and keeps the knowledge cache; `busy_timeout`:
+    seconds a write to the embedded file waits for the ingester's batch)."""
     if cfg.store.startswith("clickhouse://"):
         from .clickhouse.store import ClickHouseStore
 
         return ClickHouseStore(cfg.store, cfg.collector_dir, query_timeout=query_timeout, ingest=ingest)
-    return SqliteStore(cfg.store_path, query_timeout=query_timeout)
+    return SqliteStore(cfg.store_path, query_timeout=query_timeout, busy_timeout=busy_timeout)
 
 
 def store_text(cfg: configuration.Config) -> str:
@@ -212,7 +215,7 @@ def ingest(config_path, once, user, daemon_mode, pidfile) -> None:
             return
         ingester = Ingester(cfg.collector_dir, store, Chain(store.directory, cfg.dedup_max_entries),
                             keep=cfg.keep_days > 0, window=cfg.dedup_window)
-        _ingest(ingester, store, state, stopping, once)
+        _ingest(ingester, store, state, stopping, once, cfg.retention_days)
     except Exception as exc:  # detached, stderr is /dev/null: say it in the log, once, never a bare traceback
         log.critical("stopped by an unexpected error: %s", exc, exc_info=True)
         sys.exit(70)
@@ -236,16 +239,23 @@ def _open_when_ready(cfg: configuration.Config, state: StateFile, stopping: list
     return None
 
 
-def _ingest(ingester: Ingester, store: Store, state: StateFile, stopping: list, once: bool) -> None:
-    """Step until stopped (or, --once, until nothing is left); while the store does not answer, the
-    batch under way is let go (its files stay claimed in work/) and taken again once it does."""
+_EXPIRE_EVERY = 86400.0  # seconds between two expiries by the ingester (retention_days set)
+
+
+def _ingest(ingester: Ingester, store: Store, state: StateFile, stopping: list, once: bool,
+            retention_days: int = 0) -> None:
+    """Step until stopped (or, --once, until nothing is left), expiring the store when due; while
+    the store does not answer, the batch under way is let go (its files stay claimed in work/) and
+    taken again once it does."""
     pause, since = 1.0, None
     recovering = True
+    expiry_due = time.monotonic()
     while not stopping:
         try:
             if recovering:
                 ingester.recover()
                 recovering, pause, since = False, 1.0, None
+            expiry_due = _expire_when_due(ingester, store, retention_days, expiry_due)
             taken = ingester.step()
         except StoreUnavailable as exc:
             ingester.abandon()
@@ -263,6 +273,19 @@ def _ingest(ingester: Ingester, store: Store, state: StateFile, stopping: list, 
     except StoreUnavailable as exc:
         ingester.abandon()
         log.warning("stopping with the last batch not in the store (%s): its files stay in work/", exc)
+
+
+def _expire_when_due(ingester: Ingester, store: Store, retention_days: int, due: float) -> float:
+    """Expire the store at start and once a day (retention_days set); when next. Done here, between
+    batches, because the ingester's batches hold the embedded store's write lock nearly all the time
+    on a busy collector (an `expire` command could wait for ever); its batch is committed first,
+    since expire commits what the store holds."""
+    if not retention_days or time.monotonic() < due:
+        return due
+    ingester.commit()
+    rrsets, rdata = store.expire(int(time.time()) - retention_days * 86400)
+    log.info("expired %d RRsets and %d index rows last seen over %d days ago", rrsets, rdata, retention_days)
+    return time.monotonic() + _EXPIRE_EVERY
 
 
 def _unavailable(exc: StoreUnavailable, state: StateFile, report: dict, pause: float, once: bool) -> float:
@@ -496,11 +519,17 @@ def expire(config_path, days) -> None:
     days = days or cfg.retention_days
     if not days:
         raise click.ClickException("retention_days is 0 (keep forever): give --days to expire anyway")
+    waited = 2 * cfg.dedup_window + 10  # an ingester commits its batch about every dedup_window seconds
     try:
-        store = engine(cfg, ingest=True)
+        store = engine(cfg, ingest=True, busy_timeout=waited)
         rrsets, rdata = store.expire(int(time.time()) - days * 86400)
     except StoreUnavailable as exc:
         raise click.ClickException(str(exc)) from None
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc):
+            raise
+        raise click.ClickException(f"the store stayed busy for {waited:.0f} s (a running ingester's batches); "
+                                   "the ingester expires it by itself once a day when retention_days is set") from None
     store.close()
     click.echo(f"removed {rrsets} RRsets and {rdata} index rows last seen over {days} days ago")
 

@@ -176,11 +176,12 @@ class SqliteDirectory:
 class SqliteStore(RdataLookups):
     """The Store interface on one SQLite file."""
 
-    def __init__(self, path: str, query_timeout: float | None = None) -> None:
-        """`query_timeout`: seconds a lookup may run (LookupTimeout after), None: no bound."""
+    def __init__(self, path: str, query_timeout: float | None = None, busy_timeout: float = 5.0) -> None:
+        """`query_timeout`: seconds a lookup may run (LookupTimeout after), None: no bound;
+        `busy_timeout`: seconds a write waits for another process's (the ingester's batch) to end."""
         self.path = path
         self.query_timeout = query_timeout
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = FULL")
         # 32 MiB of pages at most: the ingest's merges cost the same as with 64 (their rows come in key
@@ -350,9 +351,31 @@ class SqliteStore(RdataLookups):
         rdata = self.db.execute("DELETE FROM rdata WHERE last < ?", (before,)).rowcount
         self.db.execute("DELETE FROM name_forward WHERE NOT EXISTS (SELECT 1 FROM rrset WHERE name = key) "
                         "AND NOT EXISTS (SELECT 1 FROM rdata WHERE rdata.key = name_forward.key)")
+        self._expire_knowledge()
         self.db.execute("COMMIT")
         self.in_batch = False
+        self.directory.forget_cache()
         return rrsets, rdata
+
+    def _expire_knowledge(self) -> None:
+        """What the bailiwick stage learned goes with the last entry it was learned from: a fact
+        stays while the inverse index still holds its datum (zone Z has server N: the row (N, NS,
+        Z); host N has address a: (a, A or AAAA, N)), else the tables grew for ever (one
+        host_address row for every host ever seen). The root's servers stay: the hints taught them,
+        not an entry. zone_server, the join of the two, is made again."""
+        self.db.create_function("name_key", 1, _sql_name_key, deterministic=True)
+        root = b"\x00"  # the root zone, in wire form
+        self.db.execute("DELETE FROM delegation WHERE zone != ? AND NOT EXISTS (SELECT 1 FROM rdata r WHERE "
+                        "r.key = name_key(delegation.server) AND r.type = ? AND r.name = name_key(delegation.zone))",
+                        (root, decompose.TYPE_NS))
+        self.db.execute("DELETE FROM host_address WHERE host NOT IN (SELECT server FROM delegation WHERE zone = ?) "
+                        "AND NOT EXISTS (SELECT 1 FROM rdata r WHERE r.key = host_address.address AND r.type = "
+                        "(CASE length(host_address.address) WHEN 4 THEN ? ELSE ? END) "
+                        "AND r.name = name_key(host_address.host))",
+                        (root, decompose.TYPE_A, decompose.TYPE_AAAA))
+        self.db.execute("DELETE FROM zone_server")
+        self.db.execute("INSERT INTO zone_server SELECT DISTINCT h.address, d.zone FROM delegation d "
+                        "JOIN host_address h ON h.host = d.server")
 
     def size(self) -> int:
         return sum(os.path.getsize(self.path + tail) for tail in ("", "-wal") if os.path.exists(self.path + tail))
@@ -441,6 +464,14 @@ class _NameKeys(dict):
     def forward_rows(self) -> list[tuple[bytes, bytes]]:
         """(forward key, key) of every name, in forward-key order."""
         return sorted(zip(self.forward.values(), self.values(), strict=True))
+
+
+def _sql_name_key(wire: bytes) -> bytes:
+    """names.key for SQL (expire), in C when it takes the name."""
+    try:
+        return _name_key(wire)
+    except ValueError:
+        return names.key(wire)
 
 
 def _pack_rdata(rdatas: tuple[bytes, ...]) -> bytes:

@@ -3,16 +3,21 @@ damaged files, duplicates, and exactly once across a crash."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 
-from collector import incoming, roothints
+from collector import bailiwick, incoming, names, roothints
 from collector.chain import Chain
 from collector.ingest import Ingester
 from collector.sqlite_store import SqliteStore
-from tests.collectorkit import ROOT_HINTS, resolution, upload
+from collector.store import unpack_rdata
+from tests.collectorkit import ROOT_HINTS, STRANGER, ZONE, resolution, upload
 
 
 @pytest.fixture
@@ -90,3 +95,106 @@ def test_a_crash_before_the_commit_loses_nothing_and_counts_nothing_twice(root):
     again.step()
     assert dump(again.store) == expected
     assert incoming.waiting(root) == [] and incoming.claimed(root) == []
+
+
+def knowledge_of(store: SqliteStore) -> set:
+    """zone_server as the statement makes it from the entries the store holds, and the root hints."""
+    memory = bailiwick.MemoryDirectory()
+    roothints.seed(memory, roothints.read(os.path.join(os.path.dirname(store.path), "root.hints")))
+    for name, rrtype, _, data in store.db.execute("SELECT name, type, bailiwick, data FROM rrset"):
+        bailiwick.learn(memory, names.wire_of_key(name), rrtype, unpack_rdata(data))
+    return {(address, zone) for address, zones in memory.zones.items() for zone in zones}
+
+
+def test_expire_forgets_what_the_removed_entries_taught_and_keeps_the_root(root):
+    upload(root, "sensor-a", "h.1000.000000.nmsg", resolution("www.old.test", "old.test", "203.0.113.80", 1000,
+                                                              zone_server=STRANGER))
+    upload(root, "sensor-a", "h.5000.000000.nmsg", resolution("www.new.test", "new.test", "203.0.113.81", 5000))
+    ingester = open_ingester(root)
+    ingester.step()
+    store = ingester.store
+    tables = ("delegation", "host_address", "zone_server")
+    before = {table: store.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in tables}
+    assert set(store.db.execute("SELECT * FROM zone_server")) == knowledge_of(store)
+    assert (STRANGER_PACKED, OLD_ZONE) in knowledge_of(store)
+
+    store.expire(3000)
+    after = {table: store.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in tables}
+    assert all(after[table] < before[table] for table in tables)
+    assert set(store.db.execute("SELECT * FROM zone_server")) == knowledge_of(store)
+    assert (STRANGER_PACKED, OLD_ZONE) not in knowledge_of(store)
+    assert store.directory.zones_of(STRANGER_PACKED) == set()
+    assert b"\x00" in store.directory.zones_of(ROOT_PACKED)
+    assert store.directory.zones_of(ipaddress.ip_address(ZONE).packed) == {NEW_ZONE}
+
+    # a response from the forgotten server is dropped until a referral names it again
+    upload(root, "sensor-a", "h.6000.000000.nmsg", resolution("www.old.test", "old.test", "203.0.113.80", 6000,
+                                                              zone_server=STRANGER)[2:])
+    ingester.step()
+    assert ingester.counts["unknown_server"] == 2  # the answer and the zone's NS beside it
+    upload(root, "sensor-a", "h.6001.000000.nmsg", resolution("www.old.test", "old.test", "203.0.113.80", 6001,
+                                                              zone_server=STRANGER))
+    ingester.step()
+    assert (STRANGER_PACKED, OLD_ZONE) in set(store.db.execute("SELECT * FROM zone_server"))
+    store.close()
+
+
+STRANGER_PACKED = ipaddress.ip_address(STRANGER).packed
+ROOT_PACKED = ipaddress.ip_address("198.51.100.1").packed
+OLD_ZONE, NEW_ZONE = b"\x03old\x04test\x00", b"\x03new\x04test\x00"
+
+
+def collector_run(root: str, *argv: str, **settings: str) -> subprocess.CompletedProcess:
+    """`sie-dns-collector ARGV` on a configuration of the collector at `root` (embedded store)."""
+    hints = os.path.join(root, "root.hints")
+    with open(hints, "w") as handle:
+        handle.write(ROOT_HINTS)
+    config = os.path.join(root, "collector.conf")
+    values = {"collector_dir": root, "root_hints": hints, "dedup_window": "1", **settings}
+    with open(config, "w") as handle:
+        handle.writelines(f'{name}="{value}"\n' for name, value in values.items())
+    return subprocess.run([sys.executable, "-m", "collector", *argv, "-c", config], capture_output=True, text=True,
+                          timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_the_ingester_expires_the_store_itself_when_retention_days_is_set(root):
+    now = int(time.time())
+    upload(root, "sensor-a", "h.1.000000.nmsg", resolution("www.old.test", "old.test", "203.0.113.80", now - 3 * 86400))
+    first = collector_run(root, "ingest", "--once", "--user", "root", retention_days="2")
+    assert first.returncode == 0, first.stderr
+    upload(root, "sensor-a", "h.2.000000.nmsg", resolution("www.new.test", "new.test", "203.0.113.81", now))
+    second = collector_run(root, "ingest", "--once", "--user", "root", retention_days="2")
+    assert second.returncode == 0, second.stderr
+    assert "expired 6 RRsets and 5 index rows last seen over 2 days ago" in second.stderr  # at its start
+    store = SqliteStore(os.path.join(root, "pdns.sqlite"))
+    assert [e.count for e in store.rrsets(b"\x03www\x03old\x04test\x00")] == []
+    assert [e.count for e in store.rrsets(b"\x03www\x03new\x04test\x00")] == [1]
+    store.close()
+
+
+def test_expire_against_a_store_an_ingester_holds_says_so(root):
+    upload(root, "sensor-a", "h.1.000000.nmsg", resolution("www.old.test", "old.test", "203.0.113.80", 1000))
+    assert collector_run(root, "ingest", "--once", "--user", "root").returncode == 0
+    holder = SqliteStore(os.path.join(root, "pdns.sqlite"))
+    holder.db.execute("BEGIN IMMEDIATE")  # a batch under way, as the ingester's nearly always is
+    try:
+        done = collector_run(root, "expire", "--days", "1", dedup_window="1")
+    finally:
+        holder.db.execute("ROLLBACK")
+        holder.close()
+    assert done.returncode == 1
+    assert "the store stayed busy for 12 s" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_ingesters_expiry_commits_the_batch_under_way_first(root):
+    """expire commits what the store holds: the batch's aggregates must not go in without its ledger."""
+    from collector import cli
+
+    ingester = open_ingester(root, window=3600)
+    upload(root, "sensor-a", "h.1000.000000.nmsg", resolution("www.example.test", "example.test", "203.0.113.80", 1000))
+    for sensor, channel, name, size in incoming.waiting(root):
+        ingester.ingest(incoming.claim(root, sensor, channel, name, size))
+    assert ingester.batch and ingester.store.outcome("sensor-a", "ch202/h.1000.000000.nmsg") is None
+    assert cli._expire_when_due(ingester, ingester.store, 1, 0.0) > time.monotonic()
+    assert ingester.batch == [] and ingester.store.outcome("sensor-a", "ch202/h.1000.000000.nmsg") == ""
+    ingester.store.close()
