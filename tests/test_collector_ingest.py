@@ -198,3 +198,31 @@ def test_the_ingesters_expiry_commits_the_batch_under_way_first(root):
     assert cli._expire_when_due(ingester, ingester.store, 1, 0.0) > time.monotonic()
     assert ingester.batch == [] and ingester.store.outcome("sensor-a", "ch202/h.1000.000000.nmsg") == ""
     ingester.store.close()
+
+
+def staged_rows(when: int, owner: bytes) -> tuple[list, list]:
+    from collector.dedup import inverse_index
+
+    rrsets = [((owner, 1, b"\x04test\x00", (bytes([192, 0, 2, 1]),)), when, when, 1)]
+    return rrsets, inverse_index(rrsets)
+
+
+def test_a_batch_let_go_leaves_nothing_staged_and_a_full_stage_goes_in_before_the_commit(root, monkeypatch):
+    from collector import sqlite_store
+
+    store = SqliteStore(os.path.join(root, "pdns.sqlite"))
+    store.merge(*staged_rows(1000, b"\x01a\x04test\x00"))
+    store.rollback()  # the store refused the batch: its staged rows go with it
+    store.merge(*staged_rows(1001, b"\x01b\x04test\x00"))
+    assert store.db.execute("SELECT count(*) FROM rrset").fetchone()[0] == 0  # staged until the commit
+    store.commit([])
+    assert [name for (name,) in store.db.execute("SELECT name FROM rrset")] == [b"\x04test\x01b"]
+    monkeypatch.setattr(sqlite_store, "_STAGED_MAX", 3)
+    store.merge(*staged_rows(1002, b"\x01b\x04test\x00"))  # 2 rows staged
+    assert store.db.execute("SELECT count FROM rrset").fetchall() == [(1,)]
+    store.merge(*staged_rows(1003, b"\x01b\x04test\x00"))  # 4: in the tables, the batch still open
+    assert store.db.execute("SELECT first, last, count FROM rrset").fetchall() == [(1001, 1003, 3)]
+    assert store.in_batch and store.staged == 0
+    store.commit([])
+    assert store.db.execute("SELECT first, last, count FROM rdata").fetchall() == [(1001, 1003, 3)]
+    store.close()
