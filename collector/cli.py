@@ -170,6 +170,18 @@ def _logging_daemon(config_path: str | None, daemon_mode: bool) -> configuration
     return cfg
 
 
+def service_options(function):
+    """--user, --daemon and --pidfile: how `ingest` and `serve` run as services (_become_service)."""
+    user = f"as root, run as this user (default {configuration.SERVICE_USER})"
+    for option in reversed((click.option("--user", default=None, help=user),
+                            click.option("--daemon", "daemon_mode", is_flag=True,
+                                         help="detach into the background (init scripts)"),
+                            click.option("--pidfile", type=click.Path(dir_okay=False),
+                                         help="write the process id here"))):
+        function = option(function)
+    return function
+
+
 def _become_service(daemon_mode: bool, pidfile: str | None, user: str | None) -> daemon.Detached | None:
     """Detach (start-up errors still reach `service ... start` until `ready()`), claim the pidfile,
     and as root become the service user (or `user`)."""
@@ -189,9 +201,7 @@ def _become_service(daemon_mode: bool, pidfile: str | None, user: str | None) ->
 @main.command()
 @config_option
 @click.option("--once", is_flag=True, help="ingest what is there, then exit")
-@click.option("--user", default=None, help=f"as root, run as this user (default {configuration.SERVICE_USER})")
-@click.option("--daemon", "daemon_mode", is_flag=True, help="detach into the background (init scripts)")
-@click.option("--pidfile", type=click.Path(dir_okay=False), help="write the process id here")
+@service_options
 def ingest(config_path, once, user, daemon_mode, pidfile) -> None:
     """Ingest uploads into the store until SIGTERM (or once, --once)."""
     cfg = _logging_daemon(config_path, daemon_mode)
@@ -413,9 +423,7 @@ def _print(found, as_json: bool, to_json, to_text) -> None:
 @main.command()
 @config_option
 @click.option("--listen", default=None, help="HOST:PORT to answer on (default api_listen; port 0: any)")
-@click.option("--user", default=None, help=f"as root, run as this user (default {configuration.SERVICE_USER})")
-@click.option("--daemon", "daemon_mode", is_flag=True, help="detach into the background (init scripts)")
-@click.option("--pidfile", type=click.Path(dir_okay=False), help="write the process id here")
+@service_options
 def serve(config_path, listen, user, daemon_mode, pidfile) -> None:
     """Answer DNSDB API v2 and COF queries over HTTP until SIGTERM."""
     from .api import server  # the web stack only for the command that needs it
