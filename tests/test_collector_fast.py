@@ -726,15 +726,21 @@ def test_a_fact_from_the_last_generation_is_still_known(tmp_path, monkeypatch):
 # -------------------------------------------------------------- the ingester
 
 
-def test_the_cyclic_collector_is_paused_while_a_file_is_fed(tmp_path):
-    root = str(tmp_path / "collector")
-    incoming.make_folders(root)
+def one_upload(tmp_path) -> tuple[str, SqliteStore]:
+    """A collector root with one resolution uploaded, and its store seeded with the root hints."""
     from tests.collectorkit import upload
 
+    root = str(tmp_path / "collector")
+    incoming.make_folders(root)
     upload(root, "sensor-a", "h.1000.000000.nmsg", resolution("www.example.test", "example.test", "203.0.113.80", 1000))
     store = SqliteStore(os.path.join(root, "pdns.sqlite"))
     roothints.seed(store.directory, roothints.read(hints_file(tmp_path)))
     store.commit([])
+    return root, store
+
+
+def test_the_cyclic_collector_is_paused_while_a_file_is_fed(tmp_path):
+    root, store = one_upload(tmp_path)
     seen = []
 
     class Watched(Chain):
@@ -751,14 +757,7 @@ def test_the_cyclic_collector_is_paused_while_a_file_is_fed(tmp_path):
 
 
 def test_what_a_file_left_is_walked_by_no_collection_until_the_commit_collects_it(tmp_path):
-    root = str(tmp_path / "collector")
-    incoming.make_folders(root)
-    from tests.collectorkit import upload
-
-    upload(root, "sensor-a", "h.1000.000000.nmsg", resolution("www.example.test", "example.test", "203.0.113.80", 1000))
-    store = SqliteStore(os.path.join(root, "pdns.sqlite"))
-    roothints.seed(store.directory, roothints.read(hints_file(tmp_path)))
-    store.commit([])
+    root, store = one_upload(tmp_path)
     made = []
 
     class Cyclic:
