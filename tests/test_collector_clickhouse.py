@@ -94,16 +94,24 @@ def entries(store: SqliteStore) -> dict[str, list[tuple]]:
             "rdata": sorted(store.db.execute("SELECT * FROM rdata").fetchall())}
 
 
+def merged_entries_sql(table: str) -> str:
+    """The entries and index rows of `table`, merged as a lookup merges them, with their kind first."""
+    return (f"SELECT kind, key, type, other, data, minMerge(time_first), maxMerge(time_last), sumMerge(count) "
+            f"FROM {table} WHERE kind IN ('rrset', 'rdata') GROUP BY kind, key, type, other, data")
+
+
+def by_kind(rows: list[tuple]) -> dict[str, list[tuple]]:
+    """merged_entries_sql's rows: the entries and the index rows, each sorted."""
+    return {kind: sorted(tuple(row[1:]) for row in rows if row[0] == kind) for kind in ("rrset", "rdata")}
+
+
 def cluster_entries(url: str) -> dict[str, list[tuple]]:
     """The cluster's entries and index rows, merged, read through the Distributed table."""
     store = ClickHouseStore(url, "/nonexistent", ingest=False)
     try:
-        rows = store._rows(f"SELECT kind, key, type, other, data, minMerge(time_first), maxMerge(time_last), "
-                           f"sumMerge(count) FROM {store.read_table} WHERE kind IN ('rrset', 'rdata') "
-                           "GROUP BY kind, key, type, other, data")
+        return by_kind(store._rows(merged_entries_sql(store.read_table)))
     finally:
         store.close()
-    return {kind: sorted(tuple(row[1:]) for row in rows if row[0] == kind) for kind in ("rrset", "rdata")}
 
 
 def shard_dump(cluster: clickhouse.Cluster, database: str) -> list[list[tuple]]:

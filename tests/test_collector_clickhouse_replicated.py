@@ -26,10 +26,12 @@ from tests.polling import wait_for
 from tests.sshd import free_port
 from tests.test_collector_clickhouse import (
     assert_same_answers,
+    by_kind,
     cluster_entries,
     collector_config,
     entries,
     ingest_all,
+    merged_entries_sql,
     seeded,
     template,
 )
@@ -112,12 +114,9 @@ def replica_entries(replicas: Replicas, number: int, database: str) -> dict[str,
     client = replicas.client(number)
     try:
         client.execute(f"SYSTEM SYNC REPLICA {database}.{schema.LOCAL}")
-        rows = client.execute(f"SELECT kind, key, type, other, data, minMerge(time_first), maxMerge(time_last), "
-                              f"sumMerge(count) FROM {database}.{schema.LOCAL} WHERE kind IN ('rrset', 'rdata') "
-                              "GROUP BY kind, key, type, other, data")
+        return by_kind(client.execute(merged_entries_sql(f"{database}.{schema.LOCAL}")))
     finally:
         client.disconnect()
-    return {kind: sorted(tuple(row[1:]) for row in rows if row[0] == kind) for kind in ("rrset", "rdata")}
 
 
 def reference_of(folder: str, files: str, name: str) -> SqliteStore:
