@@ -16,11 +16,14 @@ incoming/<sensor>/up/<channel>/ (an `Ingester` with the engine's store, seeded
 from the root hints, window 60 s): wait4 gives its CPU (user + sys, all
 threads) and it reports its own peak RSS (VmHWM: Linux carries the parent's
 peak into ru_maxrss); a second process then counts the store's rows and
-times random exact-owner lookups. Printed per run, then the medians: response
-records ingested (those that fed the chain), records/s (wall time of the
-ingest loop), CPU-s per million response records (the whole ingest process),
-max RSS, store bytes per unique RRset, unique RRsets, inverse-index rows, the
-chain's counters, lookup latency (p50/p99).
+times random exact-owner lookups, then (SQLite) expires what was last seen
+before the middle of the traffic's time. Printed per run, then the medians:
+response records ingested (those that fed the chain), records/s (wall time
+of the ingest loop), CPU-s per million response records (the whole ingest
+process), max RSS, store bytes per unique RRset, unique RRsets,
+inverse-index rows, the chain's counters, lookup latency (p50/p99), and
+what that expire removed (entries, and the bailiwick knowledge learned
+only from them) and cost.
 
     python -m bench.collector_bench                        # 1,000,000 responses, both engines
     python -m bench.collector_bench --responses 100000 --engine sqlite --runs 3
@@ -187,8 +190,21 @@ def lookups(engine: str, root: str, count: int, seed: int) -> dict:
             store.db.execute(sql, (names.key(owner),)).fetchall()
             latencies.append(time.perf_counter() - started)
         result["latency_one_connection"] = _percentiles(latencies)
+        result["expire"] = _expire_middle(store)
     store.close()
     return result
+
+
+def _expire_middle(store) -> dict:
+    """What `expire` removes and costs at the middle of the traffic's time (last thing on the store)."""
+    knowledge = ("delegation", "host_address", "zone_server")
+    before = {table: store.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in knowledge}
+    first, last = store.db.execute("SELECT min(first), max(last) FROM rrset").fetchone()
+    cpu, started = time.process_time(), time.perf_counter()
+    rrsets, rdata = store.expire((first + last) // 2)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    after = {table: store.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in knowledge}
+    return {"rrsets": rrsets, "rdata": rdata, "seconds": seconds, "cpu": cpu, "before": before, "after": after}
 
 
 def _in_use(engine: str, store) -> int:
@@ -279,6 +295,11 @@ def report(engine: str, index: int | str, r: dict) -> None:
         line += f" (a connection per lookup, as SqliteStore.rrsets); on one open connection p50 " \
                 f"{one['p50_us']:.0f} us, p99 {one['p99_us']:.0f} us"
     click.echo(line)
+    if "expire" in store:
+        gone = store["expire"]
+        tables = ", ".join(f"{t} {gone['before'][t]:,} -> {gone['after'][t]:,}" for t in gone["before"])
+        click.echo(f"  expire at the middle of the traffic's time: {gone['rrsets']:,} RRsets and {gone['rdata']:,} "
+                   f"index rows in {gone['seconds']:.1f} s ({gone['cpu']:.1f} CPU-s); {tables}")
 
 
 @click.command()
