@@ -33,7 +33,8 @@ from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
-from . import _ingest, decompose, names
+from . import decompose, names
+from .rowkeys import NameKeys, forward_key, index_key, name_key, packed
 from .store import (
     NO_FENCES,
     Entry,
@@ -44,7 +45,6 @@ from .store import (
     RRTypes,
     Summary,
     address_range,
-    pack_rdata,
     rdata_key,
     summary_of,
     type_list,
@@ -76,7 +76,6 @@ SCHEMA_VERSION = 1  # PRAGMA user_version: 1 = name_forward filled
 _PROGRESS_STEPS = 10000  # SQLite steps between two looks at a lookup's deadline
 _IDLE_READERS = 64  # read-only connections kept for the next lookups
 
-_name_key, _pack, _target = _ingest.name_key, _ingest.pack_rdata, _ingest.rdata_target
 # A batch's rows wait in temporary tables (SQLite's temporary file: SQLITE_TMPDIR, else /var/tmp; in
 # the batch's transaction) until its commit, then go in table by table, sorted; after _STAGED_MAX rows
 # (about 280 MB of temporary file, some 800,000 responses' worth) they go in before the commit.
@@ -217,7 +216,7 @@ class SqliteStore(RdataLookups):
                 cursor = self.db.execute(sql)
                 while keys := cursor.fetchmany(4096):
                     self.db.executemany("INSERT OR IGNORE INTO name_forward VALUES (?, ?)",
-                                        [(_forward(key), key) for (key,) in keys])
+                                        [(forward_key(key), key) for (key,) in keys])
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self.db.execute("COMMIT")
 
@@ -237,9 +236,9 @@ class SqliteStore(RdataLookups):
         of a whole batch share the pages they land on (1.7 us a row, against 4.3 for each merge's
         rows upserted as they came), and Python sorts nothing (bench/RESULTS.md, "Ingest")."""
         self._begin()
-        keys = _NameKeys()  # every owner and target name of the rows, and its key
+        keys = NameKeys()  # every owner and target name of the rows, and its key
         self.db.executemany(_STAGE.format(table="rrset"),
-                            [(keys[owner], rrtype, zone, _pack_rdata(datas), first, last, count)
+                            [(keys[owner], rrtype, zone, packed(datas), first, last, count)
                              for (owner, rrtype, zone, datas), first, last, count in rrsets])
         self.db.executemany(_STAGE.format(table="rdata"),
                             [_rdata_row(keys, datum, rrtype, owner, first, last, count)
@@ -391,7 +390,7 @@ class SqliteStore(RdataLookups):
         Z); host N has address a: (a, A or AAAA, N)), else the tables grew for ever (one
         host_address row for every host ever seen). The root's servers stay: the hints taught them,
         not an entry. zone_server, the join of the two, is made again."""
-        self.db.create_function("name_key", 1, _sql_name_key, deterministic=True)
+        self.db.create_function("name_key", 1, name_key, deterministic=True)
         root = b"\x00"  # the root zone, in wire form
         self.db.execute("DELETE FROM delegation WHERE zone != ? AND NOT EXISTS (SELECT 1 FROM rdata r WHERE "
                         "r.key = name_key(delegation.server) AND r.type = ? AND r.name = name_key(delegation.zone))",
@@ -464,61 +463,9 @@ def _marks(values: list) -> str:
     return ", ".join("?" * len(values))
 
 
-def _forward(key: bytes) -> bytes:
-    """The forward key of a name key: its labels back in written order (no root)."""
-    return names.wire_of_key(key)[:-1]
-
-
-class _NameKeys(dict):
-    """wire name -> names.key(name), each computed once a merge (in C:
-    `_ingest.name_key`, whose rule is names.key, when it takes the name),
-    and in `forward` its forward key (_forward's, straight from the name)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.forward: dict[bytes, bytes] = {}
-
-    def __missing__(self, wire: bytes) -> bytes:
-        try:
-            key = _name_key(wire)
-            forward = wire.lower()[:-1]  # a name the C took: what wire_of_key gives back, without the root
-        except ValueError:
-            key = names.key(wire)
-            forward = _forward(key)
-        self[wire] = key
-        self.forward[wire] = forward
-        return key
-
-    def forward_rows(self) -> Iterator[tuple[bytes, bytes]]:
-        """(forward key, key) of every name."""
-        return zip(self.forward.values(), self.values(), strict=True)
-
-
-def _sql_name_key(wire: bytes) -> bytes:
-    """names.key for SQL (expire), in C when it takes the name."""
-    try:
-        return _name_key(wire)
-    except ValueError:
-        return names.key(wire)
-
-
-def _pack_rdata(rdatas: tuple[bytes, ...]) -> bytes:
-    """store.pack_rdata, in C (`_ingest.pack_rdata`) when it takes the data."""
-    try:
-        return _pack(rdatas)
-    except ValueError:
-        return pack_rdata(rdatas)
-
-
-def _rdata_row(keys: _NameKeys, datum: bytes, rrtype: int, owner: bytes, first: int, last: int, count: int) -> tuple:
-    """The inverse-index row: store.rdata_key's key (a target name's, through `keys`, so it is
-    written to name_forward too; the target found in C, `_ingest.rdata_target`, whose rule is
-    decompose.rdata_names, when it takes the data)."""
-    try:
-        target = _target(rrtype, datum)
-    except ValueError:
-        target = decompose.rdata_names(rrtype, datum)  # which says what is wrong
-    key = datum if target is None else keys[target]
+def _rdata_row(keys: NameKeys, datum: bytes, rrtype: int, owner: bytes, first: int, last: int, count: int) -> tuple:
+    """The inverse-index row (its target's name, if any, among `keys`: written to name_forward too)."""
+    key = index_key(keys, rrtype, datum)[0]
     return key, rrtype, keys[owner], b"" if key == datum else datum, first, last, count
 
 

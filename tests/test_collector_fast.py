@@ -29,12 +29,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench import collector_bench, resolutions
-from collector import _ingest, bailiwick, chain, decompose, incoming, names, roothints, spoolscan, sqlite_store
+from collector import _ingest, bailiwick, chain, decompose, incoming, names, roothints, rowkeys, spoolscan, sqlite_store
 from collector.chain import Chain
 from collector.dedup import FrontTable
 from collector.ingest import Ingester
 from collector.sqlite_store import SqliteStore
-from collector.store import pack_rdata
+from collector.store import pack_rdata, rdata_key
 from sensor.display import dnsmessage
 from sensor.records.record import Field, RecordType, UdpChecksum, check
 from sensor.spool import dnsqr, nmsg
@@ -604,17 +604,17 @@ def test_name_keys_are_names_key(wire):
         got = None
     if got is not None:
         assert got == expected
-        keys = sqlite_store._NameKeys()
-        assert keys[wire] == expected and keys.forward[wire] == sqlite_store._forward(expected)
+        keys = rowkeys.NameKeys()
+        assert keys[wire] == expected and keys.forward[wire] == rowkeys.forward_key(expected)
     elif expected is not None:
-        keys = sqlite_store._NameKeys()  # the C part refuses it: the Python's key and forward key
-        assert keys[wire] == expected and keys.forward[wire] == sqlite_store._forward(expected)
+        keys = rowkeys.NameKeys()  # the C part refuses it: the Python's key and forward key
+        assert keys[wire] == expected and keys.forward[wire] == rowkeys.forward_key(expected)
 
 
 @settings(max_examples=500, deadline=None)
 @given(st.lists(st.binary(max_size=300), max_size=5).map(tuple))
 def test_packed_data_is_pack_rdata(datas):
-    assert _ingest.pack_rdata(datas) == pack_rdata(datas) == sqlite_store._pack_rdata(datas)
+    assert _ingest.pack_rdata(datas) == pack_rdata(datas) == rowkeys.packed(datas)
 
 
 @settings(max_examples=3000, deadline=None)
@@ -629,16 +629,17 @@ def test_data_targets_are_rdata_names(rrtype, datum):
             _ingest.rdata_target(rrtype, datum)
         return
     assert _ingest.rdata_target(rrtype, datum) == expected
-    keys = sqlite_store._NameKeys()
-    key = sqlite_store._rdata_row(keys, datum, rrtype, b"\x01a\x00", 1, 2, 3)[0]
-    assert key == sqlite_store.rdata_key(rrtype, datum)
+    keys = rowkeys.NameKeys()
+    key, target = rowkeys.index_key(keys, rrtype, datum)
+    assert key == rdata_key(rrtype, datum) == sqlite_store._rdata_row(keys, datum, rrtype, b"\x01a\x00", 1, 2, 3)[0]
+    assert target == (None if key == datum else decompose.rdata_names(rrtype, datum))
 
 
 def test_packed_data_past_its_length_field_goes_to_python():
     with pytest.raises(ValueError):
         _ingest.pack_rdata((bytes(70000),))
     with pytest.raises(OverflowError):
-        sqlite_store._pack_rdata((bytes(70000),))
+        rowkeys.packed((bytes(70000),))
 
 
 # ------------------------------------------------------------- the directory

@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from .. import decompose, names
+from ..rowkeys import NameKeys, index_key, packed
 from ..sqlite_store import NAME_TYPES, SCHEMA, SqliteDirectory, _raw_key
 from ..store import (
     NO_FENCES,
@@ -62,8 +63,6 @@ from ..store import (
     RRTypes,
     Summary,
     address_range,
-    pack_rdata,
-    rdata_key,
     summary_of,
     type_list,
     unpack_rdata,
@@ -293,15 +292,16 @@ class ClickHouseStore(RdataLookups):
     def merge(self, rrsets: list, rdata: list) -> None:
         self._begin()
         seen: dict[bytes, tuple[int, int]] = {}  # name key: (first, last) of the entries naming it here
+        keys = NameKeys()  # every owner and target name of the rows, and its key (in C: rowkeys)
         for (owner, rrtype, zone, datas), first, last, count in rrsets:
-            key = names.key(owner)
+            key = keys[owner]
             _widen(seen, key, first, last)
-            self._add(key, ("rrset", key, rrtype, zone, pack_rdata(datas), first, last, count))
+            self._add(key, ("rrset", key, rrtype, zone, packed(datas), first, last, count))
         for (datum, rrtype, owner), first, last, count in rdata:
-            key, owner_key = rdata_key(rrtype, datum), names.key(owner)
+            (key, target), owner_key = index_key(keys, rrtype, datum), keys[owner]
             self._add(owner_key, ("rdata", key, rrtype, owner_key, b"" if key == datum else datum, first, last, count))
-            if rrtype in NAME_TYPES and (target := decompose.rdata_names(rrtype, datum)) is not None:
-                _widen(seen, names.key(target), first, last)
+            if rrtype in NAME_TYPES and target is not None:
+                _widen(seen, key, first, last)
         for key, (first, last) in seen.items():
             sent = max(self.batch_names.get(key, -NAME_REFRESH), self.sent_names.get(key, -NAME_REFRESH))
             if last >= sent + NAME_REFRESH:
