@@ -293,8 +293,14 @@ def _expire_when_due(ingester: Ingester, store: Store, retention_days: int, due:
     if not retention_days or time.monotonic() < due:
         return due
     ingester.commit()
-    rrsets, rdata = store.expire(int(time.time()) - retention_days * 86400)
-    log.info("expired %d RRsets and %d index rows last seen over %d days ago", rrsets, rdata, retention_days)
+    try:
+        rrsets, rdata = store.expire(int(time.time()) - retention_days * 86400)
+    except StoreUnavailable:
+        raise  # the loop backs off, and expires once the store answers again
+    except Exception as exc:  # a chore: ingest goes on without it, and it is tried again tomorrow
+        log.error("expire failed, tried again in a day: %s", exc)
+    else:
+        log.info("expired %d RRsets and %d index rows last seen over %d days ago", rrsets, rdata, retention_days)
     return time.monotonic() + _EXPIRE_EVERY
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -226,3 +227,23 @@ def test_a_batch_let_go_leaves_nothing_staged_and_a_full_stage_goes_in_before_th
     store.commit([])
     assert store.db.execute("SELECT first, last, count FROM rdata").fetchall() == [(1001, 1003, 3)]
     store.close()
+
+
+def test_an_expire_that_fails_is_logged_and_ingest_goes_on(root, monkeypatch, caplog):
+    """A chore, not the ingester's work: whatever expire raises (but the store not answering, which
+    the loop backs off from), it is said once and tried again a day later."""
+    from collector import cli
+
+    ingester = open_ingester(root)
+
+    def refuse(before: int) -> tuple[int, int]:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(ingester.store, "expire", refuse)
+    with caplog.at_level("ERROR", logger="collector"):
+        due = cli._expire_when_due(ingester, ingester.store, 1, 0.0)
+    assert due > time.monotonic() + 86000
+    assert "expire failed, tried again in a day: disk I/O error" in caplog.text
+    upload(root, "sensor-a", "h.1000.000000.nmsg", resolution("www.example.test", "example.test", "203.0.113.80", 1000))
+    assert ingester.step() == 1
+    ingester.store.close()

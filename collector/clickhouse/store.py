@@ -73,6 +73,7 @@ from .sql import Select, listed, literal, name_condition
 
 log = logging.getLogger("collector")
 KNOWLEDGE_NAME = "clickhouse-knowledge.sqlite"
+MUTATION_WAIT = 600  # seconds expire waits for a shard's mutation to finish
 SYNC_SLACK = 600  # seconds a fact may take from the shard's clock to being readable
 _IDLE_READERS = 16
 _BLOCK = 1024  # rows a block when streaming an answer
@@ -591,9 +592,14 @@ class ClickHouseStore(RdataLookups):
             writer = self._writer(shard)
             writer.rows(f"ALTER TABLE {local} DELETE WHERE kind IN ('rrset', 'rdata', 'name') AND "
                         f"(kind, key, type, other, data) IN ({doomed.format(table=local)})")
+            deadline = time.monotonic() + MUTATION_WAIT
             while int(writer.rows(f"SELECT count() FROM system.mutations WHERE database = "
                                   f"{literal(self.location.database)} AND table = '{schema.LOCAL}' "
                                   "AND NOT is_done")[0][0]):
+                if time.monotonic() > deadline:  # the ingester calls this: it must not wait for ever
+                    log.warning("%s: the expire is still running after %d s; it goes on in the server",
+                                shard.text(), MUTATION_WAIT)
+                    break
                 time.sleep(0.2)
         return counted["rrset"], counted["rdata"]
 
