@@ -197,13 +197,14 @@ def lookups(engine: str, root: str, count: int, seed: int) -> dict:
 
 def _expire_middle(store) -> dict:
     """What `expire` removes and costs at the middle of the traffic's time (last thing on the store)."""
-    knowledge = ("delegation", "host_address", "zone_server")
-    before = {table: store.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in knowledge}
+    from collector.sqlite_store import KNOWLEDGE_TABLES
+
+    before = {table: store.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in KNOWLEDGE_TABLES}
     first, last = store.db.execute("SELECT min(first), max(last) FROM rrset").fetchone()
     cpu, started = time.process_time(), time.perf_counter()
     rrsets, rdata = store.expire((first + last) // 2)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    after = {table: store.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in knowledge}
+    after = {table: store.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in KNOWLEDGE_TABLES}
     return {"rrsets": rrsets, "rdata": rdata, "seconds": seconds, "cpu": cpu, "before": before, "after": after}
 
 
@@ -220,8 +221,10 @@ def _in_use(engine: str, store) -> int:
 def _digest(db) -> str:
     """SHA-256 of every row of the data tables and the bailiwick stage's, in key order: two trees ingesting
     the same files must give the same (what a change to the ingest keeps)."""
+    from collector.sqlite_store import KNOWLEDGE_TABLES
+
     digest = hashlib.sha256()
-    for table in ("rrset", "rdata", "name_forward", "delegation", "host_address", "zone_server"):
+    for table in ("rrset", "rdata", "name_forward", *KNOWLEDGE_TABLES):
         for row in db.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3, 4" if table in ("rrset", "rdata")
                               else f"SELECT * FROM {table} ORDER BY 1, 2"):
             digest.update(repr(row).encode())

@@ -12,6 +12,7 @@ from __future__ import annotations
 from sensor.records.dns import text_to_wire, wire_to_text
 
 RANGE_END = b"\xff"
+ROOT = b"\x00"  # the root's name, in wire form
 
 
 def labels(wire: bytes) -> list[bytes]:

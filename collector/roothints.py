@@ -15,9 +15,9 @@ import dns.rdatatype
 import dns.zone
 
 from .bailiwick import Directory
+from .names import ROOT
 
 DEFAULT_ROOT_HINTS = "/usr/share/dns/root.hints"
-ROOT = b"\x00"
 
 
 class RootHintsError(ValueError):

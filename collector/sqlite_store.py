@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS ingested (
 CREATE TABLE IF NOT EXISTS name_forward (
     fkey BLOB NOT NULL PRIMARY KEY, key BLOB NOT NULL) WITHOUT ROWID;
 """
+KNOWLEDGE_TABLES = ("delegation", "host_address", "zone_server")  # what the bailiwick stage has learned
 SCHEMA_VERSION = 1  # PRAGMA user_version: 1 = name_forward filled
 _PROGRESS_STEPS = 10000  # SQLite steps between two looks at a lookup's deadline
 _IDLE_READERS = 64  # read-only connections kept for the next lookups
@@ -391,7 +392,7 @@ class SqliteStore(RdataLookups):
         host_address row for every host ever seen). The root's servers stay: the hints taught them,
         not an entry. zone_server, the join of the two, is made again."""
         self.db.create_function("name_key", 1, name_key, deterministic=True)
-        root = b"\x00"  # the root zone, in wire form
+        root = names.ROOT
         self.db.execute("DELETE FROM delegation WHERE zone != ? AND NOT EXISTS (SELECT 1 FROM rdata r WHERE "
                         "r.key = name_key(delegation.server) AND r.type = ? AND r.name = name_key(delegation.zone))",
                         (root, decompose.TYPE_NS))

@@ -108,6 +108,7 @@ def summary_of(rows: Iterable[tuple[int, int, int]], max_count: int | None = Non
             break
     return Summary(count, found, first, last)
 
+
 def type_list(rrtype: RRTypes) -> list[int] | None:
     """The types a lookup keeps, sorted; None: every type."""
     if rrtype is None:

@@ -18,7 +18,7 @@ import dns.name
 from collector import roothints
 from collector.chain import Chain
 from collector.sqlite_store import SqliteStore
-from tests.collectorkit import ROOT_HINTS, ZONE, message, resolution, response_record
+from tests.collectorkit import ZONE, hints_file, message, resolution, response_record
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,11 +50,8 @@ def records() -> list[dict]:
 
 def fill(path: str, extra: list[tuple] | None = None) -> None:
     """The store at `path` from `records()`, then `extra` synthetic aggregates (rrsets as Chain.drain gives)."""
-    hints = os.path.join(os.path.dirname(path), "root.hints")
-    with open(hints, "w") as handle:
-        handle.write(ROOT_HINTS)
     store = SqliteStore(path)
-    roothints.seed(store.directory, roothints.read(hints))
+    roothints.seed(store.directory, roothints.read(hints_file(os.path.dirname(path))))
     chain = Chain(store.directory)
     for record in records():
         chain.feed(record)

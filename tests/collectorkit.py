@@ -63,6 +63,29 @@ def resolution(host: str, zone: str, address: str, when: int, zone_server: str =
     ]
 
 
+def hints_file(folder: str) -> str:
+    """ROOT_HINTS written to `folder`/root.hints; its path."""
+    import os
+
+    path = os.path.join(folder, "root.hints")
+    with open(path, "w") as handle:
+        handle.write(ROOT_HINTS)
+    return path
+
+
+def collector_config(folder: str, root: str, store: str = "", **settings: str) -> str:
+    """A configuration file in `folder` for the collector at `root`: `store` (empty: the embedded
+    file), the test root's hints, quick batches and a small front table, then `settings`; its path."""
+    import os
+
+    path = os.path.join(folder, f"collector-{os.path.basename(root)}.conf")
+    values = {"collector_dir": root, "store": store, "root_hints": hints_file(folder), "dedup_window": "1",
+              "dedup_max_entries": "1000", **settings}
+    with open(path, "w") as handle:
+        handle.writelines(f'{name}="{value}"\n' for name, value in values.items())
+    return path
+
+
 def write_spool(path: str, records: list[dict], compress: bool = True) -> None:
     """An NMSG spool file as the sensor writes it."""
     from sensor.spool.formats import NmsgFormat

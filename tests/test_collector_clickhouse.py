@@ -28,7 +28,7 @@ from collector.ingest import Ingester
 from collector.sqlite_store import SqliteStore
 from collector.store import Fences
 from tests import apikit, clickhouse
-from tests.collectorkit import ROOT_HINTS, resolution, upload
+from tests.collectorkit import collector_config, hints_file, resolution, upload
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.skipif(clickhouse.available() is not None, reason=clickhouse.available() or "")
@@ -39,13 +39,6 @@ def cluster(tmp_path_factory):
     servers = clickhouse.Cluster(str(tmp_path_factory.mktemp("clickhouse")))
     yield servers
     servers.close()
-
-
-def hints_file(folder: str) -> str:
-    path = os.path.join(folder, "root.hints")
-    with open(path, "w") as handle:
-        handle.write(ROOT_HINTS)
-    return path
 
 
 def seeded(store, folder: str):
@@ -312,15 +305,6 @@ def test_a_batch_half_in_when_a_shard_fails_is_finished_once(tmp_path):
         again.close()
     finally:
         servers.close()
-
-
-def collector_config(folder: str, root: str, url: str, **settings: str) -> str:
-    path = os.path.join(folder, f"collector-{os.path.basename(root)}.conf")
-    values = {"collector_dir": root, "store": url, "root_hints": hints_file(folder), "dedup_window": "1",
-              "dedup_max_entries": "1000", **settings}
-    with open(path, "w") as handle:
-        handle.writelines(f'{name}="{value}"\n' for name, value in values.items())
-    return path
 
 
 def collector(*argv: str, **options) -> subprocess.Popen:

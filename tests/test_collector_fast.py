@@ -41,7 +41,7 @@ from sensor.spool import dnsqr, nmsg
 from sensor.spool.cbor import SpoolError
 from sensor.spool.formats import read
 from tests import packets as P
-from tests.collectorkit import ROOT_HINTS, STRANGER, ZONE, message, resolution, response_record, write_spool
+from tests.collectorkit import STRANGER, ZONE, hints_file, message, resolution, response_record, write_spool
 
 # ------------------------------------------------------------ the statements
 
@@ -521,12 +521,6 @@ def test_a_cbor_file_is_read_by_the_spool_reader(tmp_path):
 # ----------------------------------------------------------------- the chain
 
 
-def hints_file(tmp_path) -> str:
-    path = tmp_path / "root.hints"
-    path.write_text(ROOT_HINTS)
-    return str(path)
-
-
 def test_take_and_drain_are_the_stages_one_call_each(tmp_path):
     rng = random.Random(7)
     records = []
@@ -824,7 +818,7 @@ def _ingest_all(root: str, files: list[str], hints: str, chain_type, max_entries
     ingester = Ingester(root, store, chain_type(store.directory, max_entries=max_entries), window=3600)
     feed(ingester)
     rows = [ingester.counts, ingester.totals.records]
-    for table in ("rrset", "rdata", "delegation", "host_address", "zone_server", "name_forward", "ingested"):
+    for table in ("rrset", "rdata", *sqlite_store.KNOWLEDGE_TABLES, "name_forward", "ingested"):
         rows.append(store.db.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall())
     store.close()
     return rows

@@ -16,9 +16,9 @@ import pytest
 from collector import bailiwick, incoming, names, roothints
 from collector.chain import Chain
 from collector.ingest import Ingester
-from collector.sqlite_store import SqliteStore
+from collector.sqlite_store import KNOWLEDGE_TABLES, SqliteStore
 from collector.store import unpack_rdata
-from tests.collectorkit import ROOT_HINTS, STRANGER, ZONE, resolution, upload
+from tests.collectorkit import STRANGER, ZONE, collector_config, hints_file, resolution, upload
 
 
 @pytest.fixture
@@ -28,11 +28,8 @@ def root(tmp_path):
 
 
 def open_ingester(root: str, **options) -> Ingester:
-    hints = os.path.join(root, "root.hints")
-    with open(hints, "w") as handle:
-        handle.write(ROOT_HINTS)
     store = SqliteStore(os.path.join(root, "pdns.sqlite"))
-    roothints.seed(store.directory, roothints.read(hints))
+    roothints.seed(store.directory, roothints.read(hints_file(root)))
     store.commit([])
     return Ingester(root, store, Chain(store.directory), **options)
 
@@ -114,14 +111,13 @@ def test_expire_forgets_what_the_removed_entries_taught_and_keeps_the_root(root)
     ingester = open_ingester(root)
     ingester.step()
     store = ingester.store
-    tables = ("delegation", "host_address", "zone_server")
-    before = {table: store.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in tables}
+    before = {table: store.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in KNOWLEDGE_TABLES}
     assert set(store.db.execute("SELECT * FROM zone_server")) == knowledge_of(store)
     assert (STRANGER_PACKED, OLD_ZONE) in knowledge_of(store)
 
     store.expire(3000)
-    after = {table: store.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in tables}
-    assert all(after[table] < before[table] for table in tables)
+    after = {table: store.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in KNOWLEDGE_TABLES}
+    assert all(after[table] < before[table] for table in KNOWLEDGE_TABLES)
     assert set(store.db.execute("SELECT * FROM zone_server")) == knowledge_of(store)
     assert (STRANGER_PACKED, OLD_ZONE) not in knowledge_of(store)
     assert store.directory.zones_of(STRANGER_PACKED) == set()
@@ -147,13 +143,7 @@ OLD_ZONE, NEW_ZONE = b"\x03old\x04test\x00", b"\x03new\x04test\x00"
 
 def collector_run(root: str, *argv: str, **settings: str) -> subprocess.CompletedProcess:
     """`sie-dns-collector ARGV` on a configuration of the collector at `root` (embedded store)."""
-    hints = os.path.join(root, "root.hints")
-    with open(hints, "w") as handle:
-        handle.write(ROOT_HINTS)
-    config = os.path.join(root, "collector.conf")
-    values = {"collector_dir": root, "root_hints": hints, "dedup_window": "1", **settings}
-    with open(config, "w") as handle:
-        handle.writelines(f'{name}="{value}"\n' for name, value in values.items())
+    config = collector_config(root, root, **settings)
     return subprocess.run([sys.executable, "-m", "collector", *argv, "-c", config], capture_output=True, text=True,
                           timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
