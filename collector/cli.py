@@ -46,11 +46,12 @@ def engine(cfg: configuration.Config, query_timeout: float | None = None, ingest
            busy_timeout: float = 5.0) -> Store:
     """The store the `store` setting names: the embedded file, or ClickHouse (`ingest`: opened by the
     ingester, which finishes a batch its last run left and keeps the knowledge cache; `busy_timeout`:
-    seconds a write to the embedded file waits for the ingester's batch)."""
+    seconds a write to the embedded file, or to ClickHouse's knowledge cache, waits for the ingester's batch)."""
     if cfg.store.startswith("clickhouse://"):
         from .clickhouse.store import ClickHouseStore
 
-        return ClickHouseStore(cfg.store, cfg.collector_dir, query_timeout=query_timeout, ingest=ingest)
+        return ClickHouseStore(cfg.store, cfg.collector_dir, query_timeout=query_timeout, ingest=ingest,
+                               busy_timeout=busy_timeout)
     return SqliteStore(cfg.store_path, query_timeout=query_timeout, busy_timeout=busy_timeout)
 
 

@@ -184,6 +184,18 @@ class SqliteDirectory:
         self.known_before.clear()
 
 
+def rebuild_zone_server(db: sqlite3.Connection) -> None:
+    """zone_server made again from delegation and host_address, after facts left them (expire)."""
+    db.execute("DELETE FROM zone_server")
+    db.execute("INSERT INTO zone_server SELECT DISTINCT h.address, d.zone FROM delegation d "
+               "JOIN host_address h ON h.host = d.server")
+
+
+def root_servers(db: sqlite3.Connection) -> list[bytes]:
+    """The root's servers the knowledge holds (the hints taught them: no expire takes them)."""
+    return [server for (server,) in db.execute("SELECT server FROM delegation WHERE zone = ?", (names.ROOT,))]
+
+
 class SqliteStore(RdataLookups):
     """The Store interface on one SQLite file."""
 
@@ -401,9 +413,7 @@ class SqliteStore(RdataLookups):
                         "(CASE length(host_address.address) WHEN 4 THEN ? ELSE ? END) "
                         "AND r.name = name_key(host_address.host))",
                         (root, decompose.TYPE_A, decompose.TYPE_AAAA))
-        self.db.execute("DELETE FROM zone_server")
-        self.db.execute("INSERT INTO zone_server SELECT DISTINCT h.address, d.zone FROM delegation d "
-                        "JOIN host_address h ON h.host = d.server")
+        rebuild_zone_server(self.db)
 
     def size(self) -> int:
         return sum(os.path.getsize(self.path + tail) for tail in ("", "-wal") if os.path.exists(self.path + tail))

@@ -21,7 +21,7 @@ store does not answer: ingest backs off and keeps its files.
 Forward names. A "name" row carries the first and last times of the
 entries that name it (owner or target), so expire removes it with them;
 a name already sent is sent again once its last time has moved on by
-NAME_REFRESH, so its stored last time is never more than that behind.
+REFRESH, so its stored last time is never more than that behind.
 
 Knowledge. The bailiwick stage reads the knowledge from a local SQLite
 file (`SqliteDirectory`, its tables and cache: lookups in microseconds),
@@ -30,7 +30,13 @@ rows, on every shard), committed with the data it came from. The local
 file is a cache of the cluster's facts: at open and after each commit the
 store asks for the facts committed since it last asked (rows stamped with
 the shard's clock), so what one ingester learns every ingester writing
-the cluster uses from its next batch on.
+the cluster uses from its next batch on. A fact is sent again when it is
+learned again in a later REFRESH period, so its row's last time (the
+ingester's clock at the commit) is never more than REFRESH behind its
+last use; expire takes the facts unused for the retention and REFRESH
+more (the root's servers stay: the hints taught them), and the local
+file is then read again from the cluster. An ingester's facts go with
+their entries, as in the embedded store, give or take REFRESH.
 
 Reading. Lookups run the text of `sql` on the read table (the Distributed
 one in cluster mode), merged at read time, streamed block by block; a
@@ -52,7 +58,7 @@ from typing import Protocol
 
 from .. import decompose, names
 from ..rowkeys import NameKeys, index_key, packed
-from ..sqlite_store import NAME_TYPES, SCHEMA, SqliteDirectory, _raw_key
+from ..sqlite_store import NAME_TYPES, SCHEMA, SqliteDirectory, _raw_key, rebuild_zone_server, root_servers
 from ..store import (
     NO_FENCES,
     Entry,
@@ -79,9 +85,10 @@ _IDLE_READERS = 16
 _BLOCK = 1024  # rows a block when streaming an answer
 _CHUNK_TEXT = 65536  # octets of SQL naming a chunk of a right-hand wildcard's names (max_query_size: 256 KiB)
 BATCH_ROWS = 250_000  # rows a batch holds before it asks for its commit (about 100 MB here, as much in the driver)
-_KNOWN_NAMES = 1 << 20  # forward names already sent, so a repeat within NAME_REFRESH costs no row
-_BOOKKEEPING = ("ns", "address", "file", "batch")  # rows every shard gets
-NAME_REFRESH = 86400  # seconds a forward name's stored last time may lag its entries' (expire keeps it so long)
+_KNOWN_NAMES = 1 << 20  # forward names already sent, so a repeat within REFRESH costs no row
+_SENT_FACTS = 1 << 18  # facts sent this REFRESH period (about 50 MB); past it, a fact may go twice
+_EXPIRED_KINDS = "('rrset', 'rdata', 'name', 'ns', 'address')"  # the kinds of row expire takes
+REFRESH = 86400  # seconds a forward name's or a fact's stored last time may lag (expire keeps it so long)
 REPLICA_WAIT = 5.0  # seconds a lagging replica is given to catch up before the store says it does not answer
 
 SYNC_SCHEMA = "CREATE TABLE IF NOT EXISTS clickhouse_sync (location TEXT PRIMARY KEY, mark INTEGER NOT NULL)"
@@ -188,16 +195,27 @@ class SharedDirectory(SqliteDirectory):
     """SqliteDirectory on the local knowledge file, noting each new fact
     learned from traffic (`learned`) so that the batch carries it to the cluster."""
 
-    def __init__(self, db: sqlite3.Connection, begin) -> None:
+    def __init__(self, db: sqlite3.Connection, begin, now: float) -> None:
         super().__init__(db, begin)
         self.learned: list[tuple[str, bytes, bytes]] = []
         self.recording = True
+        self.sent: set[tuple[str, bytes, bytes]] = set()  # facts learned (and sent) this REFRESH period
+        self.period_end = now + REFRESH
 
     def _new(self, fact: tuple[str, bytes, bytes]) -> bool:
         new = super()._new(fact)
-        if new and self.recording:
+        if self.recording and fact not in self.sent:  # new, or not sent yet this period: its last time moves on
+            if len(self.sent) >= _SENT_FACTS:
+                self.sent.clear()
+            self.sent.add(fact)
             self.learned.append(fact)
         return new
+
+    def next_period(self, now: float) -> None:
+        """At a commit: once the period is over, every fact learned again is sent again."""
+        if now >= self.period_end:
+            self.sent.clear()
+            self.period_end = now + REFRESH
 
     def apply(self, facts) -> None:
         """Learn facts the cluster already has (not sent again)."""
@@ -231,9 +249,12 @@ class ClickHouseStore(RdataLookups):
     """The Store interface on ClickHouse (see the module's text)."""
 
     def __init__(self, location: Location | str, folder: str, query_timeout: float | None = None,
-                 connect: Connect | None = None, ingest: bool = True) -> None:
+                 connect: Connect | None = None, ingest: bool = True, busy_timeout: float = 5.0,
+                 clock: Callable[[], float] = time.time) -> None:
         """`folder`: this collector's own files (journal, knowledge cache); `query_timeout`: seconds a
-        lookup may run; `ingest` False: for lookups only (the query server), the ingester's files untouched."""
+        lookup may run; `ingest` False: for lookups only (the query server), the ingester's files untouched;
+        `busy_timeout`: seconds a write to the knowledge file waits for another process's (the
+        ingester's batch); `clock`: the time the facts are stamped with (tests move it on)."""
         self.location = parse(location) if isinstance(location, str) else location
         self.folder = folder
         self.query_timeout = query_timeout
@@ -244,11 +265,12 @@ class ClickHouseStore(RdataLookups):
         self.readers_lock = threading.Lock()
         self.journal_path = os.path.join(folder, journal.NAME)
         self.db = sqlite3.connect(os.path.join(folder, KNOWLEDGE_NAME) if ingest else ":memory:",
-                                  isolation_level=None, check_same_thread=False)
+                                  isolation_level=None, check_same_thread=False, timeout=busy_timeout)
+        self.clock = clock
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.executescript(SCHEMA + SYNC_SCHEMA)  # its data tables stay empty: only the knowledge is kept here
         self.in_batch = False
-        self.directory = SharedDirectory(self.db, self._begin)
+        self.directory = SharedDirectory(self.db, self._begin, clock())
         self.blocks: dict[int, list[tuple]] = {}
         self.pending = 0  # rows in `blocks`
         self.spent: Counter[str] = Counter()  # seconds in each step of a commit, and batches (benchmarks)
@@ -304,8 +326,8 @@ class ClickHouseStore(RdataLookups):
             if rrtype in NAME_TYPES and target is not None:
                 _widen(seen, key, first, last)
         for key, (first, last) in seen.items():
-            sent = max(self.batch_names.get(key, -NAME_REFRESH), self.sent_names.get(key, -NAME_REFRESH))
-            if last >= sent + NAME_REFRESH:
+            sent = max(self.batch_names.get(key, -REFRESH), self.sent_names.get(key, -REFRESH))
+            if last >= sent + REFRESH:
                 self._add(key, ("name", names.wire_of_key(key)[:-1], 0, key, b"", first, last, 0))
                 self.batch_names[key] = last
 
@@ -321,8 +343,8 @@ class ClickHouseStore(RdataLookups):
     def commit(self, files: list[tuple[str, str, int, str]]) -> None:
         self.settle()
         facts = list(self.directory.learned)
+        now = int(self.clock())
         if self.blocks or facts or files:
-            now = int(time.time())
             ident = uuid.uuid4().hex
             common = [(kind, key, 0, other, b"", now, now, 1) for kind, key, other in facts]
             common += [("file", sensor.encode(), 0, name.encode(), outcome.encode(), now, now, size)
@@ -342,6 +364,7 @@ class ClickHouseStore(RdataLookups):
         else:
             self._local_commit()
         self._forget_batch()
+        self.directory.next_period(now)
         try:
             self.sync_knowledge()
         except StoreUnavailable as exc:  # the batch is in: the facts come at the next commit
@@ -363,6 +386,7 @@ class ClickHouseStore(RdataLookups):
             self.db.execute("ROLLBACK")
             self.in_batch = False
         self.directory.forget_cache()
+        self.directory.sent.clear()  # what the batch sent is not in the cluster
         self._forget_batch()
 
     def settle(self) -> None:
@@ -577,20 +601,19 @@ class ClickHouseStore(RdataLookups):
     # --------------------------------------------------------- maintenance
     def expire(self, before: int) -> tuple[int, int]:
         """Entries whose merged time_last is before `before` go, on each shard (all of a key's rows are
-        on one shard), and with them the forward names no entry left names (a name's last time is its
-        entries', at most NAME_REFRESH behind: a name stays that much longer)."""
+        on one shard), and with them the forward names no entry left names and the facts no batch
+        sent again (a name's or a fact's last time is at most REFRESH behind: it stays that much
+        longer), but for the root's servers; the local knowledge is then read again from the cluster."""
         self.settle()
         counted = dict.fromkeys(("rrset", "rdata"), 0)
-        doomed = (f"SELECT kind, key, type, other, data FROM {{table}} WHERE kind IN ('rrset', 'rdata', 'name') "
-                  "GROUP BY kind, key, type, other, data HAVING maxMerge(time_last) < "
-                  f"if(kind = 'name', {max(0, int(before) - NAME_REFRESH)}, {int(before)})")
+        doomed = self._doomed_sql(before)
         for kind, number in self._rows(f"SELECT kind, count() FROM ({doomed.format(table=self.read_table)}) "
                                        "GROUP BY kind"):
             counted[_text(kind)] = int(number)
         local = f"{self.location.database}.{schema.LOCAL}"
         for shard in self.shards:
             writer = self._writer(shard)
-            writer.rows(f"ALTER TABLE {local} DELETE WHERE kind IN ('rrset', 'rdata', 'name') AND "
+            writer.rows(f"ALTER TABLE {local} DELETE WHERE kind IN {_EXPIRED_KINDS} AND "
                         f"(kind, key, type, other, data) IN ({doomed.format(table=local)})")
             deadline = time.monotonic() + MUTATION_WAIT
             while int(writer.rows(f"SELECT count() FROM system.mutations WHERE database = "
@@ -601,7 +624,34 @@ class ClickHouseStore(RdataLookups):
                                 shard.text(), MUTATION_WAIT)
                     break
                 time.sleep(0.2)
+        if counted.get("ns") or counted.get("address"):
+            self._reload_knowledge()
         return counted["rrset"], counted["rdata"]
+
+    def _doomed_sql(self, before: int) -> str:
+        """The rows expire removes (`{table}` to fill in): merged last time before `before`, REFRESH
+        earlier for names and facts, none of the root's servers."""
+        roots = root_servers(self.db)
+        keep = f"NOT (kind = 'ns' AND key = {literal(names.ROOT)})"
+        if roots:
+            keep += f" AND NOT (kind = 'address' AND key IN ({listed(roots)}))"
+        return (f"SELECT kind, key, type, other, data FROM {{table}} WHERE kind IN {_EXPIRED_KINDS} AND {keep} "
+                "GROUP BY kind, key, type, other, data HAVING maxMerge(time_last) < "
+                f"if(kind IN ('name', 'ns', 'address'), {max(0, int(before) - REFRESH)}, {int(before)})")
+
+    def _reload_knowledge(self) -> None:
+        """The local file holds what the cluster holds after an expire: every fact but the root's
+        servers goes, and the cluster's are read again (all of them: the mark starts over)."""
+        self._begin()
+        roots = root_servers(self.db)
+        self.db.execute("DELETE FROM delegation WHERE zone != ?", (names.ROOT,))
+        self.db.execute(f"DELETE FROM host_address WHERE host NOT IN ({', '.join('?' * len(roots))})", roots)
+        rebuild_zone_server(self.db)
+        self.db.execute("DELETE FROM clickhouse_sync WHERE location = ?", (self.location.text(),))
+        self._local_commit()
+        self.directory.forget_cache()
+        self.directory.sent.clear()
+        self.sync_knowledge()
 
     def size(self) -> int:
         return sum(int(self._writer(shard).rows(
