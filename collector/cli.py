@@ -20,10 +20,9 @@ from . import config as configuration
 from . import incoming, keys, present, roothints, sensors
 from .api import lookup as lookups
 from .chain import Chain
-from .clickhouse.store import StoreUnavailable
 from .ingest import Ingester
 from .sqlite_store import SqliteStore
-from .store import Fences, Store
+from .store import STORE_PROBLEMS, Fences, Store, StoreUnavailable
 
 log = logging.getLogger("collector")
 STATE_NAME = "ingest.state"
@@ -64,9 +63,12 @@ def store_text(cfg: configuration.Config) -> str:
     return cfg.store_path
 
 
+_INGEST_BUSY_WAIT = 60.0  # seconds the ingester's writes wait for another process's (an `expire`: 5.6 s at 1M RRsets)
+
+
 def open_store(cfg: configuration.Config) -> Store:
-    """The store, seeded with the root hints the first time it is opened."""
-    store = engine(cfg, ingest=True)
+    """The store for the ingester, seeded with the root hints the first time it is opened."""
+    store = engine(cfg, ingest=True, busy_timeout=_INGEST_BUSY_WAIT)
     if not store.directory.db.execute("SELECT EXISTS (SELECT 1 FROM zone_server)").fetchone()[0]:
         try:
             roothints.seed(store.directory, roothints.read(cfg.root_hints))
@@ -245,7 +247,7 @@ def _open_when_ready(cfg: configuration.Config, state: StateFile, stopping: list
     while not stopping:
         try:
             return open_store(cfg)
-        except StoreUnavailable as exc:
+        except STORE_PROBLEMS as exc:
             pause = _unavailable(exc, state, {"store_problem_since": since}, pause, once)
     return None
 
@@ -268,7 +270,7 @@ def _ingest(ingester: Ingester, store: Store, state: StateFile, stopping: list, 
                 recovering, pause, since = False, 1.0, None
             expiry_due = _expire_when_due(ingester, store, retention_days, expiry_due)
             taken = ingester.step()
-        except StoreUnavailable as exc:
+        except STORE_PROBLEMS as exc:
             ingester.abandon()
             recovering, since = True, since or int(time.time())
             pause = _unavailable(exc, state, {**_state(ingester, store), "store_problem_since": since}, pause, once)
@@ -281,7 +283,7 @@ def _ingest(ingester: Ingester, store: Store, state: StateFile, stopping: list, 
             time.sleep(1.0)
     try:
         ingester.commit()
-    except StoreUnavailable as exc:
+    except STORE_PROBLEMS as exc:
         ingester.abandon()
         log.warning("stopping with the last batch not in the store (%s): its files stay in work/", exc)
 
@@ -305,7 +307,7 @@ def _expire_when_due(ingester: Ingester, store: Store, retention_days: int, due:
     return time.monotonic() + _EXPIRE_EVERY
 
 
-def _unavailable(exc: StoreUnavailable, state: StateFile, report: dict, pause: float, once: bool) -> float:
+def _unavailable(exc: Exception, state: StateFile, report: dict, pause: float, once: bool) -> float:
     """Say so (log, state for `status`), wait; the next pause. --once gives up instead."""
     log.warning("the store does not answer, files kept, trying again in %.0f s: %s", pause, exc)
     state.write({**report, "store_problem": str(exc), "store_problem_since": report.get("store_problem_since")
@@ -322,8 +324,10 @@ def _state(ingester: Ingester, store: Store) -> dict:
         size = store.size()
     except StoreUnavailable:
         size = None
+    files_per_second, records_per_second = totals.per_second(time.monotonic())
     return {"files": totals.files, "damaged": totals.damaged, "duplicates": totals.duplicates,
             "records": totals.records, "errors": totals.errors, "last_file": totals.last_file,
+            "files_per_second": files_per_second, "records_per_second": records_per_second,
             "counts": dict(ingester.counts), "store_bytes": size}
 
 
@@ -536,7 +540,9 @@ def expire(config_path, days) -> None:
         raise click.ClickException("retention_days is 0 (keep forever): give --days to expire anyway")
     waited = 2 * cfg.dedup_window + 10  # an ingester commits its batch about every dedup_window seconds
     try:
-        store = engine(cfg, ingest=True, busy_timeout=waited)
+        # not as the ingester: a ClickHouse ingester's journal and knowledge file are its own (it reads
+        # the file again at its daily expire)
+        store = engine(cfg, ingest=False, busy_timeout=waited)
         rrsets, rdata = store.expire(int(time.time()) - days * 86400)
     except StoreUnavailable as exc:
         raise click.ClickException(str(exc)) from None
@@ -564,10 +570,18 @@ def status(config_path, as_json) -> None:
     sys.exit(EXIT_PROBLEM if report["problems"] else 0)
 
 
+def _mtime(path: str) -> float | None:
+    """When the file was last written; None when the ingester took it since it was listed."""
+    try:
+        return os.path.getmtime(path)
+    except FileNotFoundError:
+        return None
+
+
 def _status(cfg: configuration.Config) -> dict:
     waiting = incoming.waiting(cfg.collector_dir)
-    oldest = min((os.path.getmtime(os.path.join(cfg.collector_dir, incoming.INCOMING, s, incoming.UP, c, n))
-                  for s, c, n, _ in waiting), default=None)
+    oldest = min(filter(None, (_mtime(os.path.join(cfg.collector_dir, incoming.INCOMING, s, incoming.UP, c, n))
+                               for s, c, n, _ in waiting)), default=None)
     state = read_state(os.path.join(cfg.collector_dir, incoming.LOCKS, STATE_NAME)) or {}
     problems = []
     if not state or time.time() - state.get("updated", 0) > 60:
@@ -582,7 +596,10 @@ def _status(cfg: configuration.Config) -> dict:
         "backlog_files": len(waiting),
         "backlog_oldest_seconds": None if oldest is None else int(time.time() - oldest),
         "ingested_files": state.get("files"),
+        "files_per_second": state.get("files_per_second"),
+        "records_per_second": state.get("records_per_second"),
         "damaged_files": state.get("damaged"),
+        "errors": state.get("errors"),
         "last_file": state.get("last_file", {}),
         "store_bytes": state.get("store_bytes"),
         "counts": state.get("counts", {}),

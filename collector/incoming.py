@@ -113,11 +113,16 @@ def waiting(root: str) -> list[tuple[str, str, str, int]]:
 
 
 def claim(root: str, sensor: str, channel: str, name: str, size: int) -> Claimed | None:
-    """Move an upload into work/ (None when it went away in the meantime)."""
+    """Move an upload into work/ (None when it went away in the meantime, or when a copy of that
+    name already waits there for its batch's commit: a sensor sent it again after a broken
+    connection; it is taken after that commit, and the ledger then knows it. Renamed over the
+    first copy, it would take that copy's only file with it when found a duplicate)."""
     source = os.path.join(root, INCOMING, sensor, UP, channel, name)
     target_dir = os.path.join(root, WORK, sensor, channel)
     os.makedirs(target_dir, mode=0o750, exist_ok=True)
     target = os.path.join(target_dir, name)
+    if os.path.lexists(target):  # only this ingester (it holds the lock) writes work/: no race
+        return None
     try:
         os.rename(source, target)
     except FileNotFoundError:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +25,7 @@ from sensor.spool.cbor import SpoolError
 from . import incoming
 from .chain import Chain
 from .spoolscan import batches
-from .store import Store
+from .store import STORE_PROBLEMS, Store
 
 log = logging.getLogger("collector")
 
@@ -62,6 +62,9 @@ def collect_frozen() -> None:
         gc.collect()
 
 
+RATE_SPAN = 60.0  # seconds over which `status` gives files and records a second
+
+
 @dataclass
 class Totals:
     """What the ingester has done since it started (for `status`)."""
@@ -72,6 +75,18 @@ class Totals:
     records: int = 0
     last_file: dict[str, str] = field(default_factory=dict)  # sensor -> its last file
     errors: int = 0
+    samples: deque[tuple[float, int, int]] = field(default_factory=deque, repr=False)  # (when, files, records)
+
+    def per_second(self, now: float) -> tuple[float, float]:
+        """Files and records ingested a second over about the last RATE_SPAN seconds (each call a sample)."""
+        self.samples.append((now, self.files, self.records))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= RATE_SPAN:
+            self.samples.popleft()
+        when, files, records = self.samples[0]
+        span = now - when
+        if span <= 0:
+            return 0.0, 0.0
+        return round((self.files - files) / span, 2), round((self.records - records) / span, 1)
 
 
 class Ingester:
@@ -150,6 +165,8 @@ class Ingester:
             return ""
         except SpoolError as exc:
             return str(exc) or "damaged"
+        except STORE_PROBLEMS:
+            raise  # the store's, not the file's: the batch is let go, its files taken again later
         except Exception as exc:  # a daemon never dies of one file
             self.totals.errors += 1
             return f"{type(exc).__name__}: {exc}"

@@ -20,6 +20,7 @@ the reversed and on the forward name keys; neither is ever a full scan.
 from __future__ import annotations
 
 import ipaddress
+import sqlite3
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -76,6 +77,17 @@ NO_FENCES = Fences()
 
 # one type, several (DNSDB's ANY-DNSSEC), or None: every type
 RRTypes = int | Collection[int] | None
+
+
+class StoreUnavailable(Exception):
+    """A server, a shard or the file's write lock did not answer: nothing is lost, try again
+    later (the text says which)."""
+
+
+# What a store raises when it cannot take the batch now (its SQLite files busy past their wait,
+# full or failing): the ingester lets the batch go, keeps its files and tries again later; never
+# the fault of the file being read.
+STORE_PROBLEMS = (StoreUnavailable, sqlite3.OperationalError)
 
 
 class LookupTimeout(Exception):

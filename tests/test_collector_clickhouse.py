@@ -22,7 +22,7 @@ import pytest
 from bench.ingest_soak import make_uploads
 from collector import bailiwick, incoming, names, roothints
 from collector.chain import Chain
-from collector.clickhouse import location, schema
+from collector.clickhouse import journal, location, schema
 from collector.clickhouse import store as clickhouse_store
 from collector.clickhouse.store import REFRESH, ClickHouseStore, StoreUnavailable, init
 from collector.ingest import Ingester
@@ -285,12 +285,28 @@ def test_expire_takes_the_facts_not_learned_again_and_the_local_file_follows(clu
     roots = {fact for fact in before if fact[0] == "ns" and fact[1] == names.ROOT}
     roots |= {fact for fact in before if fact[0] == "address" and any(fact[1] == r[2] for r in roots)}
     assert roots and not roots & learned_again  # the hints' facts, sent once at the start
-    store.expire(clock[0] - 1000 + REFRESH)
+    local_before = local_facts(store)
+    pending = journal.Batch("f" * 32, {shard.number: [("batch", b"f" * 32, 0, b"", b"", 1, 1, 1)]
+                                       for shard in store.shards}, [])
+    journal.write(store.journal_path, pending)  # a batch the ingester is writing: only it finishes it
+    command = ClickHouseStore(url, str(own), ingest=False)  # as `sie-dns-collector expire` opens it
+    command.expire(clock[0] - 1000 + REFRESH)
+    command.close()
+    assert journal.read(store.journal_path) == pending
+    assert not store._rows(f"SELECT 1 FROM {store.read_table} WHERE kind = 'batch' AND key = '{'f' * 32}'")
+    journal.remove(store.journal_path)
     after = set(cluster_facts(store))
     assert after == roots | learned_again
     assert after < set(before) | learned_again  # some went
+    assert local_facts(store) == local_before  # the running ingester's file is its own
+    store.expire(clock[0] - 1000 + REFRESH)  # its daily expire: nothing left to take, the file read again
+    assert set(cluster_facts(store)) == after
     assert local_facts(store) == after
-    assert store.db.execute("SELECT count(*) FROM zone_server").fetchone()[0] > 0
+    servers = {server for kind, zone, server in after if kind == "ns"}
+    for kind, host, address in after:  # and the cache answers as the file does
+        if kind == "address" and host in servers:
+            zones = {zone for _, zone, server in after if server == host}
+            assert store.directory.zones_of(address) >= zones
     store.close()
 
 

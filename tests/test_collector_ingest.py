@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import click
 import pytest
 
 from collector import bailiwick, incoming, names, roothints
@@ -237,3 +238,92 @@ def test_an_expire_that_fails_is_logged_and_ingest_goes_on(root, monkeypatch, ca
     upload(root, "sensor-a", "h.1000.000000.nmsg", resolution("www.example.test", "example.test", "203.0.113.80", 1000))
     assert ingester.step() == 1
     ingester.store.close()
+
+
+def test_a_store_busy_while_a_file_is_read_is_the_stores_problem_not_the_files(root):
+    """Another process holding the write lock past the ingester's wait (an `expire`): the batch is
+    let go and its files taken again once the store answers; never set aside as damaged, and what
+    the bailiwick stage was learning is learned again."""
+    from collector.store import STORE_PROBLEMS
+
+    records = resolution("www.example.test", "example.test", "203.0.113.80", 1000)
+    clean_root = root + "-clean"
+    shutil.copytree(root, clean_root)
+    upload(clean_root, "sensor-a", "h.1000.000000.nmsg", records)
+    clean = open_ingester(clean_root)
+    clean.step()
+    upload(root, "sensor-a", "h.1000.000000.nmsg", records)
+    store = SqliteStore(os.path.join(root, "pdns.sqlite"), busy_timeout=0.1)
+    roothints.seed(store.directory, roothints.read(hints_file(root)))
+    store.commit([])
+    ingester = Ingester(root, store, Chain(store.directory))
+    holder = sqlite3.connect(os.path.join(root, "pdns.sqlite"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    (sensor, channel, name, size), = incoming.waiting(root)
+    with pytest.raises(STORE_PROBLEMS):
+        ingester.ingest(incoming.claim(root, sensor, channel, name, size))
+    holder.execute("ROLLBACK")  # the lock is free before the commit: the file must not go in as damaged
+    ingester.abandon()  # what the daemon's loop does with a store problem
+    ingester.recover()
+    assert store.outcome("sensor-a", "ch202/h.1000.000000.nmsg") == ""
+    assert not os.path.exists(os.path.join(root, "damaged", "sensor-a"))
+    assert dump(store) == dump(clean.store)
+    assert knowledge_of(store) == knowledge_of(clean.store)
+    holder.close()
+
+
+def test_the_daemon_backs_off_from_a_busy_store_and_keeps_the_files(root):
+    from collector import cli
+    from sensor.service.daemonstate import StateFile
+
+    upload(root, "sensor-a", "h.1000.000000.nmsg", resolution("www.example.test", "example.test", "203.0.113.80", 1000))
+    store = SqliteStore(os.path.join(root, "pdns.sqlite"), busy_timeout=0.1)
+    ingester = Ingester(root, store, Chain(store.directory))
+    holder = sqlite3.connect(os.path.join(root, "pdns.sqlite"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    state = StateFile(os.path.join(root, "state.json"))
+    with pytest.raises(click.ClickException, match="database is locked"):  # --once gives up, and says why
+        cli._ingest(ingester, store, state, [], once=True)
+    holder.execute("ROLLBACK")
+    assert [c.name for c in incoming.claimed(root)] == ["h.1000.000000.nmsg"]
+    holder.close()
+    store.close()
+
+
+def test_a_file_sent_again_while_its_first_copy_waits_for_the_commit_is_taken_after_it(root):
+    """Renamed over the first copy, the second took the first's only file with it when found a
+    duplicate: a crash before the commit then lost the file."""
+    records = resolution("www.example.test", "example.test", "203.0.113.80", 1000)
+    ingester = open_ingester(root, window=3600)
+    upload(root, "sensor-a", "h.1000.000000.nmsg", records)
+    (sensor, channel, name, size), = incoming.waiting(root)
+    ingester.ingest(incoming.claim(root, sensor, channel, name, size))
+    upload(root, "sensor-a", "h.1000.000000.nmsg", records)  # the sensor's connection broke: sent again
+    assert incoming.claim(root, sensor, channel, name, size) is None  # waits for the first copy's commit
+    ingester.store.db.close()  # and the process dies before it
+    again = open_ingester(root)
+    again.recover()
+    again.step()
+    assert [e.count for e in again.store.rrsets(b"\x03www\x07example\x04test\x00")] == [1]
+    assert again.store.outcome("sensor-a", "ch202/h.1000.000000.nmsg") == ""
+    assert again.totals.duplicates == 1
+    assert incoming.waiting(root) == [] and incoming.claimed(root) == []
+
+
+def test_status_gives_rates_over_the_last_minute_and_survives_a_file_taken_meanwhile(root, monkeypatch):
+    from collector import cli
+    from collector import config as configuration
+    from collector.ingest import Totals
+
+    totals = Totals()
+    assert totals.per_second(100.0) == (0.0, 0.0)
+    totals.files, totals.records = 10, 5000
+    assert totals.per_second(110.0) == (1.0, 500.0)
+    totals.files, totals.records = 70, 35000
+    assert totals.per_second(170.0) == (1.0, 500.0)  # 60 files in the last 60 s (the first sample gone)
+    assert totals.per_second(230.0) == (0.0, 0.0)  # nothing in the last minute
+    cfg = configuration.load(collector_config(root, root))
+    monkeypatch.setattr(incoming, "waiting", lambda _root: [("sensor-a", "ch202", "taken.nmsg", 10)])
+    found = cli._status(cfg)  # listed, then claimed by the ingester before its time was read
+    assert found["backlog_files"] == 1 and found["backlog_oldest_seconds"] is None
+    assert {"files_per_second", "records_per_second", "errors"} <= set(found)

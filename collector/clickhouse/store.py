@@ -67,6 +67,7 @@ from ..store import (
     RdataEntry,
     RdataLookups,
     RRTypes,
+    StoreUnavailable,
     Summary,
     address_range,
     summary_of,
@@ -92,10 +93,6 @@ REFRESH = 86400  # seconds a forward name's or a fact's stored last time may lag
 REPLICA_WAIT = 5.0  # seconds a lagging replica is given to catch up before the store says it does not answer
 
 SYNC_SCHEMA = "CREATE TABLE IF NOT EXISTS clickhouse_sync (location TEXT PRIMARY KEY, mark INTEGER NOT NULL)"
-
-
-class StoreUnavailable(Exception):
-    """A server or shard did not answer: nothing is lost, try again later (the text says which)."""
 
 
 class Connection(Protocol):
@@ -264,6 +261,7 @@ class ClickHouseStore(RdataLookups):
         self.readers: list[Connection] = []
         self.readers_lock = threading.Lock()
         self.journal_path = os.path.join(folder, journal.NAME)
+        self.ingest = ingest
         self.db = sqlite3.connect(os.path.join(folder, KNOWLEDGE_NAME) if ingest else ":memory:",
                                   isolation_level=None, check_same_thread=False, timeout=busy_timeout)
         self.clock = clock
@@ -464,15 +462,21 @@ class ClickHouseStore(RdataLookups):
         if self.in_batch:
             return
         row = self.db.execute("SELECT mark FROM clickhouse_sync WHERE location = ?", (self.location.text(),)).fetchone()
-        mark = row[0] if row else 0
-        now = int(self._rows("SELECT toUInt32(now())")[0][0])
-        facts = self._rows(f"SELECT kind, key, other FROM {self.read_table} WHERE kind IN ('ns', 'address') "
-                           f"GROUP BY kind, key, other HAVING minMerge(time_first) >= {mark}")
+        now, facts = self._facts_since(row[0] if row else 0)
         self._begin()
+        self._learn_synced(now, facts)
+        self._local_commit()
+
+    def _facts_since(self, mark: int) -> tuple[int, list[tuple]]:
+        """The shard's clock, and the facts the cluster has committed since `mark` by it."""
+        now = int(self._rows("SELECT toUInt32(now())")[0][0])
+        return now, self._rows(f"SELECT kind, key, other FROM {self.read_table} WHERE kind IN ('ns', 'address') "
+                               f"GROUP BY kind, key, other HAVING minMerge(time_first) >= {mark}")
+
+    def _learn_synced(self, now: int, facts: list[tuple]) -> None:
         self.directory.apply((_text(kind), key, other) for kind, key, other in facts)
         self.db.execute("INSERT OR REPLACE INTO clickhouse_sync VALUES (?, ?)",
                         (self.location.text(), max(0, now - SYNC_SLACK)))
-        self._local_commit()
 
     # ------------------------------------------------------------- reading
     def rrsets(self, owner: bytes, *, under: bool = False, starts: bool = False, rrtype: RRTypes = None,
@@ -603,8 +607,12 @@ class ClickHouseStore(RdataLookups):
         """Entries whose merged time_last is before `before` go, on each shard (all of a key's rows are
         on one shard), and with them the forward names no entry left names and the facts no batch
         sent again (a name's or a fact's last time is at most REFRESH behind: it stays that much
-        longer), but for the root's servers; the local knowledge is then read again from the cluster."""
-        self.settle()
+        longer), but for the root's servers. The ingester's store (`ingest`) first finishes its
+        journal's batch, and then reads its local knowledge file again from the cluster, whatever
+        removed the facts (this expire, or one run by `sie-dns-collector expire`, which opens the
+        store for lookups only and touches neither the journal nor that file)."""
+        if self.ingest:
+            self.settle()
         counted = dict.fromkeys(("rrset", "rdata"), 0)
         doomed = self._doomed_sql(before)
         for kind, number in self._rows(f"SELECT kind, count() FROM ({doomed.format(table=self.read_table)}) "
@@ -624,14 +632,15 @@ class ClickHouseStore(RdataLookups):
                                 shard.text(), MUTATION_WAIT)
                     break
                 time.sleep(0.2)
-        if counted.get("ns") or counted.get("address"):
+        if self.ingest:
             self._reload_knowledge()
         return counted["rrset"], counted["rdata"]
 
     def _doomed_sql(self, before: int) -> str:
         """The rows expire removes (`{table}` to fill in): merged last time before `before`, REFRESH
         earlier for names and facts, none of the root's servers."""
-        roots = root_servers(self.db)
+        roots = [other for (other,) in self._rows(f"SELECT DISTINCT other FROM {self.read_table} "
+                                                  f"WHERE kind = 'ns' AND key = {literal(names.ROOT)}")]
         keep = f"NOT (kind = 'ns' AND key = {literal(names.ROOT)})"
         if roots:
             keep += f" AND NOT (kind = 'address' AND key IN ({listed(roots)}))"
@@ -641,17 +650,23 @@ class ClickHouseStore(RdataLookups):
 
     def _reload_knowledge(self) -> None:
         """The local file holds what the cluster holds after an expire: every fact but the root's
-        servers goes, and the cluster's are read again (all of them: the mark starts over)."""
+        servers goes and all the cluster's are learned again, in one transaction (no reader of the
+        file sees it half-empty), with the caches emptied first (else the facts they still held
+        would not be written again)."""
+        now, facts = self._facts_since(0)
         self._begin()
-        roots = root_servers(self.db)
-        self.db.execute("DELETE FROM delegation WHERE zone != ?", (names.ROOT,))
-        self.db.execute(f"DELETE FROM host_address WHERE host NOT IN ({', '.join('?' * len(roots))})", roots)
-        rebuild_zone_server(self.db)
-        self.db.execute("DELETE FROM clickhouse_sync WHERE location = ?", (self.location.text(),))
+        try:
+            roots = root_servers(self.db)
+            self.db.execute("DELETE FROM delegation WHERE zone != ?", (names.ROOT,))
+            self.db.execute(f"DELETE FROM host_address WHERE host NOT IN ({', '.join('?' * len(roots))})", roots)
+            rebuild_zone_server(self.db)
+            self.directory.forget_cache()
+            self.directory.sent.clear()
+            self._learn_synced(now, facts)
+        except BaseException:
+            self.rollback()
+            raise
         self._local_commit()
-        self.directory.forget_cache()
-        self.directory.sent.clear()
-        self.sync_knowledge()
 
     def size(self) -> int:
         return sum(int(self._writer(shard).rows(
