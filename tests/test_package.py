@@ -481,8 +481,8 @@ def test_installed_package_runs_as_a_service_end_to_end(deb, tmp_path):
         arrived = server.path("up", "ch202")
         wait_for(lambda: glob.glob(os.path.join(arrived, ARRIVED_GLOB)), 60, "a spool file at the collector")
         _code, found = wait_for(lambda: (s := _status())[0] == 0 and s[1]["uploader"].get("last_success")
-                             and (s[1]["sensor"]["records_last_interval"] or s[1]["sensor"]["records"]) and s, 30,
-                             "status ok, with the upload and the records (state files are rewritten every 5 s)")
+                                and (s[1]["sensor"]["records_last_interval"] or s[1]["sensor"]["records"]) and s, 30,
+                                "status ok, with the upload and the records (state files are rewritten every 5 s)")
         assert found["sensor"]["capturing"]
 
         if not os.path.exists("/dev/log"):  # no syslog daemon here: the log file has it all
@@ -728,6 +728,7 @@ def test_installed_collector_receives_ingests_and_answers_as_a_service(deb, coll
         _code, found = wait_for(lambda: (s := _collector_status())[1]["ingested_files"] and s, 60,
                                 "the upload ingested")
         assert found["problems"] == [] and found["damaged_files"] == 0 and found["backlog_files"] == 0, found
+        assert found["errors"] == 0 and found["records_per_second"] is not None, found
         answer = _sh("sie-dns-collector", "query", "rrset", "www.example.test", "--json").stdout
         assert "203.0.113.80" in answer, answer
         key = _sh("sie-dns-collector", "add-key", "analyst").stdout.strip()
