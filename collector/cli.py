@@ -96,6 +96,35 @@ def check_config(config_path: str | None) -> None:
         roothints.read(cfg.root_hints)
     except roothints.RootHintsError as exc:
         raise click.ClickException(f"root_hints: {exc}") from None
+    problem = _sandbox_problem(cfg)
+    if problem:
+        raise click.ClickException(problem)
+
+
+_DROP_IN = "systemctl edit sie-dns-collector"
+
+
+def _sandbox_problem(cfg: configuration.Config) -> str | None:
+    """What the service's sandbox (check-config runs in it first, ExecStartPre) keeps the
+    configuration from doing, said before the start rather than as an ingester that backs off
+    or dies: a ClickHouse store with no network, a folder it may not write."""
+    if cfg.store.startswith("clickhouse://"):
+        try:
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
+        except OSError:
+            return ("store: ClickHouse is reached over the network, and this service may not open a network "
+                    f"socket (its unit's PrivateNetwork=yes, RestrictAddressFamilies=AF_UNIX): `{_DROP_IN}`, "
+                    "and add [Service] PrivateNetwork=no and RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6")
+    owner = daemon.service_user(configuration.SERVICE_USER)
+    if os.geteuid() not in (0, owner.pw_uid if owner else 0):
+        return None  # another user's check: what it may write says nothing of the service
+    for variable, folder in (("collector_dir", cfg.collector_dir), ("store", os.path.dirname(cfg.store_path))):
+        if variable == "store" and cfg.store.startswith("clickhouse://"):
+            continue
+        if os.path.isdir(folder) and not os.access(folder, os.W_OK):
+            return (f"{variable}: {folder} may not be written by this service (its unit's ReadWritePaths names "
+                    f"/var/lib/sie-dns-collector): `{_DROP_IN}`, and add [Service] ReadWritePaths={folder}")
+    return None
 
 
 # ----------------------------------------------------------------- sensors
@@ -119,14 +148,42 @@ def add_sensor(config_path, name, keyfile, addresses, host, port, login) -> None
     except (sensors.SensorError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     host = host or socket.getfqdn()
+    read = _sshd_authorized_keys()
+    if read and read != cfg.authorized_keys_path:
+        click.echo(f"warning: the sensors' sshd reads {read} (AuthorizedKeysFile in {PACKAGED_SSHD_CONFIG}), "
+                   f"not {cfg.authorized_keys_path}: change one of them, or this sensor's key is refused", err=True)
     click.echo(f"sensor {name} registered (key {added.fingerprint()}"
                f"{', from ' + added.addresses if added.addresses else ''}).")
     click.echo("In the sensor's /etc/default/sie-dns-sensor:")
     click.echo(f'  login="{login}"')
-    click.echo(f'  submitserver="{host}:{port}"' if port != configuration.SUBMIT_PORT else f'  submitserver="{host}"')
+    click.echo(f'  submitserver="{submit_server(host, port)}"')
     click.echo("In the sensor's known_hosts (/var/spool/sie/keys/known_hosts):")
     for line in host_key_lines(host, port):
         click.echo(f"  {line}")
+
+
+PACKAGED_SSHD_CONFIG = "/etc/sie-dns-collector/sshd_config"  # the package's sshd for the sensors
+
+
+def _sshd_authorized_keys(path: str = PACKAGED_SSHD_CONFIG) -> str | None:
+    """The AuthorizedKeysFile the package's sshd reads (None: no such sshd here, or it names none)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                words = line.split()
+                if len(words) == 2 and words[0].lower() == "authorizedkeysfile":
+                    return words[1]
+    except OSError:
+        return None
+    return None
+
+
+def submit_server(host: str, port: int) -> str:
+    """The sensor's `submitserver` for `host` on `port`: an IPv6 address with a port in brackets
+    (else the sensor reads the port as the address's last group)."""
+    if port == configuration.SUBMIT_PORT:
+        return host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def host_key_lines(host: str, port: int, folder: str = "/etc/ssh") -> list[str]:
@@ -570,21 +627,28 @@ def status(config_path, as_json) -> None:
     sys.exit(EXIT_PROBLEM if report["problems"] else 0)
 
 
-def _mtime(path: str) -> float | None:
-    """When the file was last written; None when the ingester took it since it was listed."""
+# seconds without a report before `status` says the ingester is not running: it reports between steps
+# (10 s and the file under way; a sensor's minute at 20,000 records a second takes a minute to ingest)
+_STATE_STALE = 120
+
+
+def _arrived(path: str) -> float | None:
+    """When the upload arrived: its inode's change time, which the uploader's closing rename sets
+    (its modification time is the sensor's, which rsync --times keeps: after a sensor's outage
+    every file looked old at once); None when the ingester took it since it was listed."""
     try:
-        return os.path.getmtime(path)
+        return os.stat(path).st_ctime
     except FileNotFoundError:
         return None
 
 
 def _status(cfg: configuration.Config) -> dict:
     waiting = incoming.waiting(cfg.collector_dir)
-    oldest = min(filter(None, (_mtime(os.path.join(cfg.collector_dir, incoming.INCOMING, s, incoming.UP, c, n))
+    oldest = min(filter(None, (_arrived(os.path.join(cfg.collector_dir, incoming.INCOMING, s, incoming.UP, c, n))
                                for s, c, n, _ in waiting)), default=None)
     state = read_state(os.path.join(cfg.collector_dir, incoming.LOCKS, STATE_NAME)) or {}
     problems = []
-    if not state or time.time() - state.get("updated", 0) > 60:
+    if not state or time.time() - state.get("updated", 0) > _STATE_STALE:
         problems.append("the ingester is not running (no fresh state)")
     if oldest is not None and time.time() - oldest > 600:
         problems.append(f"the oldest upload has waited {int(time.time() - oldest)} s")

@@ -62,6 +62,8 @@ def collect_frozen() -> None:
         gc.collect()
 
 
+STEP_SECONDS = 10.0  # a step's time (about: a file is not cut short), between two reports of the daemon's state
+UNCLAIMABLE_RETRY = 3600.0  # seconds before an upload that could not be moved into work/ is tried again
 RATE_SPAN = 60.0  # seconds over which `status` gives files and records a second
 
 
@@ -102,6 +104,7 @@ class Ingester:
         self.batch_names: set[tuple[str, str]] = set()
         self.batch_started = 0.0
         self.totals = Totals()
+        self.unclaimable: dict[tuple[str, str, str], float] = {}  # (sensor, channel, name) -> when it failed
 
     @property
     def counts(self) -> Counter[str]:
@@ -119,19 +122,50 @@ class Ingester:
         self.commit()
 
     def step(self, most: int = 64) -> int:
-        """Claim and ingest up to `most` uploads; commit when the window is
-        over or nothing else waits. The number of files taken."""
+        """Claim and ingest up to `most` uploads, for about STEP_SECONDS at most (the daemon
+        reports its state between steps: 64 large files took minutes, and `status` said the
+        ingester had stopped); commit when the window is over or nothing else waits. The
+        number of files taken."""
         taken = 0
-        for sensor, channel, name, size in incoming.waiting(self.root)[:most]:
-            item = incoming.claim(self.root, sensor, channel, name, size)
+        started = self.clock()
+        listed = self._claimable()
+        taking = listed[:most]
+        for number, (sensor, channel, name, size) in enumerate(taking, 1):
+            try:
+                item = incoming.claim(self.root, sensor, channel, name, size)
+            except OSError as exc:
+                self._cannot_claim((sensor, channel, name), exc)
+                continue
             if item is not None:
                 self.ingest(item)
                 taken += 1
             if self.batch and self.clock() - self.batch_started >= self.window:
                 self.commit()
-        if taken < most:
+            if number < len(taking) and self.clock() - started >= STEP_SECONDS:
+                return taken  # the rest at the next step, the batch still open
+        if len(listed) <= most:  # nothing else waits
             self.commit()
         return taken
+
+    def _claimable(self) -> list[tuple[str, str, str, int]]:
+        """The uploads waiting, but those that could not be moved in the last UNCLAIMABLE_RETRY
+        seconds (else they would head every listing and take every step's places)."""
+        now = self.clock()
+        for key, since in list(self.unclaimable.items()):
+            if now - since >= UNCLAIMABLE_RETRY:
+                del self.unclaimable[key]
+        waiting = incoming.waiting(self.root)
+        if not self.unclaimable:
+            return waiting
+        return [upload for upload in waiting if upload[:3] not in self.unclaimable]
+
+    def _cannot_claim(self, key: tuple[str, str, str], exc: OSError) -> None:
+        """An upload that cannot be moved into work/ (a sensor's rsync -p left its folder read-only,
+        say) is one file's problem: said once, left where it is, tried again later; ingest goes on."""
+        self.unclaimable[key] = self.clock()
+        self.totals.errors += 1
+        log.error("%s: cannot take it (%s), left in %s/, tried again in %d s", "/".join(key), exc,
+                  incoming.INCOMING, UNCLAIMABLE_RETRY)
 
     def ingest(self, item: incoming.Claimed) -> None:
         """Feed one claimed file's records through the chain."""

@@ -327,3 +327,65 @@ def test_status_gives_rates_over_the_last_minute_and_survives_a_file_taken_meanw
     found = cli._status(cfg)  # listed, then claimed by the ingester before its time was read
     assert found["backlog_files"] == 1 and found["backlog_oldest_seconds"] is None
     assert {"files_per_second", "records_per_second", "errors"} <= set(found)
+
+
+def test_an_upload_that_cannot_be_moved_is_left_said_once_and_ingest_goes_on(root, monkeypatch, caplog):
+    """A sensor's rsync -p can leave its folder read-only (rrsync lets --perms through): the
+    rename fails, and before, the daemon died of it, every restart on the same file."""
+    ingester = open_ingester(root)
+    upload(root, "sensor-a", "h.1000.000000.nmsg", resolution("a.example.test", "example.test", "203.0.113.8", 1000))
+    upload(root, "sensor-b", "h.1000.000000.nmsg", resolution("b.example.test", "example.test", "203.0.113.9", 1000))
+    rename = os.rename
+
+    def refuse(source, target):
+        if f"{os.sep}sensor-a{os.sep}" in source:
+            raise PermissionError(13, "Permission denied", source)
+        rename(source, target)
+
+    monkeypatch.setattr(incoming.os, "rename", refuse)
+    with caplog.at_level("ERROR", logger="collector"):
+        assert ingester.step(most=1) == 0  # sensor-a's file heads the list: it is set apart
+        assert ingester.step(most=1) == 1  # and no longer takes the only place
+        assert ingester.step(most=1) == 0
+    assert caplog.text.count("sensor-a/ch202/h.1000.000000.nmsg: cannot take it (") == 1
+    assert ingester.totals.errors == 1 and ingester.totals.files == 1
+    assert [e.count for e in ingester.store.rrsets(b"\x01b\x07example\x04test\x00")] == [1]
+    monkeypatch.setattr(incoming.os, "rename", rename)
+    ingester.clock = lambda: time.monotonic() + 3600  # an hour later it is tried again
+    assert ingester.step() == 1
+    assert [e.count for e in ingester.store.rrsets(b"\x01a\x07example\x04test\x00")] == [1]
+
+
+def test_a_step_ends_after_its_seconds_with_the_batch_open_and_the_last_one_commits(root):
+    """The daemon reports its state between steps: 64 large files in one step took minutes."""
+    from collector.ingest import STEP_SECONDS
+
+    for n in range(3):
+        upload(root, "sensor-a", f"h.{1000 + n}.000000.nmsg",
+               resolution(f"w{n}.example.test", "example.test", "203.0.113.80", 1000 + n))
+    ingester = open_ingester(root, window=3600)
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += STEP_SECONDS / 2
+        return now[0]
+
+    ingester.clock = clock
+    assert ingester.step() == 1 and len(incoming.waiting(root)) == 2
+    assert ingester.store.outcome("sensor-a", "ch202/h.1000.000000.nmsg") is None  # the batch still open
+    assert ingester.step() == 1 and ingester.step() == 1  # the last file: nothing else waits, so it commits
+    assert [ingester.store.outcome("sensor-a", f"ch202/h.{1000 + n}.000000.nmsg") for n in range(3)] == [""] * 3
+
+
+def test_status_dates_an_upload_from_its_arrival_not_the_sensors_clock(root):
+    """rsync --times keeps the sensor's modification time: after a sensor's outage every file it
+    sent looked old at once, and status said uploads had waited for hours."""
+    from collector import cli
+    from collector import config as configuration
+
+    path = upload(root, "sensor-a", "h.1000.000000.nmsg", resolution("www.example.test", "example.test",
+                                                                      "203.0.113.80", 1000))
+    os.utime(path, (time.time() - 7200, time.time() - 7200))  # written two hours ago, arrived now
+    found = cli._status(configuration.load(collector_config(root, root)))
+    assert found["backlog_files"] == 1 and found["backlog_oldest_seconds"] < 60
+    assert not [problem for problem in found["problems"] if "oldest upload" in problem]

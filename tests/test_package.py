@@ -17,6 +17,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -739,6 +740,18 @@ def test_installed_collector_receives_ingests_and_answers_as_a_service(deb, coll
                 logged = handle.read()
             assert f"ingesting {COLLECTOR_HOME}/incoming" in logged and "Traceback" not in logged, logged
             assert _owner(COLLECTOR_LOG) == COLLECTOR_USER
+
+        # an upgrade while the ingester is dead and the sensors' door and the query server are up:
+        # status says so, and the upgrade brings all three back
+        os.kill(ingest_pid, signal.SIGKILL)
+        wait_for(lambda: not os.path.exists(f"/proc/{ingest_pid}"), 30, "the ingester gone")
+        dead = _sh("service", "sie-dns-collector", "status", check=False)
+        assert dead.returncode == 1 and f"sie-dns-collector sshd is running (pid {sshd_pid})" in dead.stdout, dead
+        _sh("dpkg", "-i", collector_deb, timeout=300)
+        wait_for(lambda: _sh("service", "sie-dns-collector", "status", check=False).stdout.count(" is running") == 3,
+                 60, "the three daemons after the upgrade")
+        ingest_pid, sshd_pid = _collector_pids()
+        api_pid = _api_pid()
 
         # a typo: restart refuses, says why, and leaves both daemons as they are
         _set("dedup_window", "sixty", path=COLLECTOR_CONFIG)
