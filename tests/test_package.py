@@ -686,6 +686,8 @@ def test_installed_collector_receives_ingests_and_answers_as_a_service(deb, coll
     try:
         installed = _sh("dpkg", "-i", deb, collector_deb, timeout=300)
         assert "sie-dns-collector:" not in installed.stderr, installed.stderr  # check-config and the folders
+        with open("/lib/systemd/system/ssh.service.d/sie-dns-collector.conf") as handle:
+            assert "RuntimeDirectoryPreserve=yes" in handle.read()  # /run/sshd outlives ssh.service's stop
         _sh("systemd-analyze", "verify", "/lib/systemd/system/sie-dns-collector.service",
             "/lib/systemd/system/sie-dns-collector-sshd.service", "/lib/systemd/system/sie-dns-collector-api.service")
         conffiles = _sh("dpkg-query", "-W", "-f=${Conffiles}", "sie-dns-collector").stdout
