@@ -744,14 +744,19 @@ def test_installed_collector_receives_ingests_and_answers_as_a_service(deb, coll
             assert _owner(COLLECTOR_LOG) == COLLECTOR_USER
 
         # an upgrade while the ingester is dead and the sensors' door and the query server are up:
-        # status says so, and the upgrade brings all three back
+        # status says so, and the upgrade means to start all three again (here starts are
+        # forbidden, as in containers: it says they stay down; before, it said nothing)
         os.kill(ingest_pid, signal.SIGKILL)
         wait_for(lambda: not os.path.exists(f"/proc/{ingest_pid}"), 30, "the ingester gone")
         dead = _sh("service", "sie-dns-collector", "status", check=False)
         assert dead.returncode == 1 and f"sie-dns-collector sshd is running (pid {sshd_pid})" in dead.stdout, dead
-        _sh("dpkg", "-i", collector_deb, timeout=300)
-        wait_for(lambda: _sh("service", "sie-dns-collector", "status", check=False).stdout.count(" is running") == 3,
-                 60, "the three daemons after the upgrade")
+        with _starts_forbidden():
+            upgraded = _sh("dpkg", "-i", collector_deb, timeout=300)
+        assert "sie-dns-collector: not started again after the upgrade" in upgraded.stderr, upgraded.stderr
+        assert "cannot open" not in upgraded.stderr, upgraded.stderr  # the dead ingester's pidfile, read quietly
+        for pid in (sshd_pid, api_pid):
+            assert not os.path.exists(f"/proc/{pid}"), f"pid {pid} still running after the upgrade"
+        _sh("service", "sie-dns-collector", "start")
         ingest_pid, sshd_pid = _collector_pids()
         api_pid = _api_pid()
 
