@@ -402,16 +402,20 @@ def _fences(first_after, first_before, last_after, last_before) -> Fences:
                     for value in (first_after, first_before, last_after, last_before)))
 
 
+_MOST = 10**12 - 1  # a number's bound, as the HTTP API's (12 digits): SQLite's integers stop at 2**63
+_TIME = click.IntRange(-_MOST, _MOST)
+
+
 def query_options(function):
     for option in (
         click.option("--json", "as_json", is_flag=True, help="one JSON object a line (DNSDB's fields)"),
         click.option("--summarize", is_flag=True, help="count, num_results and times of the lookup instead"),
-        click.option("--limit", type=click.IntRange(1), default=None, help="at most this many results"),
-        click.option("--offset", type=click.IntRange(0), default=0, help="skip this many results first"),
-        click.option("--first-after", type=int, help="time_first at or after (epoch seconds; negative: ago)"),
-        click.option("--first-before", type=int, help="time_first at or before"),
-        click.option("--last-after", type=int, help="time_last at or after"),
-        click.option("--last-before", type=int, help="time_last at or before"),
+        click.option("--limit", type=click.IntRange(1, _MOST), default=None, help="at most this many results"),
+        click.option("--offset", type=click.IntRange(0, _MOST), default=0, help="skip this many results first"),
+        click.option("--first-after", type=_TIME, help="time_first at or after (epoch seconds; negative: ago)"),
+        click.option("--first-before", type=_TIME, help="time_first at or before"),
+        click.option("--last-after", type=_TIME, help="time_last at or after"),
+        click.option("--last-before", type=_TIME, help="time_last at or before"),
     ):
         function = option(function)
     return config_option(function)
@@ -463,6 +467,9 @@ def query_rdata(config_path, as_json, summarize, limit, offset, first_after, fir
 
 def _answer(cfg: configuration.Config, found: lookups.Lookup, fences: Fences, limit: int | None, offset: int,
             summarize: bool, as_json: bool) -> None:
+    if not cfg.store.startswith("clickhouse://") and not os.path.exists(cfg.store_path):
+        # opened, it would be made: empty, with no answer, and (run as root) a file the ingester cannot write
+        raise click.ClickException(f"store: no database at {cfg.store_path} (the ingester makes it)")
     try:
         store = engine(cfg)
     except StoreUnavailable as exc:

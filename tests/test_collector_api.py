@@ -7,6 +7,7 @@ never end their headers); the store's wildcard, summarize and deadline;
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -220,8 +221,10 @@ def test_key_guessing_is_stopped_per_address(folder):
         statuses = [server.get("/dnsdb/v2/lookup/rrset/name/www.shop.test", {"X-API-Key": f"{guess:064x}"})[0]
                     for guess in range(8)]
         assert statuses == [403] * 5 + [429] * 3
-        status, headers, body = server.get("/dnsdb/v2/lookup/rrset/name/www.shop.test", {"X-API-Key": key})
-        assert status == 429 and int(headers["retry-after"]) > 0 and b"refused keys" in body  # even the right one
+        status, headers, body = server.get("/dnsdb/v2/lookup/rrset/name/www.shop.test", {"X-API-Key": "0" * 64})
+        assert status == 429 and int(headers["retry-after"]) > 0 and b"refused keys" in body
+        # but the right key is let in: behind a proxy every analyst shares the guesser's address
+        assert server.get("/dnsdb/v2/lookup/rrset/name/www.shop.test", {"X-API-Key": key})[0] == 200
         assert server.log_has(r"from 127\.0\.0\.1; it is refused for 60 s")
         assert not any(f"{guess:064x}" in line for line in server.lines for guess in range(8))
     finally:
@@ -292,6 +295,33 @@ def test_a_client_that_never_ends_its_request_head_is_cut_off(served):
         assert server.log_has(r"sent no whole request in 2 s")
     finally:
         sock.close()
+
+
+def test_a_request_with_a_body_is_answered_and_its_connection_closed(served):
+    """No deadline runs inside a body, and each byte put off the keep-alive timeout: a body
+    trickled a byte at a time held a connection (and a slot of api_max_connections) for ever."""
+    server = served[0]
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    try:
+        sock.sendall(b"GET /dnsdb/v2/ping HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
+        sock.settimeout(30)
+        answer = b""
+        while not answer.endswith(b'{"ping":"ok"}\n'):
+            answer += sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200") and b"connection: close" in answer.lower()
+        with contextlib.suppress(OSError):  # closed already, perhaps
+            sock.sendall(b"x")  # a byte of the body: before, it held the connection open for ever
+        with contextlib.suppress(ConnectionResetError):  # closed with the body unread: a reset
+            assert sock.recv(4096) == b""
+    finally:
+        sock.close()
+    plain = socket.create_connection(("127.0.0.1", server.port))  # without a body: kept alive as before
+    try:
+        plain.sendall(b"GET /dnsdb/v2/ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        plain.settimeout(30)
+        assert b"connection: close" not in plain.recv(4096).lower()
+    finally:
+        plain.close()
 
 
 def test_an_endless_request_head_is_cut_off(served):
@@ -372,6 +402,17 @@ def test_query_on_the_command_line_answers_as_the_api(served, store):
                                                                            under=True))
     done = apikit.collector("query", "rrset", "www.*.test", "-c", config)
     assert done.returncode == 2 and "wildcard" in done.stderr
+    done = apikit.collector("query", "rrset", "*.test", "--first-after", "9" * 20, "-c", config)
+    assert done.returncode == 2 and "Traceback" not in done.stderr  # past SQLite's integers: refused, as by the API
+
+
+def test_query_against_no_store_says_so_and_makes_none(tmp_path):
+    """Opened, a missing store was made: an empty answer, and, run as root before the ingester's
+    first start, a database the ingester could not write."""
+    config = apikit.write_config(str(tmp_path))
+    done = apikit.collector("query", "rrset", "www.example.test", "-c", config)
+    assert done.returncode == 1 and "store: no database at" in done.stderr, done.stderr
+    assert not os.path.exists(os.path.join(str(tmp_path), "pdns.sqlite"))
 
 
 def test_key_commands(served):

@@ -55,6 +55,11 @@ class HeadDeadline(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         super().on_headers_complete()
+        if self.cycle is not None and _has_body(self.headers):
+            # The API takes no body: answered, the connection closes. Kept open, a body sent a
+            # byte at a time held it for ever (no deadline runs inside a body, and each byte
+            # put off uvicorn's keep-alive timeout), and 500 of them, with no key, every slot.
+            self.cycle.keep_alive = False
 
     def data_received(self, data: bytes) -> None:
         if self.head_timer is not None:
@@ -81,6 +86,12 @@ class HeadDeadline(HttpToolsProtocol):
         self._disarm()
         log.info("client %s %s: connection closed", self.client[0] if self.client else "unknown", why)
         self.transport.close()
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a request's headers announce a body (a length other than 0, or chunks)."""
+    return any(name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0")
+               for name, value in headers)
 
 
 def listen(host: str, port: int) -> socket.socket:
