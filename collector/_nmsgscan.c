@@ -40,6 +40,8 @@ typedef unsigned char u8;
 #define MSGTYPE_DNSQR 9
 #define TYPE_UDP_QUERY_RESPONSE 1
 #define TYPE_TCP 4
+#define TYPE_MAX_KNOWN 7 /* UDP_RESPONSE_ONLY: the last of nmsg's DnsQRType */
+#define TIME_MAX 0xFFFFFFFFull /* chain.TIME_MAX: a response time the stores keep (ClickHouse: UInt32) */
 #define CHECKSUM_INCORRECT 2
 #define MAX_LIST 1024
 #define IPPROTO_UDP 17
@@ -48,7 +50,7 @@ enum { GO_ON = 0, GIVE_UP = 1 };           /* scan's status */
 enum { V_OK = 0, V_SHORT = 1, V_BAD = 2 };  /* a varint */
 
 static PyObject *reasons[DC_ERROR];  /* decompose's results as counter names (DC_OK unused) */
-static PyObject *checksum_incorrect, *no_message, *no_time;
+static PyObject *checksum_incorrect, *no_message, *no_time, *bad_time, *record_type_other;
 
 /* a varint of up to 64 bits (one beyond: V_BAD, for Python to read) */
 static inline int get_varint(const u8 *b, Py_ssize_t end, Py_ssize_t *pos, uint64_t *value)
@@ -221,10 +223,12 @@ static PyObject *response(const u8 *b, Py_ssize_t start, Py_ssize_t end)
     dnsqr_t r;
     if (!read_dnsqr(b, start, end, &r))
         return new_ref(Py_None);
-    uint32_t kind = (uint32_t)r.type;
+    uint32_t kind = (uint32_t)r.type; /* an enum: 32 bits, as protobuf reads it */
     if (kind != TYPE_UDP_QUERY_RESPONSE) {
         if (kind == TYPE_TCP)
             return new_ref(Py_None);
+        if (kind > TYPE_MAX_KNOWN) /* one counter for them all: a counter a type, and the state file, grew */
+            return new_ref(record_type_other);
         return PyUnicode_FromFormat("record_type_%lu", (unsigned long)kind);
     }
     if (r.count[F_UDP_CHECKSUM] && (uint32_t)r.checksum == CHECKSUM_INCORRECT)
@@ -238,6 +242,8 @@ static PyObject *response(const u8 *b, Py_ssize_t start, Py_ssize_t end)
         return new_ref(no_message);
     if (!r.count[F_RESPONSE_TIME_SEC])
         return new_ref(no_time);
+    if (r.first_time > TIME_MAX) /* a negative int64 is a huge uint64 here */
+        return new_ref(bad_time);
     PyObject *sets;
     int result = decompose(b + r.packet + message, message_len, &sets);
     if (result == DC_ERROR)
@@ -445,8 +451,10 @@ PyMODINIT_FUNC PyInit__ingest(void)
     checksum_incorrect = interned("checksum_incorrect");
     no_message = interned("no_message");
     no_time = interned("no_time");
+    bad_time = interned("bad_time");
+    record_type_other = interned("record_type_other");
     if (!reasons[DC_UNDECODABLE] || !reasons[DC_NOT_RESPONSE] || !reasons[DC_TRUNCATED] || !reasons[DC_NOT_QUERY]
-        || !checksum_incorrect || !no_message || !no_time)
+        || !checksum_incorrect || !no_message || !no_time || !bad_time || !record_type_other)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
@@ -474,6 +482,8 @@ PyMODINIT_FUNC PyInit__ingest(void)
         || PyModule_AddIntConstant(m, "VENDOR_BASE", VENDOR_BASE) < 0
         || PyModule_AddIntConstant(m, "MSGTYPE_DNSQR", MSGTYPE_DNSQR) < 0
         || PyModule_AddIntConstant(m, "TYPE_UDP_QUERY_RESPONSE", TYPE_UDP_QUERY_RESPONSE) < 0
+        || PyModule_AddIntConstant(m, "TYPE_MAX_KNOWN", TYPE_MAX_KNOWN) < 0
+        || PyModule_AddObject(m, "TIME_MAX", PyLong_FromUnsignedLongLong(TIME_MAX)) < 0
         || PyModule_AddIntConstant(m, "TYPE_TCP", TYPE_TCP) < 0
         || PyModule_AddIntConstant(m, "CHECKSUM_INCORRECT", CHECKSUM_INCORRECT) < 0
         || PyModule_AddIntConstant(m, "MAX_LIST", MAX_LIST) < 0

@@ -22,6 +22,8 @@ from .bailiwick import OUT_OF_BAILIWICK, UNKNOWN_SERVER
 from .dedup import MAX_ENTRIES, FrontTable, inverse_index
 
 _PAIR, _TCP = RecordType.UDP_QUERY_RESPONSE, RecordType.TCP
+_KIND_MAX = max(RecordType)  # above: one counter, record_type_other
+TIME_MAX = 0xFFFFFFFF  # the last response time the stores keep (ClickHouse's UInt32; SQLite stops at 2**63)
 _INCORRECT = UdpChecksum.INCORRECT
 _TCP_PROTO = 6
 _TEACHING = frozenset((decompose.TYPE_NS, decompose.TYPE_A, decompose.TYPE_AAAA))  # what bailiwick.learn reads
@@ -61,13 +63,17 @@ def response_of(record: dict) -> tuple[bytes, int, bytes] | str:
         message = response_message(record)
     elif kind == _TCP and record.get(Field.RESPONSE_PACKET) and record.get(Field.QUERY_PACKET):
         message = tcp_response_message(record)
-    else:
-        return f"record_type_{int(kind) if isinstance(kind, int) else 'unknown'}"
+    elif not isinstance(kind, int):
+        return "record_type_unknown"
+    else:  # one counter for the types nmsg does not have: a counter a type, and the state file, grew
+        return f"record_type_{kind}" if 0 <= kind <= _KIND_MAX else "record_type_other"
     if message is None:
         return "no_message"
     times = record.get(Field.RESPONSE_TIME_SEC)
     if not times:
         return "no_time"
+    if not 0 <= times[0] <= TIME_MAX:  # past it, a store refused the batch (SQLite: 2**63; ClickHouse: UInt32)
+        return "bad_time"
     return record[Field.RESPONSE_IP], times[0], message
 
 

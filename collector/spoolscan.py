@@ -30,7 +30,7 @@ from sensor.spool import dnsqr, nmsg
 from sensor.spool.cbor import SpoolError
 from sensor.spool.formats import open_regular, read
 
-from . import _ingest
+from . import _ingest, chain
 
 
 def _built_for_these_rules() -> bool:
@@ -40,6 +40,7 @@ def _built_for_these_rules() -> bool:
     return (
         (_ingest.VENDOR_BASE, _ingest.MSGTYPE_DNSQR) == (nmsg.VENDOR_BASE, nmsg.MSGTYPE_DNSQR)
         and (_ingest.TYPE_UDP_QUERY_RESPONSE, _ingest.TYPE_TCP) == (RecordType.UDP_QUERY_RESPONSE, RecordType.TCP)
+        and max(RecordType) == _ingest.TYPE_MAX_KNOWN and _ingest.TIME_MAX == chain.TIME_MAX
         and _ingest.CHECKSUM_INCORRECT == UdpChecksum.INCORRECT and _ingest.MAX_LIST == MAX_LIST
         and all(getattr(Field, name) == number for name, number in _ingest.FIELDS.items())
         and wires == _ingest.DNSQR_WIRES and max(layout) < len(wires)

@@ -350,7 +350,11 @@ def crafted_records() -> list[dict]:
         pair(change={Field.RESPONSE_PACKET: P.fragment_ipv4(big, 1200), Field.RESPONSE_TIME_SEC: [1, 1, 1],
                 Field.RESPONSE_TIME_NSEC: [0, 0, 0]}),
         pair(change={Field.RESPONSE_TIME_SEC: [-5], Field.QUERY_TIME_SEC: [-5]}),
-        pair(change={Field.RESPONSE_TIME_SEC: [(1 << 63) - 1]}),
+        pair(change={Field.RESPONSE_TIME_SEC: [(1 << 63) - 1]}),  # past SQLite's integers, once the batch's end
+        pair(change={Field.RESPONSE_TIME_SEC: [1 << 32]}),  # past ClickHouse's UInt32
+        pair(change={Field.RESPONSE_TIME_SEC: [(1 << 32) - 1]}),  # the last time kept
+        pair(change={Field.TYPE: 7}), pair(change={Field.TYPE: 8}),  # the last of nmsg's types; one past
+        pair(change={Field.TYPE: (1 << 32) + 8}),  # an enum's 32 bits: 8
     ]
 
 
@@ -362,6 +366,9 @@ def test_crafted_records_are_read_as_python_reads_them():
     assert sum(item is None for item in taken) == 2  # TCP and the fragments: Python's
     assert Counter(type(item).__name__ for item in taken)["tuple"] >= 5
     assert taken[19] == "no_message"  # the long extension header
+    # a time a store cannot keep stopped the ingester at each restart; a counter a type grew without end
+    assert taken[-7:-4] == ["bad_time"] * 3 and isinstance(taken[-4], tuple)
+    assert taken[-3:] == ["record_type_7", "record_type_other", "record_type_other"]
 
 
 def test_damaged_dnsqr_messages_are_left_to_python():

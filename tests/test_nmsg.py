@@ -204,6 +204,25 @@ def test_fragmented_containers_are_reassembled():
     assert record == SHAPES[0] and envelope.time == (T0, 5)
 
 
+def _fragment(ident: int, current: int, last: object, piece: bytes) -> bytes:
+    last_field = (dnsqr.tag(3, 2) + dnsqr.varint(len(last)) + last if isinstance(last, bytes)
+                  else dnsqr.tag(3, 0) + dnsqr.varint(last))
+    body = (dnsqr.tag(1, 0) + dnsqr.varint(ident) + dnsqr.tag(2, 0) + dnsqr.varint(current) + last_field
+            + dnsqr.tag(4, 2) + dnsqr.varint(len(piece)) + piece)
+    return nmsg.HEADER.pack(nmsg.MAGIC, nmsg.FLAG_FRAGMENT, nmsg.VERSION, len(body)) + body
+
+
+@pytest.mark.parametrize(("stream", "complaint"), [
+    (_fragment(7, 5, 9, b"x") + _fragment(7, 0, 1, b"y"), "whose first fragment said 9"),
+    (_fragment(7, 0, b"\x01", b"x"), "fragment field 3 has wire type 2"),
+])
+def test_fragments_that_disagree_are_damage_not_a_crash(stream, complaint):
+    """KeyError and TypeError before: the ingester set the file aside all the same, but
+    `sie-dns-sensor read` died with a traceback."""
+    with pytest.raises(nmsg.NmsgError, match=complaint):
+        list(nmsg.records(io.BytesIO(stream)))
+
+
 @pytest.mark.parametrize(
     "data, complaint",
     [

@@ -367,13 +367,18 @@ class Defragmenter:
     def __init__(self) -> None:
         self.pending: dict[int, dict[int, bytes]] = {}
         self.first: dict[int, str] = {}  # where each pending container's first piece came
+        self.lasts: dict[int, int] = {}  # the last piece's number each pending container's first piece gave
         self.pieces = 0
         self.held = 0
 
     def add(self, body: bytes, where: str = "a fragment") -> bytes | None:
         """The whole serialized container once its last piece is in."""
+        values = {}
         try:
-            values = {field: value for field, _, value in fields(body)}
+            for field, wire, value in fields(body):
+                if _FRAGMENT_WIRES.get(field, wire) != wire:
+                    raise NmsgError(f"{where}: fragment field {field} has wire type {wire}")
+                values[field] = value
         except DecodeError as exc:
             raise NmsgError(f"{where}: damaged fragment ({exc})") from None
         try:
@@ -382,6 +387,9 @@ class Defragmenter:
             raise NmsgError(f"{where}: fragment without id, position or data") from None
         if last >= MAX_FRAGMENTS or current > last:
             raise NmsgError(f"{where}: fragment {current} of {last} is out of bounds")
+        if self.lasts.setdefault(ident, last) != last:  # else the join looked for a piece no fragment had
+            raise NmsgError(f"{where}: fragment {current} of {last} of a container whose first fragment "
+                            f"said {self.lasts[ident]}")
         pieces = self.pending.setdefault(ident, {})
         self.first.setdefault(ident, where)
         old = pieces.get(current)
@@ -393,7 +401,7 @@ class Defragmenter:
         pieces[current] = bytes(piece)
         if len(pieces) <= last:
             return None
-        del self.pending[ident], self.first[ident]
+        del self.pending[ident], self.first[ident], self.lasts[ident]
         self.pieces -= len(pieces)
         self.held -= sum(map(len, pieces.values()))
         return b"".join(pieces[i] for i in range(last + 1))
@@ -406,6 +414,7 @@ class Defragmenter:
                             f"({self.pieces} fragments; the first from {first})")
 
 
+_FRAGMENT_WIRES = {1: 0, 2: 0, 3: 0, 4: 2}  # NmsgFragment's fields (id, current, last, fragment) and their wire types
 _PAYLOAD_WIRES = {1: 0, 2: 0, 3: 0, 4: 5, 5: 2, 7: 0, 8: 0, 9: 0}  # NmsgPayload's fields and their wire types
 
 
