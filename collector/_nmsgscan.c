@@ -329,6 +329,7 @@ static PyObject *scan(PyObject *self, PyObject *args)
     const u8 *b = view.buf;
     Py_ssize_t n = view.len;
     int status = GO_ON;
+    int sequences = 0; /* fields 3 and 4 (sequence, sequence_id): one of each a container */
     if (pos < 0 || pos > n || limit < n)
         status = GIVE_UP;
     while (status == GO_ON && pos < n) {
@@ -354,7 +355,11 @@ static PyObject *scan(PyObject *self, PyObject *args)
         }
         uint64_t number = key >> 3;
         unsigned wire = key & 7;
-        if (v == V_BAD || (number == 1 && wire != 2) || (number == 2 && wire != 0)) {
+        /* Field 0 is no field (protobuf); others than NmsgContainer's four, or its sequence fields
+         * again and again, are filler: nmsg.Reader says so (MAX_OTHER_FIELDS) after a few, where
+         * this walk gave them up only at their end and Python then crawled through all of them. */
+        if (v == V_BAD || number == 0 || number > 4 || ((number == 3 || number == 4) && ++sequences > 2)
+            || (number == 1 && wire != 2) || (number == 2 && wire != 0)) {
             status = GIVE_UP;
             break;
         }

@@ -481,7 +481,18 @@ def damaged_files() -> list[bytes]:
         whole + container([payload(good[0])], compress=True)[:-6] + b"\x00" * 6,  # a damaged zlib stream
         whole + container([payload(good[0]) + dnsqr.tag(3, 1) + bytes(8)]),
         b"NMSX" + whole[4:],
+        whole + filler(bytes(2 * 100_000) + dnsqr.tag(3, 0) + b"\x80" * 9 + b"\x7f"),  # field 0, then a bad varint
+        whole + filler((dnsqr.tag(5, 0) + b"\x00") * 5000 + dnsqr.tag(1, 2) + b"\x00"),  # a field no container has
+        whole + filler((dnsqr.tag(3, 0) + b"\x00") * 5000),  # its sequence, over and over
     ]
+
+
+def filler(body: bytes) -> bytes:
+    """A compressed container of `body`: fields that are not payloads, which the Python read
+    crawled through one by one (64 MiB of them: minutes)."""
+    deflated = zlib.compress(body, 9)
+    return nmsg.HEADER.pack(nmsg.MAGIC, nmsg.FLAG_ZLIB, nmsg.VERSION, 4 + len(deflated)) + \
+        struct.pack(">I", len(body)) + deflated
 
 
 def test_damaged_files_give_the_same_records_then_the_same_error(tmp_path):

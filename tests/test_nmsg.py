@@ -204,6 +204,20 @@ def test_fragmented_containers_are_reassembled():
     assert record == SHAPES[0] and envelope.time == (T0, 5)
 
 
+@pytest.mark.parametrize(("body", "complaint"), [
+    (bytes(2 * 100_000) + dnsqr.tag(3, 0) + b"\x80" * 9 + b"\x7f", "field number 0"),
+    ((dnsqr.tag(5, 0) + b"\x00") * 5000, f"more than {nmsg.MAX_OTHER_FIELDS} fields that are neither payloads"),
+])
+def test_a_container_of_filler_is_refused_after_a_few_fields(body, complaint):
+    """64 MiB of fields that are not payloads (from 260 KB of upload) were read one by one:
+    minutes of the ingester's CPU, and no error at the end."""
+    deflated = zlib.compress(body, 9)
+    data = (nmsg.HEADER.pack(nmsg.MAGIC, nmsg.FLAG_ZLIB, nmsg.VERSION, 4 + len(deflated))
+            + len(body).to_bytes(4, "big") + deflated)
+    with pytest.raises(nmsg.NmsgError, match=complaint):
+        list(nmsg.records(io.BytesIO(data)))
+
+
 def _fragment(ident: int, current: int, last: object, piece: bytes) -> bytes:
     last_field = (dnsqr.tag(3, 2) + dnsqr.varint(len(last)) + last if isinstance(last, bytes)
                   else dnsqr.tag(3, 0) + dnsqr.varint(last))

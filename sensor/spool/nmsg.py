@@ -48,6 +48,7 @@ MAX_FRAGMENTS = 1024
 # ... nor hold more payloads: nmsgtool's 1 MiB containers hold about 35,000
 # of the smallest dnsqr payloads; a container of millions is filler.
 MAX_PAYLOADS = 1 << 16
+MAX_OTHER_FIELDS = 1024  # fields a container's body may hold besides payloads and CRCs (its own: sequence, id)
 MAX_OTHER_PAYLOADS = 1024  # payloads of other types a file may hold (read shows base:dnsqr only)
 MAX_PENDING_PIECES = 4 * MAX_FRAGMENTS  # fragments waiting for the rest of their containers
 INFLATE_STEP = 1 << 20  # a compressed body is inflated this much at a time
@@ -341,6 +342,8 @@ class _Body:
         buf = self.buf
         key, pos = _varint_at(buf, pos)
         field, wire = key >> 3, key & 7
+        if field == 0:
+            raise DecodeError("field number 0")
         if wire == 0:
             value, pos = _varint_at(buf, pos)
             return field, wire, value, pos
@@ -476,8 +479,14 @@ class Reader:
         container's payloads are held until then: at most MAX_PAYLOADS)."""
         entries: list[Payload] = []
         crcs: list[int] = []
+        others = 0
         for field, wire, value, offset in body.fields():
-            if field == 1:
+            if field not in (1, 2):
+                others += 1
+                if others > MAX_OTHER_FIELDS:  # filler: 64 MiB of it cost minutes, field by field
+                    raise NmsgError(f"{body.where}: more than {MAX_OTHER_FIELDS} fields that are neither "
+                                    f"payloads nor CRCs (byte {offset} of its body)")
+            elif field == 1:
                 if wire != 2 or len(entries) == MAX_PAYLOADS:
                     raise NmsgError(f"{body.where}, payload {len(entries) + 1} at byte {offset} of its body: "
                                     + ("not a payload" if wire != 2 else f"more than {MAX_PAYLOADS} in a container"))
