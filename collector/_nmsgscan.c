@@ -44,6 +44,7 @@ typedef unsigned char u8;
 #define TIME_MAX 0xFFFFFFFFull /* chain.TIME_MAX: a response time the stores keep (ClickHouse: UInt32) */
 #define CHECKSUM_INCORRECT 2
 #define MAX_LIST 1024
+#define MAX_PAYLOADS 65536 /* nmsg.MAX_PAYLOADS: a container's; more, and the walk stops there */
 #define IPPROTO_UDP 17
 
 enum { GO_ON = 0, GIVE_UP = 1 };           /* scan's status */
@@ -368,6 +369,10 @@ static PyObject *scan(PyObject *self, PyObject *args)
                 goto fail;
         } else if (number == 1) {
             Py_ssize_t data, data_len;
+            if (PyList_GET_SIZE(items) >= MAX_PAYLOADS) { /* else 16 MiB of tiny payloads held 240 MB */
+                status = GIVE_UP;
+                break;
+            }
             if (!dnsqr_of(b, pos, pos + (Py_ssize_t)value, &data, &data_len)) {
                 status = GIVE_UP;
                 break;
@@ -492,6 +497,7 @@ PyMODINIT_FUNC PyInit__ingest(void)
         || PyModule_AddIntConstant(m, "TYPE_TCP", TYPE_TCP) < 0
         || PyModule_AddIntConstant(m, "CHECKSUM_INCORRECT", CHECKSUM_INCORRECT) < 0
         || PyModule_AddIntConstant(m, "MAX_LIST", MAX_LIST) < 0
+        || PyModule_AddIntConstant(m, "MAX_PAYLOADS", MAX_PAYLOADS) < 0
         || PyModule_AddIntConstant(m, "GIVE_UP", GIVE_UP) < 0) {
         Py_XDECREF(tables);
         Py_DECREF(m);

@@ -42,6 +42,7 @@ def _built_for_these_rules() -> bool:
         and (_ingest.TYPE_UDP_QUERY_RESPONSE, _ingest.TYPE_TCP) == (RecordType.UDP_QUERY_RESPONSE, RecordType.TCP)
         and max(RecordType) == _ingest.TYPE_MAX_KNOWN and _ingest.TIME_MAX == chain.TIME_MAX
         and _ingest.CHECKSUM_INCORRECT == UdpChecksum.INCORRECT and _ingest.MAX_LIST == MAX_LIST
+        and nmsg.MAX_PAYLOADS == _ingest.MAX_PAYLOADS
         and all(getattr(Field, name) == number for name, number in _ingest.FIELDS.items())
         and wires == _ingest.DNSQR_WIRES and max(layout) < len(wires)
     )
