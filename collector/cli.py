@@ -615,6 +615,11 @@ def expire(config_path, days) -> None:
             raise
         raise click.ClickException(f"the store stayed busy for {waited:.0f} s (a running ingester's batches); "
                                    "the ingester expires it by itself once a day when retention_days is set") from None
+    except Exception as exc:  # a ClickHouse server's refusal, said in a line, not a traceback
+        if not cfg.store.startswith("clickhouse://"):
+            raise
+        said = str(exc).strip().splitlines() or [type(exc).__name__]
+        raise click.ClickException(f"the store refused the expire: {said[0][:300]}") from None
     store.close()
     click.echo(f"removed {rrsets} RRsets and {rdata} index rows last seen over {days} days ago")
 

@@ -7,6 +7,7 @@ and the same SQL on a current ClickHouse (chdb, in-process)."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -222,6 +223,10 @@ def test_the_sql_runs_on_a_current_clickhouse(tmp_path):
         for root, each in zip(roots, (reference, store), strict=True):
             ingest_all(root, each)
         assert assert_same_answers(reference, store) > 500
+        # as with replication= (the table here is not: no ZooKeeper): current releases refuse a mutation
+        # with a subquery on a Replicated table without allow_nondeterministic_mutations
+        store.location = dataclasses.replace(store.location, replication="/clickhouse/tables/{shard}/pdns")
+        assert store._mutation_settings(engine) == " SETTINGS allow_nondeterministic_mutations = 1"
         assert store.expire(1_700_000_100) == reference.expire(1_700_000_100)
         assert list(store.rrsets(b"\x00", under=True)) == list(reference.rrsets(b"\x00", under=True))
         store.close()
@@ -486,6 +491,20 @@ def test_a_shard_down_ingest_backs_off_keeps_its_files_says_so_and_resumes(tmp_p
 
 
 # ------------------------------------------------------------ the setting
+@pytest.mark.parametrize("code", [242, 252, 319, 225, 999])
+def test_a_shard_that_cannot_take_a_write_now_is_unavailable_not_fatal(code):
+    """A read-only replica (its ZooKeeper session lost), too many parts, an insert of unknown
+    outcome: the ingester died of them, and at each restart again on the journal's batch."""
+    from clickhouse_driver import errors
+
+    from collector.clickhouse.store import _translated
+
+    with pytest.raises(StoreUnavailable, match=f"code {code}"), _translated("ch1:9000"):
+        raise errors.ServerException("DB::Exception: the shard says no. Stack trace: ...", code=code)
+    with pytest.raises(errors.ServerException), _translated("ch1:9000"):  # a refusal that will not pass: as it is
+        raise errors.ServerException("DB::Exception: Syntax error", code=62)
+
+
 def test_the_store_setting_names_hosts_database_cluster_and_replication():
     found = location.parse("clickhouse://ingest:s3cret@h1:9000,[2001:db8::1]:9001,h3/pdns?cluster=dns"
                            "&replication=/clickhouse/tables/{shard}/pdns")

@@ -150,8 +150,12 @@ class _translated:
     """The driver's errors as the store's: unreachable -> StoreUnavailable, past its time -> LookupTimeout."""
 
     # socket timeout, network, all tries failed, cancelled; refused logins: unknown user, wrong password,
-    # password required, address not allowed (18.16), authentication failed (current releases)
-    _UNAVAILABLE = frozenset({209, 210, 279, 394, 192, 193, 194, 195, 516})
+    # password required, address not allowed (18.16), authentication failed (current releases); and
+    # a shard that cannot take a write now: no ZooKeeper (225), a read-only replica (242: its ZooKeeper
+    # session lost), too many parts (252), an insert whose outcome is unknown (319), ZooKeeper (999),
+    # out of memory (241), too many queries (202). Else the ingester died of them, and at each restart
+    # again on the journal's batch, while the shard was briefly unwell.
+    _UNAVAILABLE = frozenset({209, 210, 279, 394, 192, 193, 194, 195, 516, 225, 242, 252, 319, 999, 241, 202})
 
     def __init__(self, where: str) -> None:
         self.where = where
@@ -621,8 +625,9 @@ class ClickHouseStore(RdataLookups):
         local = f"{self.location.database}.{schema.LOCAL}"
         for shard in self.shards:
             writer = self._writer(shard)
+            settings = self._mutation_settings(writer)
             writer.rows(f"ALTER TABLE {local} DELETE WHERE kind IN {_EXPIRED_KINDS} AND "
-                        f"(kind, key, type, other, data) IN ({doomed.format(table=local)})")
+                        f"(kind, key, type, other, data) IN ({doomed.format(table=local)}){settings}")
             deadline = time.monotonic() + MUTATION_WAIT
             while int(writer.rows(f"SELECT count() FROM system.mutations WHERE database = "
                                   f"{literal(self.location.database)} AND table = '{schema.LOCAL}' "
@@ -635,6 +640,15 @@ class ClickHouseStore(RdataLookups):
         if self.ingest:
             self._reload_knowledge()
         return counted["rrset"], counted["rdata"]
+
+    def _mutation_settings(self, writer: Connection) -> str:
+        """Current releases refuse a mutation with a subquery on a Replicated table unless told it may
+        differ between replicas (each evaluates the subquery itself: a key renewed while the delete
+        runs may go on one replica only); 18.16 knows no such setting, and runs it as it is."""
+        if not self.location.replication:
+            return ""
+        known = writer.rows("SELECT count() FROM system.settings WHERE name = 'allow_nondeterministic_mutations'")
+        return " SETTINGS allow_nondeterministic_mutations = 1" if int(known[0][0]) else ""
 
     def _doomed_sql(self, before: int) -> str:
         """The rows expire removes (`{table}` to fill in): merged last time before `before`, REFRESH
