@@ -46,7 +46,7 @@ def engine(cfg: configuration.Config, query_timeout: float | None = None, ingest
     """The store the `store` setting names: the embedded file, or ClickHouse (`ingest`: opened by the
     ingester, which finishes a batch its last run left and keeps the knowledge cache; `busy_timeout`:
     seconds a write to the embedded file, or to ClickHouse's knowledge cache, waits for the ingester's batch)."""
-    if cfg.store.startswith("clickhouse://"):
+    if cfg.on_clickhouse:
         from .clickhouse.store import ClickHouseStore
 
         return ClickHouseStore(cfg.store, cfg.collector_dir, query_timeout=query_timeout, ingest=ingest,
@@ -56,7 +56,7 @@ def engine(cfg: configuration.Config, query_timeout: float | None = None, ingest
 
 def store_text(cfg: configuration.Config) -> str:
     """Where the store is, for the log (never a password)."""
-    if cfg.store.startswith("clickhouse://"):
+    if cfg.on_clickhouse:
         from .clickhouse.location import parse
 
         return parse(cfg.store).text()
@@ -108,7 +108,7 @@ def _sandbox_problem(cfg: configuration.Config) -> str | None:
     """What the service's sandbox (check-config runs in it first, ExecStartPre) keeps the
     configuration from doing, said before the start rather than as an ingester that backs off
     or dies: a ClickHouse store with no network, a folder it may not write."""
-    if cfg.store.startswith("clickhouse://"):
+    if cfg.on_clickhouse:
         try:
             socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
         except OSError:
@@ -118,9 +118,10 @@ def _sandbox_problem(cfg: configuration.Config) -> str | None:
     owner = daemon.service_user(configuration.SERVICE_USER)
     if os.geteuid() not in (0, owner.pw_uid if owner else 0):
         return None  # another user's check: what it may write says nothing of the service
-    for variable, folder in (("collector_dir", cfg.collector_dir), ("store", os.path.dirname(cfg.store_path))):
-        if variable == "store" and cfg.store.startswith("clickhouse://"):
-            continue
+    written = [("collector_dir", cfg.collector_dir)]
+    if not cfg.on_clickhouse:
+        written.append(("store", os.path.dirname(cfg.store_path)))
+    for variable, folder in written:
         if os.path.isdir(folder) and not os.access(folder, os.W_OK):
             return (f"{variable}: {folder} may not be written by this service (its unit's ReadWritePaths names "
                     f"/var/lib/sie-dns-collector): `{_DROP_IN}`, and add [Service] ReadWritePaths={folder}")
@@ -402,7 +403,7 @@ def _fences(first_after, first_before, last_after, last_before) -> Fences:
                     for value in (first_after, first_before, last_after, last_before)))
 
 
-_MOST = 10**12 - 1  # a number's bound, as the HTTP API's (12 digits): SQLite's integers stop at 2**63
+_MOST = 10**lookups.NUMBER_DIGITS - 1  # a number's bound, the HTTP API's: SQLite's integers stop at 2**63
 _TIME = click.IntRange(-_MOST, _MOST)
 
 
@@ -467,7 +468,7 @@ def query_rdata(config_path, as_json, summarize, limit, offset, first_after, fir
 
 def _answer(cfg: configuration.Config, found: lookups.Lookup, fences: Fences, limit: int | None, offset: int,
             summarize: bool, as_json: bool) -> None:
-    if not cfg.store.startswith("clickhouse://") and not os.path.exists(cfg.store_path):
+    if not cfg.on_clickhouse and not os.path.exists(cfg.store_path):
         # opened, it would be made: empty, with no answer, and (run as root) a file the ingester cannot write
         raise click.ClickException(f"store: no database at {cfg.store_path} (the ingester makes it)")
     try:
@@ -577,7 +578,7 @@ def list_keys(config_path) -> None:
 def init_store(config_path, on_cluster) -> None:
     """Create the ClickHouse store's database and tables (idempotent): the `store` setting says where."""
     cfg = load(config_path)
-    if not cfg.store.startswith("clickhouse://"):
+    if not cfg.on_clickhouse:
         raise click.ClickException("store is the embedded file, made when first opened: nothing to create")
     from .clickhouse.location import parse
     from .clickhouse.store import init
@@ -616,7 +617,7 @@ def expire(config_path, days) -> None:
         raise click.ClickException(f"the store stayed busy for {waited:.0f} s (a running ingester's batches); "
                                    "the ingester expires it by itself once a day when retention_days is set") from None
     except Exception as exc:  # a ClickHouse server's refusal, said in a line, not a traceback
-        if not cfg.store.startswith("clickhouse://"):
+        if not cfg.on_clickhouse:
             raise
         said = str(exc).strip().splitlines() or [type(exc).__name__]
         raise click.ClickException(f"the store refused the expire: {said[0][:300]}") from None

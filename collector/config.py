@@ -60,10 +60,13 @@ def _listen(text: str) -> str:
     return text
 
 
+CLICKHOUSE_SCHEME = "clickhouse://"  # a `store` beginning so is on ClickHouse
+
+
 def _store(text: str) -> str:
     from .clickhouse.location import masked, parse  # parsing only: no client library
 
-    if text.startswith("clickhouse://"):
+    if text.startswith(CLICKHOUSE_SCHEME):
         parse(text)
     elif text and not text.startswith("sqlite:/"):
         raise ValueError(f"{masked(text)!r} is not sqlite:/PATH, clickhouse://HOST:PORT[,HOST:PORT...]/DATABASE"
@@ -124,6 +127,11 @@ class Config:
     api_send_timeout: int
     api_max_connections: int
     origins: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
+
+    @property
+    def on_clickhouse(self) -> bool:
+        """Whether `store` names a ClickHouse store (else the embedded file, `store_path`)."""
+        return self.store.startswith(CLICKHOUSE_SCHEME)
 
     @property
     def store_path(self) -> str:

@@ -80,7 +80,7 @@ RRTypes = int | Collection[int] | None
 
 
 class StoreUnavailable(Exception):
-    """A server, a shard or the file's write lock did not answer: nothing is lost, try again
+    """A server or a shard did not answer, or cannot take a write now: nothing is lost, try again
     later (the text says which)."""
 
 

@@ -28,8 +28,8 @@ def root(tmp_path):
     return str(tmp_path)
 
 
-def open_ingester(root: str, **options) -> Ingester:
-    store = SqliteStore(os.path.join(root, "pdns.sqlite"))
+def open_ingester(root: str, busy_timeout: float = 5.0, **options) -> Ingester:
+    store = SqliteStore(os.path.join(root, "pdns.sqlite"), busy_timeout=busy_timeout)
     roothints.seed(store.directory, roothints.read(hints_file(root)))
     store.commit([])
     return Ingester(root, store, Chain(store.directory), **options)
@@ -253,10 +253,8 @@ def test_a_store_busy_while_a_file_is_read_is_the_stores_problem_not_the_files(r
     clean = open_ingester(clean_root)
     clean.step()
     upload(root, "sensor-a", "h.1000.000000.nmsg", records)
-    store = SqliteStore(os.path.join(root, "pdns.sqlite"), busy_timeout=0.1)
-    roothints.seed(store.directory, roothints.read(hints_file(root)))
-    store.commit([])
-    ingester = Ingester(root, store, Chain(store.directory))
+    ingester = open_ingester(root, busy_timeout=0.1)
+    store = ingester.store
     holder = sqlite3.connect(os.path.join(root, "pdns.sqlite"), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     (sensor, channel, name, size), = incoming.waiting(root)
@@ -277,8 +275,8 @@ def test_the_daemon_backs_off_from_a_busy_store_and_keeps_the_files(root):
     from sensor.service.daemonstate import StateFile
 
     upload(root, "sensor-a", "h.1000.000000.nmsg", resolution("www.example.test", "example.test", "203.0.113.80", 1000))
-    store = SqliteStore(os.path.join(root, "pdns.sqlite"), busy_timeout=0.1)
-    ingester = Ingester(root, store, Chain(store.directory))
+    ingester = open_ingester(root, busy_timeout=0.1)
+    store = ingester.store
     holder = sqlite3.connect(os.path.join(root, "pdns.sqlite"), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     state = StateFile(os.path.join(root, "state.json"))

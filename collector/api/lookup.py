@@ -40,7 +40,8 @@ from ..store import Fences, RRTypes, Store, Summary
 MAX_NAME_TEXT = 1024  # a name's text with every octet escaped (\DDD) stays under this
 MAX_RAW_OCTETS = 4096
 _DNSSEC_TYPES = frozenset((43, 46, 47, 48, 50, 51, 32769))  # DS RRSIG NSEC DNSKEY NSEC3 NSEC3PARAM DLV
-_INTEGER = re.compile(r"-?\d{1,12}")
+NUMBER_DIGITS = 12  # a number's digits at most, in a request or on the command line (SQLite's integers: 2**63)
+_INTEGER = re.compile(rf"-?\d{{1,{NUMBER_DIGITS}}}")
 _TRUE, _FALSE = ("t", "true", "1", "yes"), ("f", "false", "0", "no")
 _TIMES = {"time_first_after": "first_after", "time_first_before": "first_before",
           "time_last_after": "last_after", "time_last_before": "last_before"}
@@ -238,7 +239,7 @@ def parse_params(items: list[tuple[str, str]], *, default_limit: int, results_ma
 
 def _integer(name: str, text: str) -> int:
     if not _INTEGER.fullmatch(text):
-        raise BadRequest(f"{name}={text[:40]!r} is not a whole number (at most 12 digits)")
+        raise BadRequest(f"{name}={text[:40]!r} is not a whole number (at most {NUMBER_DIGITS} digits)")
     return int(text)
 
 

@@ -212,6 +212,11 @@ class SharedDirectory(SqliteDirectory):
             self.learned.append(fact)
         return new
 
+    def forget_cache(self) -> None:
+        """After a rollback or a reload: what was sent is forgotten with the rest (sent again if met)."""
+        super().forget_cache()
+        self.sent.clear()
+
     def next_period(self, now: float) -> None:
         """At a commit: once the period is over, every fact learned again is sent again."""
         if now >= self.period_end:
@@ -387,8 +392,7 @@ class ClickHouseStore(RdataLookups):
         if self.in_batch:
             self.db.execute("ROLLBACK")
             self.in_batch = False
-        self.directory.forget_cache()
-        self.directory.sent.clear()  # what the batch sent is not in the cluster
+        self.directory.forget_cache()  # and what the batch sent, which is not in the cluster
         self._forget_batch()
 
     def settle(self) -> None:
@@ -675,7 +679,6 @@ class ClickHouseStore(RdataLookups):
             self.db.execute(f"DELETE FROM host_address WHERE host NOT IN ({', '.join('?' * len(roots))})", roots)
             rebuild_zone_server(self.db)
             self.directory.forget_cache()
-            self.directory.sent.clear()
             self._learn_synced(now, facts)
         except BaseException:
             self.rollback()
