@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import resource
-import sqlite3
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,18 +49,16 @@ def child(case: str, files: str, hints: str) -> dict:
     from collector.chain import Chain
     from collector.ingest import collect_frozen, cyclic_gc_paused
     from collector.spoolscan import batches
-    from collector.sqlite_store import SCHEMA, SqliteDirectory
+    from collector.sqlite_store import SqliteStore
     from sensor.pipeline import peak_rss_kb
 
     folder = tempfile.mkdtemp(prefix="chain-floor-", dir=OUT)
-    db = sqlite3.connect(os.path.join(folder, "knowledge.sqlite"), isolation_level=None)
+    store = None
     if case == "memory":
         directory = MemoryDirectory()
-    else:
-        for pragma in ("journal_mode = WAL", "synchronous = FULL", "cache_size = -32768"):
-            db.execute(f"PRAGMA {pragma}")
-        db.executescript(SCHEMA)
-        directory = SqliteDirectory(db, lambda: None if db.in_transaction else db.execute("BEGIN IMMEDIATE"))
+    else:  # the store's own knowledge tables and pragmas; its rows stay empty (nothing is merged)
+        store = SqliteStore(os.path.join(folder, "knowledge.sqlite"))
+        directory = store.directory
     roothints.seed(directory, roothints.read(hints))
     chain = Chain(directory)
     drained = 0
@@ -72,8 +70,8 @@ def child(case: str, files: str, hints: str) -> dict:
 
     def commit() -> None:  # as the ingester's, every WINDOW seconds: its knowledge in, the frozen collected
         drain()
-        if db.in_transaction:
-            db.execute("COMMIT")
+        if store is not None:
+            store.commit([])
         collect_frozen()
 
     names = sorted(name for name in os.listdir(files) if name.endswith(".nmsg"))
@@ -92,11 +90,9 @@ def child(case: str, files: str, hints: str) -> dict:
     seconds = time.perf_counter() - started
     now = resource.getrusage(resource.RUSAGE_SELF)
     cpu = now.ru_utime - used.ru_utime + now.ru_stime - used.ru_stime
-    db.close()
-    for tail in ("", "-wal", "-shm"):
-        if os.path.exists(os.path.join(folder, "knowledge.sqlite" + tail)):
-            os.unlink(os.path.join(folder, "knowledge.sqlite" + tail))
-    os.rmdir(folder)
+    if store is not None:
+        store.close()
+    shutil.rmtree(folder)
     return {"responses": chain.counts["responses"], "cpu": cpu, "seconds": seconds, "rows": drained,
             "peak_kb": peak_rss_kb()}
 
