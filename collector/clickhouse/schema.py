@@ -7,8 +7,8 @@ Every row of the store is in one table, `pdns_local`, ordered by
     rrset    owner name key    rrtype  bailiwick (wire)  the RRset's data, packed
     rdata    data key          rrtype  owner name key    the datum ('' when it is the key: A, AAAA)
     name     forward name key  0       name key          ''   (right-hand wildcards; times: its entries')
-    ns       zone (wire)       0       server name       ''   (bailiwick knowledge)
-    address  host name (wire)  0       address           ''   (bailiwick knowledge)
+    ns       zone (wire)       0       server name       ''   (bailiwick knowledge; count 0)
+    address  host name (wire)  0       address           ''   (bailiwick knowledge; count 0)
     file     sensor            0       file name         outcome  (the ledger; count: its size)
     batch    batch id          0       ''                ''   (one per batch: the shard has it)
 

@@ -353,7 +353,8 @@ class ClickHouseStore(RdataLookups):
         now = int(self.clock())
         if self.blocks or facts or files:
             ident = uuid.uuid4().hex
-            common = [(kind, key, 0, other, b"", now, now, 1) for kind, key, other in facts]
+            # count 0: a fact is sent again (a day later, after a restart), and its rows say when, not how often
+            common = [(kind, key, 0, other, b"", now, now, 0) for kind, key, other in facts]
             common += [("file", sensor.encode(), 0, name.encode(), outcome.encode(), now, now, size)
                        for sensor, name, size, outcome in files]
             common.append(("batch", ident.encode(), 0, b"", b"", now, now, 1))
