@@ -228,7 +228,7 @@ def _fragment(ident: int, current: int, last: object, piece: bytes) -> bytes:
 
 @pytest.mark.parametrize(("stream", "complaint"), [
     (_fragment(7, 5, 9, b"x") + _fragment(7, 0, 1, b"y"), "whose first fragment said 9"),
-    (_fragment(7, 0, b"\x01", b"x"), "fragment field 3 has wire type 2"),
+    (_fragment(7, 0, b"\x01", b"x"), r"damaged fragment \(field 3 has wire type 2\)"),
 ])
 def test_fragments_that_disagree_are_damage_not_a_crash(stream, complaint):
     """KeyError and TypeError before: the ingester set the file aside all the same, but

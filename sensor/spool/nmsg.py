@@ -376,12 +376,8 @@ class Defragmenter:
 
     def add(self, body: bytes, where: str = "a fragment") -> bytes | None:
         """The whole serialized container once its last piece is in."""
-        values = {}
         try:
-            for field, wire, value in fields(body):
-                if _FRAGMENT_WIRES.get(field, wire) != wire:
-                    raise NmsgError(f"{where}: fragment field {field} has wire type {wire}")
-                values[field] = value
+            values = _values(body, _FRAGMENT_WIRES)
         except DecodeError as exc:
             raise NmsgError(f"{where}: damaged fragment ({exc})") from None
         try:
@@ -421,17 +417,24 @@ _FRAGMENT_WIRES = {1: 0, 2: 0, 3: 0, 4: 2}  # NmsgFragment's fields (id, current
 _PAYLOAD_WIRES = {1: 0, 2: 0, 3: 0, 4: 5, 5: 2, 7: 0, 8: 0, 9: 0}  # NmsgPayload's fields and their wire types
 
 
+def _values(data: bytes, wires: dict[int, int]) -> dict[int, object]:
+    """A small message's fields by number (the last of each); DecodeError for one whose wire
+    type is not the one `wires` gives it."""
+    values = {}
+    for field, wire, value in fields(data):
+        expected = wires.get(field)
+        if expected is not None and wire != expected:
+            raise DecodeError(f"field {field} has wire type {wire}")
+        values[field] = value
+    return values
+
+
 def _payload(data: bytes, place: tuple[str, int, int]) -> Payload:
     """An NmsgPayload; NmsgError for one without its required vendor, type
     and time (an empty entry is filler, not a payload)."""
     payload = Payload(place)
-    values = {}
     try:
-        for field, wire, value in fields(data):
-            expected = _PAYLOAD_WIRES.get(field)
-            if expected is not None and wire != expected:
-                raise DecodeError(f"field {field} has wire type {wire}")
-            values[field] = value
+        values = _values(data, _PAYLOAD_WIRES)
     except DecodeError as exc:
         raise NmsgError(f"{payload.where()}: damaged ({exc})") from None
     try:
