@@ -16,6 +16,8 @@ import json
 import os
 import struct
 
+import dns.exception
+import dns.name
 import pytest
 from click.testing import CliRunner
 
@@ -253,3 +255,23 @@ def test_an_opt_asked_as_a_question_has_no_options_in_json():
     out = dnstext.to_json(dnstext.parse(wire))
     assert out["header"]["opt"] == {"edns": {"version": 0, "flags": [], "udp": 1232}}  # nmsg: options NULL
     assert out["question"] == []
+
+
+@pytest.mark.parametrize("text", [
+    "example.com", "example.com.", r"a\.b.example", r"a\046b.example", r"\000.example", r"\255x.example",
+    r"a\ b.example", r"a\\b.example", r"a\25x.example", r"a\25.example", r"a\2.example", r"a\256.example",
+    r"a\1234.example", "a\\", r"a\\" + "\\", "a..b", "x" * 64 + ".example",
+])
+def test_a_name_written_by_a_person_is_read_as_dnspython_reads_it(text):
+    """text_to_wire (the API's, the configuration's and the command line's names) takes what
+    dnspython takes and refuses what it refuses: a backslash and a digit start \\DDD, exactly
+    three digits up to 255 (RFC 1035 5.1), never a shorter escape read as its first digit."""
+    try:
+        expected = dns.name.from_text(text).to_wire()
+    except dns.exception.DNSException:
+        expected = None
+    try:
+        got = text_to_wire(text)
+    except ValueError:
+        got = None
+    assert got == expected

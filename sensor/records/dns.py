@@ -82,6 +82,9 @@ _ESCAPED = [
 ]
 
 
+_DIGITS = frozenset("0123456789")
+
+
 def text_to_wire(text: str) -> bytes:
     """Wire form of a name written by a person (\\. and \\DDD understood)."""
     if text in (".", ""):
@@ -91,12 +94,15 @@ def text_to_wire(text: str) -> bytes:
     while i < len(text):
         char = text[i]
         if char == "\\":
-            if text[i + 1 : i + 4].isdigit() and len(text[i + 1 : i + 4]) == 3:
-                labels[-1].append(int(text[i + 1 : i + 4]))
-                i += 4
-                continue
             if i + 1 >= len(text):
                 raise ValueError("trailing backslash")
+            if text[i + 1] in _DIGITS:  # \DDD: exactly three digits, at most 255 (RFC 1035 5.1, as dnspython)
+                digits = text[i + 1 : i + 4]
+                if len(digits) != 3 or not all(digit in _DIGITS for digit in digits) or int(digits) > 255:
+                    raise ValueError(f"bad escape \\{digits}: \\DDD takes three digits, 000 to 255")
+                labels[-1].append(int(digits))
+                i += 4
+                continue
             labels[-1].extend(text[i + 1].encode())
             i += 2
             continue
