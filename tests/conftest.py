@@ -29,6 +29,7 @@ MARKS = {
     "test_crash": ("slow",),
     "test_collector_soak": ("slow",),
     "test_collector_lab": ("network", "slow"),
+    "test_collector_sftp": ("network",),
     "test_collector_api": ("network",),
     "test_collector_page": ("network",),
     "test_collector_dnsdbq": ("network",),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import random
 import subprocess
 import zlib
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from sensor.matching.matcher import Matcher
 from sensor.records.record import Field, RecordType, UdpChecksum
+from sensor.spool import cbor as cbor_spool
 from sensor.spool import spooldir
 from sensor.spool.cbor import Compressor, SpoolError, encode_header, encode_record, read_spool
 from sensor.spool.writer import SpoolBusy, SpoolWriter
@@ -266,3 +268,47 @@ def test_records_survive_with_checksum_names(tmp_path):
     (name,) = files(tmp_path, spooldir.WAITING)
     _, read = read_spool(str(folder(tmp_path, spooldir.WAITING) / name))
     assert next(iter(read))[Field.UDP_CHECKSUM] == UdpChecksum.CORRECT
+
+
+_TAGS = (0, 1, 2, 3, 24, 25, 28, 29, 256, 258, 1000, 55799)  # dates, bignums, shared values, sets, unknown
+
+
+def _tagged(rng: random.Random, value) -> bytes:
+    """`value` in CBOR, a tag (two, now and then) put before it and before its list's values at random."""
+    head = b""
+    if rng.random() < 0.3:
+        head = b"".join(cbor2.dumps(cbor2.CBORTag(rng.choice(_TAGS), None))[:-1]
+                        for _ in range(2 if rng.random() < 0.2 else 1))
+    if isinstance(value, list):
+        return head + bytes([0x80 + len(value)]) + b"".join(_tagged(rng, item) for item in value)
+    return head + cbor2.dumps(value)
+
+
+def _records_taken(inflated: bytes, step: int, monkeypatch) -> int | str:
+    monkeypatch.setattr(cbor_spool, "INFLATE_STEP", step)
+    try:
+        _, records = read_spool("tagged", stream=io.BytesIO(gzip.compress(encode_header("h", "c", 0, 0) + inflated)))
+        return len(list(records))
+    except SpoolError:
+        return "refused"
+
+
+def test_where_an_inflate_step_falls_never_changes_whether_a_tagged_record_is_taken(monkeypatch):
+    """A record that fits one inflate step is decoded by cbor2 at once; one that does not is
+    measured by item_end first. Both must take and refuse the same records, tags (which our
+    writer never makes) included: with a tag refused only by item_end, the same file gave a
+    record or an error by where a step ended (tag 2 before an integer, tag 28 before a list)."""
+    rng = random.Random(7)
+    whole = cbor_spool.INFLATE_STEP  # every record in one step
+    differ = []
+    for _ in range(1500):
+        record = {Field.TYPE: 1, Field.QUERY_IP: b"\x01\x02\x03\x04", Field.RESPONSE_IP: b"\x05\x06\x07\x08",
+                  Field.QUERY_TIME_SEC: [rng.randrange(3)], Field.QUERY_TIME_NSEC: [5],
+                  Field.QUERY_PACKET: [b"ab"]}
+        pairs = list(record.items())
+        rng.shuffle(pairs)
+        inflated = bytes([0xA0 + len(pairs)]) + b"".join(_tagged(rng, k) + _tagged(rng, v) for k, v in pairs)
+        taken = {_records_taken(inflated, step, monkeypatch) for step in (whole, 5, 11)}
+        if len(taken) > 1:
+            differ.append(inflated.hex())
+    assert differ == []

@@ -117,6 +117,11 @@ def _head(buf: bytearray, pos: int) -> tuple[int, int, int]:
     return first >> 5, int.from_bytes(buf[pos + 1 : end], "big"), end
 
 
+# cbor2's nesting bound for both ways of decoding an item (one step's bytes, or measured by
+# item_end first), so where an inflate step falls never changes whether a record is taken: a map
+# of scalars, of lists of scalars, or of scalars under one tag (cbor2 counts a tag as a level).
+_DEPTH = 2
+_SHAREABLE = 28  # the one tag cbor2 does not count as a level: a list under it is a list
 _SMALL_MAP = 0xA0  # the head of a map of 0 to 23 pairs is one byte: 0xa0 + pairs
 
 
@@ -139,6 +144,11 @@ def item_end(buf: bytearray, pos: int) -> int:
     _, pairs, pos = _head(buf, pos)
     for _ in range(2 * pairs):
         major, value, pos = _head(buf, pos)
+        if major == 6:  # a tag on a key or a value: cbor2 decodes it and check() judges what it made
+            tag = value
+            major, value, pos = _head(buf, pos)
+            if major in (5, 6) or (major == 4 and tag != _SHAREABLE):  # past _DEPTH for cbor2 too
+                raise ValueError(f"not a record: {_KINDS[major]} inside a tag")
         if major in (2, 3):
             pos += value
         elif major == 4:
@@ -257,11 +267,11 @@ class Items:
                     _map_head(buf, pos)
                 if self.need:  # an item that did not fit in one step: measured, then decoded whole
                     end = item_end(buf, pos)
-                    item = cbor2.loads(bytes(buf[pos:end]))
+                    item = cbor2.loads(bytes(buf[pos:end]), max_depth=_DEPTH, allow_indefinite=False)
                     self.need = 0
                 else:
                     if decoder is None:
-                        decoder = cbor2.CBORDecoder(io.BytesIO(bytes(buf[pos:])), max_depth=2,
+                        decoder = cbor2.CBORDecoder(io.BytesIO(bytes(buf[pos:])), max_depth=_DEPTH,
                                                     allow_indefinite=False)
                         start = pos
                     try:
