@@ -54,36 +54,48 @@ def masked(text: str) -> str:
 
 
 def parse(text: str) -> Location:
-    """The Location of a `clickhouse://` setting; ValueError saying what is wrong."""
+    """The Location of a `clickhouse://` setting; ValueError saying what is wrong (the setting
+    shown masked; a piece of it only when it holds no @, since an unencoded ? or / in a password
+    moves where the parser cuts, and the piece shown could be the password's)."""
     if not text.startswith(SCHEME):
         raise ValueError(f"{masked(text)!r} does not begin with {SCHEME}")
+
+    def wrong(what: str, piece: str = "") -> ValueError:
+        shown = f" ({piece!r})" if piece and "@" not in text else ""
+        return ValueError(f"{masked(text)!r}: {what}{shown}")
+
     rest = text[len(SCHEME):]
     rest, _, query = rest.partition("?")
     credentials, at, rest = rest.rpartition("@")
     hosts_text, slash, database = rest.partition("/")
     if not slash or not _NAME.fullmatch(database):
-        raise ValueError(f"{masked(text)!r} names no database (clickhouse://HOST:PORT/DATABASE, a name of letters, "
-                         "digits and _)")
-    hosts = tuple(_host(part) for part in hosts_text.split(","))
+        raise wrong("names no database (clickhouse://HOST:PORT/DATABASE, a name of letters, digits and _)")
+    hosts = []
+    for part in hosts_text.split(","):
+        host = _host(part)
+        if isinstance(host, str):
+            raise wrong(host, part)
+        hosts.append(host)
     options = urllib.parse.parse_qs(query, keep_blank_values=True, strict_parsing=False)
     unknown = set(options) - {"cluster", "replication"}
     if unknown:
-        raise ValueError(f"{masked(text)!r}: unknown parameter {sorted(unknown)[0]!r} (cluster, replication)")
+        raise wrong("unknown parameter (cluster, replication)", sorted(unknown)[0])
     cluster = options.get("cluster", [""])[-1]
     replication = options.get("replication", [""])[-1]
     if cluster and not _NAME.fullmatch(cluster):
-        raise ValueError(f"cluster {cluster!r} is not a name of letters, digits and _")
+        raise wrong("the cluster is not a name of letters, digits and _", cluster)
     if replication and (not cluster or "'" in replication or "\\" in replication):
-        raise ValueError("replication needs a cluster, and a ZooKeeper path without quotes")
+        raise wrong("replication needs a cluster, and a ZooKeeper path without quotes")
     user, _, password = urllib.parse.unquote(credentials).partition(":") if at else ("default", "", "")
-    return Location(hosts, database, cluster, replication, user or "default", password)
+    return Location(tuple(hosts), database, cluster, replication, user or "default", password)
 
 
-def _host(text: str) -> tuple[str, int]:
+def _host(text: str) -> tuple[str, int] | str:
+    """(host, port), or what is wrong with it."""
     match = _HOST.fullmatch(text)
     if not match:
-        raise ValueError(f"{text!r} is not HOST:PORT ([ADDRESS]:PORT for IPv6)")
+        return "a host is not HOST:PORT ([ADDRESS]:PORT for IPv6)"
     port = int(match.group(3) or DEFAULT_PORT)
     if not 0 < port <= 65535:
-        raise ValueError(f"{text!r}: port out of range")
+        return "a port is out of range"
     return match.group(1) or match.group(2), port
