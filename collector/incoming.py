@@ -76,38 +76,56 @@ def _order(name: str) -> tuple:
     return (int(match.group(1)), int(match.group(2)), name) if match else (1 << 62, 0, name)
 
 
-def _regular_files(folder: str) -> list[tuple[str, int]]:
-    """(name, size) of the complete regular files in `folder`, oldest first."""
+def _regular_files(folder: str, unreadable: list[tuple[str, OSError]] | None = None) -> list[tuple[str, int]]:
+    """(name, size) of the complete regular files in `folder`, oldest first (`unreadable`: where
+    a folder that cannot be listed is said, with why)."""
     found = []
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(folder):
-            if entry.name.startswith("."):
-                continue
-            with contextlib.suppress(OSError):
-                info = entry.stat(follow_symlinks=False)
-                if stat.S_ISREG(info.st_mode):
-                    found.append((entry.name, info.st_size))
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return found  # gone meanwhile
+    except OSError as exc:
+        if unreadable is not None:
+            unreadable.append((folder, exc))
+        return found
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        with contextlib.suppress(OSError):
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(info.st_mode):
+                found.append((entry.name, info.st_size))
     found.sort(key=lambda item: _order(item[0]))
     return found
 
 
-def _folders(parent: str, pattern: re.Pattern) -> list[str]:
+def _folders(parent: str, pattern: re.Pattern, unreadable: list[tuple[str, OSError]] | None = None) -> list[str]:
     """Names of the real folders (not links) in `parent` that fit `pattern`."""
     names = []
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(parent):
+    try:
+        entries = list(os.scandir(parent))
+    except FileNotFoundError:
+        return names
+    except OSError as exc:
+        if unreadable is not None:
+            unreadable.append((parent, exc))
+        return names
+    for entry in entries:
+        with contextlib.suppress(OSError):
             if pattern.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
                 names.append(entry.name)
     return sorted(names)
 
 
-def waiting(root: str) -> list[tuple[str, str, str, int]]:
-    """(sensor, channel, name, size) of every complete upload not yet claimed."""
+def waiting(root: str, unreadable: list[tuple[str, OSError]] | None = None) -> list[tuple[str, str, str, int]]:
+    """(sensor, channel, name, size) of every complete upload not yet claimed; the folders that
+    could not be listed (a sensor's SFTP login left its folder without the set-group-ID bit, say)
+    added to `unreadable` with why: their uploads wait unseen, which the ingester must say."""
     found = []
-    for sensor in _folders(os.path.join(root, INCOMING), SENSOR_NAME):
+    for sensor in _folders(os.path.join(root, INCOMING), SENSOR_NAME, unreadable):
         up = os.path.join(root, INCOMING, sensor, UP)
-        for channel in _folders(up, CHANNEL_NAME):
-            for name, size in _regular_files(os.path.join(up, channel)):
+        for channel in _folders(up, CHANNEL_NAME, unreadable):
+            for name, size in _regular_files(os.path.join(up, channel), unreadable):
                 found.append((sensor, channel, name, size))
     return found
 

@@ -105,6 +105,7 @@ class Ingester:
         self.batch_started = 0.0
         self.totals = Totals()
         self.unclaimable: dict[tuple[str, str, str], float] = {}  # (sensor, channel, name) -> when it failed
+        self.unlisted: dict[str, float] = {}  # a folder of uploads that could not be listed -> when it was said
 
     @property
     def counts(self) -> Counter[str]:
@@ -154,10 +155,27 @@ class Ingester:
         for key, since in list(self.unclaimable.items()):
             if now - since >= UNCLAIMABLE_RETRY:
                 del self.unclaimable[key]
-        waiting = incoming.waiting(self.root)
+        unlisted: list[tuple[str, OSError]] = []
+        waiting = incoming.waiting(self.root, unlisted)
+        self._cannot_list(unlisted, now)
         if not self.unclaimable:
             return waiting
         return [upload for upload in waiting if upload[:3] not in self.unclaimable]
+
+    def _cannot_list(self, unlisted: list[tuple[str, OSError]], now: float) -> None:
+        """A folder of uploads that cannot be listed (an SFTP login's folder without its
+        set-group-ID bit, say) hides its files: said when first met and every UNCLAIMABLE_RETRY
+        seconds while it lasts, counted as an error; ingest goes on with the others."""
+        for folder, exc in unlisted:
+            since = self.unlisted.get(folder)
+            if since is None or now - since >= UNCLAIMABLE_RETRY:
+                self.unlisted[folder] = now
+                self.totals.errors += 1
+                log.error("%s: cannot list it (%s): its uploads wait unseen; said again in %d s while it lasts",
+                          folder, exc.strerror or exc, UNCLAIMABLE_RETRY)
+        listed_again = set(self.unlisted) - {folder for folder, _ in unlisted}
+        for folder in listed_again:
+            del self.unlisted[folder]
 
     def _cannot_claim(self, key: tuple[str, str, str], exc: OSError) -> None:
         """An upload that cannot be moved into work/ (a sensor's rsync -p left its folder read-only,

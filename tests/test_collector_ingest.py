@@ -354,6 +354,39 @@ def test_an_upload_that_cannot_be_moved_is_left_said_once_and_ingest_goes_on(roo
     assert [e.count for e in ingester.store.rrsets(b"\x01a\x07example\x04test\x00")] == [1]
 
 
+def test_a_folder_of_uploads_that_cannot_be_listed_is_said_and_ingest_goes_on(root, monkeypatch, caplog):
+    """An SFTP login's folder without its set-group-ID bit cannot be listed by the ingester:
+    its uploads were skipped without a word, for ever. Now it is an error, said once an hour
+    while it lasts (and again if it comes back), and the other sensors' files go in."""
+    upload(root, "sensor-a", "h.1000.000000.nmsg", resolution("a.example.test", "example.test", "203.0.113.8", 1000))
+    upload(root, "sensor-b", "h.1000.000000.nmsg", resolution("b.example.test", "example.test", "203.0.113.9", 1000))
+    hidden = os.path.join(root, incoming.INCOMING, "sensor-a", incoming.UP, "ch202")
+    scandir = os.scandir
+    refusing = [True]
+
+    def refuse(path):
+        if refusing[0] and os.fspath(path) == hidden:
+            raise PermissionError(13, "Permission denied", path)
+        return scandir(path)
+
+    monkeypatch.setattr(incoming.os, "scandir", refuse)
+    ingester = open_ingester(root)
+    now = [0.0]
+    ingester.clock = lambda: now[0]
+    with caplog.at_level("ERROR", logger="collector"):
+        assert ingester.step() == 1 and ingester.step() == 0
+        now[0] += 3600
+        assert ingester.step() == 0
+    said = f"{hidden}: cannot list it (Permission denied): its uploads wait unseen"
+    assert caplog.text.count(said) == 2 and ingester.totals.errors == 2
+    from collector import cli
+
+    assert cli._state(ingester, ingester.store)["unlisted"] == [hidden]  # what status shows as a problem
+    refusing[0] = False
+    assert ingester.step() == 1 and ingester.unlisted == {}
+    assert [e.count for e in ingester.store.rrsets(b"\x01a\x07example\x04test\x00")] == [1]
+
+
 def test_a_step_ends_after_its_seconds_with_the_batch_open_and_the_last_one_commits(root):
     """The daemon reports its state between steps: 64 large files in one step took minutes."""
     from collector.ingest import STEP_SECONDS
