@@ -47,13 +47,15 @@ class Select:
     where: str
     fences: Fences = NO_FENCES
     forward: tuple[bytes, bytes] | None = None
+    in_order: str = ""  # a chunk's names as a literal array: its rows come in that order (`chunk`)
 
     def sql(self, table: str, limit: int | None, offset: int) -> str:
         having = _having(self.fences)
+        first = f"indexOf([{self.in_order}], key), " if self.in_order else ""
         text = (f"SELECT key, type, other, data, minMerge(time_first) AS tf, maxMerge(time_last) AS tl, "
                 f"sumMerge(count) AS n FROM {table} WHERE kind = '{self.kind}' AND {self.where} "
                 "GROUP BY key, type, other, data" + (f" HAVING {having}" if having else "")
-                + " ORDER BY key, type, other, data")
+                + f" ORDER BY {first}key, type, other, data")
         if limit is not None or offset:
             text += f" LIMIT {offset}, {NO_LIMIT if limit is None else limit}"
         return text
@@ -68,9 +70,11 @@ class Select:
                 "GROUP BY key, other ORDER BY key")
 
     def chunk(self, keys: list[bytes]) -> Select:
-        """The entries of these names only: a literal IN list, which the primary key index reads
-        granule by granule (an IN subquery is a full scan on 18.16)."""
-        return Select(self.kind, f"{self.where} AND key IN ({listed(keys)})", self.fences)
+        """The entries of these names only, name by name in the order given (the server sorts, so
+        the client streams them, however many entries a name has): a literal IN list, which the
+        primary key index reads granule by granule (an IN subquery is a full scan on 18.16)."""
+        names_listed = listed(keys)
+        return Select(self.kind, f"{self.where} AND key IN ({names_listed})", self.fences, in_order=names_listed)
 
 
 def _having(fences: Fences) -> str:
