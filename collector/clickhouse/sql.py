@@ -47,11 +47,11 @@ class Select:
     where: str
     fences: Fences = NO_FENCES
     forward: tuple[bytes, bytes] | None = None
-    in_order: str = ""  # a chunk's names as a literal array: its rows come in that order (`chunk`)
+    in_order: str = ""  # a chunk's ORDER BY first term: its rows come in its names' order (`chunk`)
 
     def sql(self, table: str, limit: int | None, offset: int) -> str:
         having = _having(self.fences)
-        first = f"indexOf([{self.in_order}], key), " if self.in_order else ""
+        first = f"{self.in_order}, " if self.in_order else ""
         text = (f"SELECT key, type, other, data, minMerge(time_first) AS tf, maxMerge(time_last) AS tl, "
                 f"sumMerge(count) AS n FROM {table} WHERE kind = '{self.kind}' AND {self.where} "
                 "GROUP BY key, type, other, data" + (f" HAVING {having}" if having else "")
@@ -74,7 +74,10 @@ class Select:
         the client streams them, however many entries a name has): a literal IN list, which the
         primary key index reads granule by granule (an IN subquery is a full scan on 18.16)."""
         names_listed = listed(keys)
-        return Select(self.kind, f"{self.where} AND key IN ({names_listed})", self.fences, in_order=names_listed)
+        # transform() looks a key up in a hash table: indexOf() scanned the list for every row (7 s for
+        # a million rows of one name among 2,700, against 0.05 s, on 18.16 and on a current release)
+        place = f"transform(key, [{names_listed}], [{', '.join(map(str, range(len(keys))))}], 0)"
+        return Select(self.kind, f"{self.where} AND key IN ({names_listed})", self.fences, in_order=place)
 
 
 def _having(fences: Fences) -> str:

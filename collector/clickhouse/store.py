@@ -84,7 +84,8 @@ MUTATION_WAIT = 600  # seconds expire waits for a shard's mutation to finish
 SYNC_SLACK = 600  # seconds a fact may take from the shard's clock to being readable
 _IDLE_READERS = 16
 _BLOCK = 1024  # rows a block when streaming an answer
-_CHUNK_TEXT = 65536  # octets of SQL naming a chunk of a right-hand wildcard's names, twice (max_query_size: 256 KiB)
+_CHUNK_TEXT = 65536  # octets of SQL naming a chunk of a right-hand wildcard's names; twice, with their places
+# (in `sql.Select.chunk`): at most some 180 KiB of max_query_size's 256
 BATCH_ROWS = 250_000  # rows a batch holds before it asks for its commit (about 100 MB here, as much in the driver)
 _KNOWN_NAMES = 1 << 20  # forward names already sent, so a repeat within REFRESH costs no row
 _SENT_FACTS = 1 << 18  # facts sent this REFRESH period (about 50 MB); past it, a fact may go twice
