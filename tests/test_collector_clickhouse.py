@@ -555,12 +555,23 @@ def test_the_store_setting_names_hosts_database_cluster_and_replication():
     "clickhouse://user:pa?cluster=se-cret@h1/pdns",  # the rest of the password read as the cluster
     "clickhouse://user:pa?secret=1@h1/pdns",  # ... as a parameter's name
     "clickhouse://user:se:cret@h 1/pdns",
+    "clickhouse://us/er:cret@h 1/pdns",  # not a user name: masked with the password
+    "clickhouse:/default:cret@h1:9000/pdns",  # a scheme mistyped
+    "clickhouse:default:se-cret@h1:9000/pdns",
 ])
 def test_a_wrong_store_setting_shows_nothing_of_its_password(setting):
     with pytest.raises(ValueError) as refused:
         location.parse(setting)
     said = str(refused.value)
     assert "***" in said and not {"se", "cret", "secret", "se-cret"} & set(re.split(r"[^a-z-]+", said)), said
+
+
+def test_a_store_setting_without_a_password_is_shown_whole_in_its_errors():
+    for setting, piece in (("clickhouse://user@h 1/pdns", "'h 1'"), ("clickhouse://h1/pdns?shards=2", "'shards'")):
+        with pytest.raises(ValueError, match=re.escape(f"'{setting}': ")) as refused:
+            location.parse(setting)
+        assert piece in str(refused.value)
+    assert location.masked("clickhouse://ingest:s3cret@h1/pdns") == "clickhouse://ingest:***@h1/pdns"
 
 
 def test_the_store_password_is_never_printed(cluster, tmp_path):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 SCHEME = "clickhouse://"
 DEFAULT_PORT = 9000
 MASK = "***"
-_CREDENTIALS = re.compile(r"^([^:/?@]*://[^:/?@]*:).*@", re.DOTALL)  # scheme://user: ... up to the last @
+_PLAIN_USER = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # a user name shown beside the mask; any other, masked too
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _HOST = re.compile(r"(?:\[([0-9A-Fa-f:.]+)\]|([0-9A-Za-z_.-]+))(?::(\d{1,5}))?")
 
@@ -48,20 +48,32 @@ class Location:
 
 def masked(text: str) -> str:
     """A store setting as written, its password (if any) as ***: what check-config and errors print.
-    Everything from the user's colon to the last @ goes, so even a wrong setting (a ? in the
-    password) shows nothing of it."""
-    return _CREDENTIALS.sub(lambda found: f"{found.group(1)}{MASK}@", text, count=1)
+
+    By position, not by grammar, so that no mistake in the setting shows the password: the
+    credentials are what lies before the last @, after `://` (else after the scheme's colon);
+    with a colon among them, all but a plain user name before it become ***. (An @ in a
+    replication path, with no credentials, masks too much: never too little.)"""
+    head, at, tail = text.rpartition("@")
+    if not at:
+        return text
+    scheme_end = head.find("://")
+    start = scheme_end + 3 if scheme_end >= 0 else head.find(":") + 1
+    user, colon, _ = head[start:].partition(":")
+    if not colon:
+        return text
+    shown = f"{user}:" if _PLAIN_USER.fullmatch(user) else ""
+    return f"{head[:start]}{shown}{MASK}@{tail}"
 
 
 def parse(text: str) -> Location:
     """The Location of a `clickhouse://` setting; ValueError saying what is wrong (the setting
-    shown masked; a piece of it only when it holds no @, since an unencoded ? or / in a password
-    moves where the parser cuts, and the piece shown could be the password's)."""
+    shown masked; a piece of it only when there is nothing to mask, since an unencoded ? or / in
+    a password moves where the parser cuts, and the piece shown could be the password's)."""
     if not text.startswith(SCHEME):
         raise ValueError(f"{masked(text)!r} does not begin with {SCHEME}")
 
     def wrong(what: str, piece: str = "") -> ValueError:
-        shown = f" ({piece!r})" if piece and "@" not in text else ""
+        shown = f" ({piece!r})" if piece and masked(text) == text else ""
         return ValueError(f"{masked(text)!r}: {what}{shown}")
 
     rest = text[len(SCHEME):]
