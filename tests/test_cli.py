@@ -125,6 +125,34 @@ def test_read_reports_a_bad_file_and_fails(runner, tmp_path):
     assert "bad.cbor.gz" in result.output
 
 
+@pytest.mark.parametrize("field, value", [(20, 10**400), (7, 1 << 32), (14, [1 << 40]), (13, [1 << 64]), (5, -1)])
+@pytest.mark.parametrize("print_format", ["json", "text", "pres"])
+def test_read_refuses_an_integer_wider_than_its_field_and_reads_the_next_file(runner, tmp_path, field, value,
+                                                                            print_format):
+    """A CBOR bignum (or a long varint) in a field took `read` down with a traceback (float() of
+    10**400 in json and text, struct.error packing it in pres), and the files named after it
+    were never read."""
+    import cbor2
+
+    from sensor.spool.cbor import Compressor, encode_header
+
+    record = {1: 2, 2: b"\xc0\x00\x02\x01", 3: b"\xc6\x33\x64\x01", 4: 17, 5: 5353, 6: 53, 7: 1,
+              13: [1000], 14: [0], 20: 1.5}
+    paths = []
+    for name, fields in (("wide", {field: value}), ("fine", {})):
+        path = tmp_path / f"{name}.cbor.gz"
+        with open(path, "wb") as handle:
+            sink = Compressor(handle)
+            sink.write(encode_header("h", "c", 0, 0) + cbor2.dumps({**record, **fields}))
+            sink.finish()
+        paths.append(str(path))
+    result = runner.invoke(main, ["read", "--format", print_format, *paths])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception  # no traceback
+    said = result.output
+    assert "wide.cbor.gz: record 1 at byte" in said and (f"field {field} is not" in said or "depth" in said), said
+    assert "5353" in result.output  # the next file's record
+
+
 def test_live_start_refuses_without_the_upload_key(runner, tmp_path):
     path = write_config(tmp_path, f'DNSQR_RES_ADDRS="192.0.2.53"\nuploadkey="{tmp_path}/keys/none"\n')
     result = runner.invoke(main, ["run", "-c", path, "--interface", "lo"])

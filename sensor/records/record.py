@@ -107,23 +107,30 @@ def check_compiled(module) -> None:
         raise ImportError(f"{module.__name__} was built for another record layout ({', '.join(wrong)}): rebuild it")
 
 
-_INT, _BYTES, _NUMBER, _INTS, _BYTES_LIST = "int", "bytes", "number", "ints", "bytes list"
+_INT, _BYTES, _NUMBER, _SECONDS, _NANOS, _BYTES_LIST = (
+    "an integer of 0 to 2**32-1", "bytes", "a number", "integers of 64 bits", "integers of 32 bits", "bytes list")
 _KINDS = {
     Field.TYPE: _INT, Field.QUERY_IP: _BYTES, Field.RESPONSE_IP: _BYTES, Field.PROTO: _INT,
     Field.QUERY_PORT: _INT, Field.RESPONSE_PORT: _INT, Field.ID: _INT, Field.QNAME: _BYTES,
     Field.QTYPE: _INT, Field.QCLASS: _INT, Field.RCODE: _INT, Field.QUERY_PACKET: _BYTES_LIST,
-    Field.QUERY_TIME_SEC: _INTS, Field.QUERY_TIME_NSEC: _INTS, Field.RESPONSE_PACKET: _BYTES_LIST,
-    Field.RESPONSE_TIME_SEC: _INTS, Field.RESPONSE_TIME_NSEC: _INTS, Field.TCP: _BYTES, Field.ICMP: _BYTES,
+    Field.QUERY_TIME_SEC: _SECONDS, Field.QUERY_TIME_NSEC: _NANOS, Field.RESPONSE_PACKET: _BYTES_LIST,
+    Field.RESPONSE_TIME_SEC: _SECONDS, Field.RESPONSE_TIME_NSEC: _NANOS, Field.TCP: _BYTES, Field.ICMP: _BYTES,
     Field.TIMEOUT: _NUMBER, Field.UDP_CHECKSUM: _INT, Field.RESOLVER_ADDRESS_ZEROED: _INT,
 }
 # Values a list field may hold: a side's datagram pieces are at most
 # fragments.MAX_PIECES (64); a list of thousands is a bomb, not a record.
 MAX_LIST = 1024
+# Integers as wide as dnsqr's wire types carry them (uint32 and enums, int64 seconds, sfixed32
+# nanoseconds, a double): a CBOR bignum (or a long varint) past them was taken, and then `read`
+# died on it (an OverflowError in float(), a struct.error packing it for NMSG).
 _FITS = {
-    _INT: lambda v: isinstance(v, int),
+    _INT: lambda v: isinstance(v, int) and 0 <= v <= 0xFFFFFFFF,
     _BYTES: lambda v: isinstance(v, bytes),
-    _NUMBER: lambda v: isinstance(v, (int, float)),
-    _INTS: lambda v: isinstance(v, list) and len(v) <= MAX_LIST and all(isinstance(x, int) for x in v),
+    _NUMBER: lambda v: isinstance(v, float) or (isinstance(v, int) and -(1 << 63) <= v < 1 << 63),
+    _SECONDS: lambda v: isinstance(v, list) and len(v) <= MAX_LIST
+    and all(isinstance(x, int) and -(1 << 63) <= x < 1 << 63 for x in v),
+    _NANOS: lambda v: isinstance(v, list) and len(v) <= MAX_LIST
+    and all(isinstance(x, int) and -(1 << 31) <= x < 1 << 31 for x in v),
     _BYTES_LIST: lambda v: isinstance(v, list) and len(v) <= MAX_LIST and all(isinstance(x, bytes) for x in v),
 }
 
