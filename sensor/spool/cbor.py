@@ -147,7 +147,9 @@ def item_end(buf: bytearray, pos: int) -> int:
         if major == 6:  # a tag on a key or a value: cbor2 decodes it and check() judges what it made
             tag = value
             major, value, pos = _head(buf, pos)
-            if major in (5, 6) or (major == 4 and tag != _SHAREABLE):  # past _DEPTH for cbor2 too
+            # past _DEPTH for cbor2 too, but an empty list (cbor2 counts a level only to read a value in
+            # it) and a list under tag 28 (not a level): cbor2 decodes those, and check() judges them
+            if major in (5, 6) or (major == 4 and value and tag != _SHAREABLE):
                 raise ValueError(f"not a record: {_KINDS[major]} inside a tag")
         if major in (2, 3):
             pos += value
