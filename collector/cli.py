@@ -386,7 +386,8 @@ def _state(ingester: Ingester, store: Store) -> dict:
     return {"files": totals.files, "damaged": totals.damaged, "duplicates": totals.duplicates,
             "records": totals.records, "errors": totals.errors, "last_file": totals.last_file,
             "files_per_second": files_per_second, "records_per_second": records_per_second,
-            "counts": dict(ingester.counts), "store_bytes": size, "unlisted": sorted(ingester.unlisted)}
+            "counts": dict(ingester.counts), "store_bytes": size,
+            "unlisted": {folder: why for folder, (_, why) in sorted(ingester.unlisted.items())}}
 
 
 def _summary(ingester: Ingester) -> str:
@@ -665,8 +666,8 @@ def _status(cfg: configuration.Config) -> dict:
         problems.append("the ingester is not running (no fresh state)")
     if oldest is not None and time.time() - oldest > 600:
         problems.append(f"the oldest upload has waited {int(time.time() - oldest)} s")
-    for folder in state.get("unlisted", []):
-        problems.append(f"the ingester cannot list {folder}: its uploads wait unseen (its owner, group or mode)")
+    for folder, why in state.get("unlisted", {}).items():
+        problems.append(f"the ingester cannot list {folder} ({why}): its uploads wait unseen")
     if state.get("store_problem"):
         problems.append(f"the store has not answered for {int(time.time() - state['store_problem_since'])} s, "
                         f"ingest keeps its files and tries again: {state['store_problem']}")

@@ -105,7 +105,7 @@ class Ingester:
         self.batch_started = 0.0
         self.totals = Totals()
         self.unclaimable: dict[tuple[str, str, str], float] = {}  # (sensor, channel, name) -> when it failed
-        self.unlisted: dict[str, float] = {}  # a folder of uploads that could not be listed -> when it was said
+        self.unlisted: dict[str, tuple[float, str]] = {}  # a folder of uploads not listed -> (when said, why)
 
     @property
     def counts(self) -> Counter[str]:
@@ -167,12 +167,13 @@ class Ingester:
         set-group-ID bit, say) hides its files: said when first met and every UNCLAIMABLE_RETRY
         seconds while it lasts, counted as an error; ingest goes on with the others."""
         for folder, exc in unlisted:
-            since = self.unlisted.get(folder)
-            if since is None or now - since >= UNCLAIMABLE_RETRY:
-                self.unlisted[folder] = now
+            said = self.unlisted.get(folder)
+            if said is None or now - said[0] >= UNCLAIMABLE_RETRY:
+                why = exc.strerror or str(exc)
+                self.unlisted[folder] = (now, why)
                 self.totals.errors += 1
                 log.error("%s: cannot list it (%s): its uploads wait unseen; said again in %d s while it lasts",
-                          folder, exc.strerror or exc, UNCLAIMABLE_RETRY)
+                          folder, why, UNCLAIMABLE_RETRY)
         listed_again = set(self.unlisted) - {folder for folder, _ in unlisted}
         for folder in listed_again:
             del self.unlisted[folder]

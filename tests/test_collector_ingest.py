@@ -381,7 +381,7 @@ def test_a_folder_of_uploads_that_cannot_be_listed_is_said_and_ingest_goes_on(ro
     assert caplog.text.count(said) == 2 and ingester.totals.errors == 2
     from collector import cli
 
-    assert cli._state(ingester, ingester.store)["unlisted"] == [hidden]  # what status shows as a problem
+    assert cli._state(ingester, ingester.store)["unlisted"] == {hidden: "Permission denied"}  # status's problem
     refusing[0] = False
     assert ingester.step() == 1 and ingester.unlisted == {}
     assert [e.count for e in ingester.store.rrsets(b"\x01a\x07example\x04test\x00")] == [1]
