@@ -110,38 +110,37 @@ def cluster_entries(url: str) -> dict[str, list[tuple]]:
         store.close()
 
 
+def merged_rows(cluster: clickhouse.Cluster, database: str, kinds: str) -> list[list[tuple]]:
+    """Each shard's own rows of `kinds` (an SQL condition on kind), merged: kind, key, type,
+    other, data, first, last, count."""
+    from clickhouse_driver import Client
+
+    shards = []
+    for port in cluster.ports:
+        client = Client("127.0.0.1", port=port, settings={"strings_as_bytes": True})
+        shards.append(client.execute(f"SELECT kind, key, type, other, data, minMerge(time_first), "
+                                     f"maxMerge(time_last), sumMerge(count) FROM {database}.{schema.LOCAL} "
+                                     f"WHERE {kinds} GROUP BY kind, key, type, other, data"))
+        client.disconnect()
+    return shards
+
+
 def shard_dump(cluster: clickhouse.Cluster, database: str) -> list[list[tuple]]:
     """Each shard's own rows, merged (batch markers left out, and the times of bookkeeping and
     forward-name rows: a name's row is sent again by a new process, or a REFRESH later, with the
     times of the batch it is in, so its times follow the batching, which follows the clock;
     `assert_names_within_their_entries` holds them to what they promise)."""
-    from clickhouse_driver import Client
-
-    dumps = []
-    for port in cluster.ports:
-        client = Client("127.0.0.1", port=port, settings={"strings_as_bytes": True})
-        rows = client.execute(f"SELECT kind, key, type, other, data, minMerge(time_first), maxMerge(time_last), "
-                              f"sumMerge(count) FROM {database}.{schema.LOCAL} WHERE kind != 'batch' "
-                              "GROUP BY kind, key, type, other, data")
-        client.disconnect()
-        dumps.append(sorted(row if row[0] in ("rrset", "rdata") else (*row[:5], row[7]) for row in rows))
-    return dumps
+    return [sorted(row if row[0] in ("rrset", "rdata") else (*row[:5], row[7]) for row in rows)
+            for rows in merged_rows(cluster, database, "kind != 'batch'")]
 
 
 def assert_names_within_their_entries(cluster: clickhouse.Cluster, database: str) -> None:
     """Every forward name's times lie within those of the entries naming it (as owner, or as the
     target of an inverse-index row), its last time at most REFRESH behind theirs (what expire needs)."""
-    from clickhouse_driver import Client
-
     spans: dict[bytes, list[int]] = {}
     named: dict[bytes, tuple[int, int]] = {}
-    for port in cluster.ports:
-        client = Client("127.0.0.1", port=port, settings={"strings_as_bytes": True})
-        rows = client.execute(f"SELECT kind, key, type, other, minMerge(time_first), maxMerge(time_last) "
-                              f"FROM {database}.{schema.LOCAL} WHERE kind IN ('rrset', 'rdata', 'name') "
-                              "GROUP BY kind, key, type, other")
-        client.disconnect()
-        for kind, key, rrtype, other, first, last in rows:
+    for rows in merged_rows(cluster, database, "kind IN ('rrset', 'rdata', 'name')"):
+        for kind, key, rrtype, other, _, first, last, _ in rows:
             if kind == "name":
                 named[other] = (first, last)
             elif kind == "rrset" or rrtype in clickhouse_store.NAME_TYPES:
