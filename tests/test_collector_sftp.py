@@ -4,9 +4,9 @@ The README ("Receiving: `add-sensor`") gives the machine's sshd a
 `Match Group sie-sftp-sensors` block: a chroot a sensor, internal-sftp
 forced, the sensor's collector folder bind-mounted into the chroot. Here
 that block, read out of README.md, runs in a private OpenSSH sshd
-(Debian's stock settings around it, loopback, a port of its own), with
-only the group's name and the chroot's base folder changed, so a machine
-where the recipe is really configured is left alone. The chroot base is
+(Debian's stock settings around it but PAM off, loopback, a port of its
+own), with only the group's name and the chroot's base folder changed, so
+a machine where the recipe is really configured is left alone. The chroot base is
 under /run (sshd wants every folder of a chroot's path root-owned and not
 writable by others: /tmp is not), and the sshd runs in a mount namespace
 of its own, so its bind mounts die with it.
@@ -35,6 +35,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,36 +113,133 @@ class Site:
     sensors: list[Sensor]
 
 
-def _processes_in(namespace: str) -> list[int]:
-    """The processes in mount namespace `namespace` (a /proc/PID/ns/mnt link's text)."""
+def _namespace_of(pid: int | str) -> tuple[int, int]:
+    """The mount namespace process `pid` is in: its /proc/PID/ns/mnt's (st_dev, st_ino)."""
+    found = os.stat(f"/proc/{pid}/ns/mnt")
+    return found.st_dev, found.st_ino
+
+
+def _pin_namespace(server: subprocess.Popen, seconds: float = 10) -> tuple[int, tuple[int, int]] | None:
+    """An open file of `server`'s own mount namespace (so it is not freed and its identity not
+    given to another while the file is open), and that identity; None if it ends first.
+
+    `unshare` makes the namespace after it starts: until then the process is in ours."""
+    ours = _namespace_of("self")
+    deadline = time.monotonic() + seconds
+    while server.poll() is None:  # not reaped, so the pid is still the server's
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            fd = os.open(f"/proc/{server.pid}/ns/mnt", os.O_RDONLY)
+            opened = os.fstat(fd)
+            if (opened.st_dev, opened.st_ino) != ours:
+                return fd, (opened.st_dev, opened.st_ino)
+            os.close(fd)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"sshd's process (pid {server.pid}) is still in this mount namespace after {seconds} s")
+        time.sleep(0.01)
+    return None
+
+
+def _processes_in(namespace: tuple[int, int]) -> list[int]:
+    """The processes in mount namespace `namespace` ((st_dev, st_ino) of a /proc/PID/ns/mnt)."""
     found = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
+        if entry.isdigit() and int(entry) != os.getpid():
             with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{entry}/ns/mnt") == namespace:
+                if _namespace_of(entry) == namespace:
                     found.append(int(entry))
     return found
+
+
+def _kill_namespace(namespace: tuple[int, int], seconds: float = 10) -> None:
+    """SIGKILL every process in mount namespace `namespace` (the caller holds it open, so it is
+    the sshd's and no other's), until none is left: sshd and the sessions that outlive it."""
+    if namespace == _namespace_of("self"):
+        raise RuntimeError("refusing to kill the processes of this test's own mount namespace")
+    deadline = time.monotonic() + seconds
+    while found := _processes_in(namespace):
+        for pid in found:
+            # by pidfd, the namespace checked again once it is open: a pid freed and given to
+            # another process since the scan is not signalled
+            try:
+                pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue
+            try:
+                if _namespace_of(pid) == namespace:
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            except (FileNotFoundError, ProcessLookupError):
+                pass  # gone meanwhile
+            finally:
+                os.close(pidfd)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"processes {found} of sshd's mount namespace are still there after SIGKILL")
+        time.sleep(0.02)
+
+
+def _stop_server(server: subprocess.Popen, pinned: list) -> None:
+    """Stop the unshare/sshd process and everything in its mount namespace, then let go of the
+    namespace (`pinned`: [fd, identity] once it has been pinned)."""
+    try:
+        if pinned:
+            _kill_namespace(pinned[1])  # sshd with its sessions, which outlive it
+    finally:
+        try:
+            if server.poll() is None:
+                server.kill()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        finally:
+            if pinned:
+                os.close(pinned[0])
+
+
+def _remove_account(kind: str, name: str, seconds: float = 5) -> None:
+    """userdel/groupdel `name` (`kind`: "user"/"group"), the user's processes killed first, tried
+    again for `seconds`; the test fails if it is still there."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if kind == "user":
+            subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
+        done = subprocess.run([f"{kind}del", name], capture_output=True, text=True)
+        if done.returncode in (0, 6):  # 6: there is no such user/group (any more)
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"{kind}del {name} failed (exit status {done.returncode}) for {seconds} s, "
+                        f"so the {kind} is left on this machine: {done.stderr.strip()}")
+        time.sleep(0.2)
+
+
+def _remove_run(run: str, mounts: list[str]) -> None:
+    for target in mounts:  # never here unless the namespace leaked one: take it out before removing
+        if os.path.ismount(target):
+            subprocess.run(["umount", target], capture_output=True)
+    if not any(os.path.ismount(target) for target in mounts):
+        shutil.rmtree(run, ignore_errors=True)
 
 
 @pytest.fixture
 def site(tmp_path):
     tag = uuid.uuid4().hex[:6]
     group = f"siesftp{tag}"
-    run = tempfile.mkdtemp(prefix="sie-sftp-test-", dir="/run")  # root's, 0755 on the way down
-    os.chmod(run, 0o755)
-    base, etc = os.path.join(run, "chroot"), os.path.join(run, "etc")
-    os.makedirs(os.path.join(etc, "keys"))
-    os.mkdir(base)
-    root = tempfile.mkdtemp(prefix="sie-collector-", dir="/tmp")
-    os.chmod(root, 0o755)
-    users: list[str] = []
     mounts: list[str] = []
-    server: subprocess.Popen | None = None
-    namespace = ""
-    try:
+    # every step undone in reverse, each one even if another fails (the failures raised after)
+    with contextlib.ExitStack() as cleanup:
+        run = tempfile.mkdtemp(prefix="sie-sftp-test-", dir="/run")  # root's, 0755 on the way down
+        cleanup.callback(_remove_run, run, mounts)
+        os.chmod(run, 0o755)
+        base, etc = os.path.join(run, "chroot"), os.path.join(run, "etc")
+        os.makedirs(os.path.join(etc, "keys"))
+        os.mkdir(base)
+        root = tempfile.mkdtemp(prefix="sie-collector-", dir="/tmp")
+        cleanup.callback(shutil.rmtree, root, ignore_errors=True)
+        os.chmod(root, 0o755)
         subprocess.run(["groupadd", "--system", group], check=True, capture_output=True)
+        cleanup.callback(_remove_account, "group", group)
         owner = sshd_helper.add_user(root)  # the collector's user: its home is collector_dir, as the package's
-        users.append(owner)
+        cleanup.callback(_remove_account, "user", owner)
         config = collector_config(root, root, keep_days="1")
         incoming.make_folders(root)
         collector = pwd.getpwnam(owner)
@@ -153,7 +251,7 @@ def site(tmp_path):
         sensors = []
         for number, count in enumerate((2, 1)):
             name = sshd_helper.add_user(os.path.join(run, f"home{number}"), "/usr/sbin/nologin")
-            users.append(name)
+            cleanup.callback(_remove_account, "user", name)
             subprocess.run(["usermod", "-a", "-G", group, name], check=True, capture_output=True)
             spool = tmp_path / name
             uploader_keys().generate(str(spool / "keys" / "upload"), comment=f"{name}.example")
@@ -192,12 +290,15 @@ def site(tmp_path):
         sshd_config = os.path.join(etc, "sshd_config")
         log = os.path.join(etc, "sshd.log")
         with open(sshd_config, "w") as handle:
-            # this sshd's own place, then Debian's stock sshd_config, then the README's block
+            # this sshd's own place, then Debian's stock sshd_config but for UsePAM (yes there: on a
+            # host with systemd-logind, PAM starts a user@UID manager for each login, outside this
+            # namespace, and the user cannot be removed; the recipe does not depend on PAM, and the
+            # accounts' password field is "*", not locked), then the README's block
             handle.write(
                 f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile {etc}/sshd.pid\n"
                 f"AuthorizedKeysFile {etc}/keys/%u\nPasswordAuthentication no\nPermitRootLogin no\n"
                 "LogLevel VERBOSE\n"
-                "KbdInteractiveAuthentication no\nUsePAM yes\nX11Forwarding yes\nPrintMotd no\n"
+                "KbdInteractiveAuthentication no\nUsePAM no\nX11Forwarding yes\nPrintMotd no\n"
                 "AcceptEnv LANG LC_*\nSubsystem sftp /usr/lib/openssh/sftp-server\n\n"
                 + block.replace(RECIPE_GROUP, group).replace(RECIPE_BASE, base)
             )
@@ -211,29 +312,14 @@ def site(tmp_path):
             server = subprocess.Popen(
                 ["unshare", "--mount", "--propagation", "private", "sh", "-c",
                  f"{binds}exec {sshd_helper.SSHD} -D -e -f {shlex.quote(sshd_config)}"], stderr=errors)
+        pinned: list = []  # [fd, (st_dev, st_ino)] of sshd's mount namespace, open until it is stopped
+        cleanup.callback(_stop_server, server, pinned)
+        pinned.extend(_pin_namespace(server) or ())
         sshd_helper.wait_listening(server, "127.0.0.1", port, log)
-        namespace = os.readlink(f"/proc/{server.pid}/ns/mnt")
-        assert namespace != os.readlink("/proc/self/ns/mnt")
+        assert pinned and pinned[1] != _namespace_of("self")
         for target in mounts:  # the bind mounts are the namespace's only
             assert not os.path.ismount(target) and not os.listdir(target)
         yield Site(root, config, owner, base, port, host_key, log, sensors)
-    finally:
-        if server is not None:
-            if server.poll() is None:
-                server.terminate()
-                server.wait(timeout=10)
-            for pid in _processes_in(namespace) if namespace else ():  # sessions outlive their sshd
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        for name in users:
-            sshd_helper.remove_user(name)
-        subprocess.run(["groupdel", group], capture_output=True)
-        for target in mounts:  # never here unless the namespace leaked one: take it out before removing
-            if os.path.ismount(target):
-                subprocess.run(["umount", target], capture_output=True)
-        if not any(os.path.ismount(target) for target in mounts):
-            shutil.rmtree(run, ignore_errors=True)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def files_under(root: str) -> set[str]:
