@@ -66,11 +66,16 @@ def batches(path: str) -> Iterator[list]:
                 raise SpoolError(f"{path}: {exc}") from None
             return
     batch = []
-    for record, _ in read(path):
-        batch.append(record)
-        if len(batch) == BATCH:
+    try:
+        for record, _ in read(path):
+            batch.append(record)
+            if len(batch) == BATCH:
+                yield batch
+                batch = []
+    except SpoolError:
+        if batch:  # what decoded before the damage is ingested (it was dropped with its batch)
             yield batch
-            batch = []
+        raise
     if batch:
         yield batch
 
