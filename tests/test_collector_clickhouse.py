@@ -218,6 +218,11 @@ def test_the_cluster_answers_every_lookup_as_the_embedded_store(cluster, tmp_pat
         assert misplaced == [(0,)]
     reader = ClickHouseStore(url, "/nonexistent", ingest=False)  # as the query server opens it
     assert assert_same_answers(reference, reader) > 1000
+    released = []
+    release = reader._release
+    reader._release = lambda connection, broken: (released.append(broken), release(connection, broken))
+    assert len(list(reader.rrsets(b"\x03www\x00", starts=True, limit=1, offset=1))) == 1  # `www.*`: many names
+    assert released and not any(released)  # each answer read to its end (LIMIT), its connection kept, not closed
     reader.close()
     store.close()
     reference.close()

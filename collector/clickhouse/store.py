@@ -556,15 +556,20 @@ class ClickHouseStore(RdataLookups):
             return
         skip, left = offset, limit
         for keys in self._name_chunks(select):
-            for row in self._stream(select.chunk(keys).sql(self.read_table, None, 0)):  # in the chunk's order
+            wanted = None if left is None else skip + left  # the server stops there
+            rows = self._stream(select.chunk(keys).sql(self.read_table, wanted, 0))  # in the chunk's order
+            for row in rows:
                 if skip:
                     skip -= 1
                     continue
-                yield row
                 if left is not None:
                     left -= 1
-                    if not left:
+                    if not left:  # the stream read to its end first (LIMIT: nothing more), so its
+                        for _ in rows:  # connection goes back to the pool, not closed mid-answer
+                            pass
+                        yield row
                         return
+                yield row
 
     def _name_chunks(self, select: Select) -> Iterator[list[bytes]]:
         keys: list[bytes] = []
