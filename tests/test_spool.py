@@ -313,3 +313,24 @@ def test_where_an_inflate_step_falls_never_changes_whether_a_tagged_record_is_ta
         if len(taken) > 1:
             differ.append(inflated.hex())
     assert differ == []
+
+
+@pytest.mark.parametrize("step", [1 << 18, 1 << 12])  # the item decoded at once, or measured first
+def test_a_tag_is_refused_before_cbor2_builds_what_it_names(monkeypatch, step):
+    """cbor2 compiles a tag 35's string as a regular expression: one of 1 MiB, 1.5 KB compressed,
+    cost 6.6 CPU-s, so a small file of them held the reader (the sensor's read, the collector's
+    ingest) for hours. Every tag is refused before its value is read."""
+    import re
+
+    compiled = []
+    monkeypatch.setattr(re, "compile", lambda *args, **kwargs: compiled.append(args))
+    monkeypatch.setattr(cbor_spool, "INFLATE_STEP", step)
+    record = cbor2.dumps({Field.TYPE: 1, Field.QUERY_IP: b"\x01\x02\x03\x04", Field.RESPONSE_IP: b"\x05\x06\x07\x08",
+                          Field.QNAME: cbor2.CBORTag(35, "(a|a?)+" * 2000)})
+    data = gzip.compress(encode_header("h", "c", 0, 0) + record)
+    _, records = read_spool("regex", stream=io.BytesIO(data))
+    try:
+        list(records)
+    except SpoolError as exc:
+        said = str(exc)
+    assert compiled == [] and "record 1 at byte" in said and "a tag" in said, said
