@@ -21,6 +21,7 @@ import os
 import select
 import socket
 import struct
+import time
 
 import pcapy
 
@@ -31,6 +32,7 @@ from sensor.matching.bpf import with_vlans
 SNAPLEN = 65535
 BATCH = 1024
 LIVE_TIMEOUT_MS = 200
+STILL_THERE_EVERY = 1.0  # seconds between two looks, while idle, that the interface is still there
 LIVE_BUFFER_BYTES = 64 * 1024 * 1024
 
 _META = struct.Struct("=IIII")  # sec, usec, offset, caplen (native, as pcapy packs it)
@@ -58,6 +60,14 @@ def device_exists(device: str) -> bool:
     return True
 
 
+def _index_of(device: str) -> int | None:
+    """The interface's index now, None when the kernel knows no such name."""
+    try:
+        return socket.if_nametoindex(device)
+    except OSError:
+        return None
+
+
 def _set_filter(handle, bpf: str) -> None:
     """Apply the sensor's filter, widened for VLAN tags on Ethernet."""
     if bpf:
@@ -77,6 +87,9 @@ class Capture:
         self.find_ip = finder_for(handle.datalink())
         self.not_ip = 0  # frames that carried no IP (ARP, LLDP, ...)
         self.fd = -1
+        self.device = ""  # a live capture's interface
+        self.device_index: int | None = None  # its index when opened (None: "any", or a file)
+        self._next_look = 0.0  # when an idle live capture next checks its interface is still there
         if live:
             handle.setnonblock(1)
             self.fd = handle.getfd()
@@ -99,7 +112,10 @@ class Capture:
                 handle.set_fanout(fanout_group, fanout.MODE)
         except (pcapy.PcapError, OSError) as exc:
             raise CaptureError(f"cannot capture on {device}: {exc}") from None
-        return cls(handle, f"interface {device}", live=True)
+        capture = cls(handle, f"interface {device}", live=True)
+        capture.device = device
+        capture.device_index = None if device == "any" else _index_of(device)
+        return capture
 
     @classmethod
     def open_file(cls, path: str, bpf: str) -> Capture:
@@ -113,6 +129,7 @@ class Capture:
     def read_batch(self) -> list[Datagram] | None:
         """The next datagrams; [] when a live capture timed out, None at EOF."""
         if self.live and not self._readable():
+            self._check_still_there()
             return []
         if self.damaged:
             return None
@@ -123,7 +140,10 @@ class Capture:
                 raise CaptureError(f"{self.description}: {exc}") from None
             return self._up_to_damage(exc)
         if not meta:
-            return [] if self.live else None
+            if self.live:
+                self._check_still_there()
+                return []
+            return None
         self.delivered += len(meta) // _META.size
         find_ip = self.find_ip
         batch = []
@@ -168,6 +188,23 @@ class Capture:
         )
         log.warning("%s", self.damaged)
         return batch
+
+    def _check_still_there(self) -> None:
+        """CaptureError when the interface opened is gone (or another took its name), looked at
+        once a second while the capture is idle. libpcap says so itself, almost always; once in
+        CI it did not within 30 s of an `ip link del`, and status said capturing on a deleted
+        interface (and the sensor never reopened the new one)."""
+        if self.device_index is None:
+            return
+        now = time.monotonic()
+        if now < self._next_look:
+            return
+        self._next_look = now + STILL_THERE_EVERY
+        index = _index_of(self.device)
+        if index != self.device_index:
+            raise CaptureError(f"{self.description}: the interface is gone" if index is None else
+                               f"{self.description}: the interface was replaced (index {self.device_index} "
+                               f"is now {index})")
 
     def _readable(self) -> bool:
         """Wait at most LIVE_TIMEOUT_MS for packets.
