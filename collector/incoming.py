@@ -76,19 +76,23 @@ def _order(name: str) -> tuple:
     return (int(match.group(1)), int(match.group(2)), name) if match else (1 << 62, 0, name)
 
 
-def _regular_files(folder: str, unreadable: list[tuple[str, OSError]] | None = None) -> list[tuple[str, int]]:
-    """(name, size) of the complete regular files in `folder`, oldest first (`unreadable`: where
-    a folder that cannot be listed is said, with why)."""
-    found = []
+def _entries(folder: str, unreadable: list[tuple[str, OSError]] | None) -> list[os.DirEntry]:
+    """What `folder` holds; none when it is gone meanwhile, or cannot be listed (then said in
+    `unreadable`, with why)."""
     try:
-        entries = list(os.scandir(folder))
+        return list(os.scandir(folder))
     except FileNotFoundError:
-        return found  # gone meanwhile
+        return []
     except OSError as exc:
         if unreadable is not None:
             unreadable.append((folder, exc))
-        return found
-    for entry in entries:
+        return []
+
+
+def _regular_files(folder: str, unreadable: list[tuple[str, OSError]] | None = None) -> list[tuple[str, int]]:
+    """(name, size) of the complete regular files in `folder`, oldest first."""
+    found = []
+    for entry in _entries(folder, unreadable):
         if entry.name.startswith("."):
             continue
         with contextlib.suppress(OSError):
@@ -102,15 +106,7 @@ def _regular_files(folder: str, unreadable: list[tuple[str, OSError]] | None = N
 def _folders(parent: str, pattern: re.Pattern, unreadable: list[tuple[str, OSError]] | None = None) -> list[str]:
     """Names of the real folders (not links) in `parent` that fit `pattern`."""
     names = []
-    try:
-        entries = list(os.scandir(parent))
-    except FileNotFoundError:
-        return names
-    except OSError as exc:
-        if unreadable is not None:
-            unreadable.append((parent, exc))
-        return names
-    for entry in entries:
+    for entry in _entries(parent, unreadable):
         with contextlib.suppress(OSError):
             if pattern.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
                 names.append(entry.name)

@@ -186,11 +186,7 @@ def _stop_server(server: subprocess.Popen, pinned: list) -> None:
         try:
             if server.poll() is None:
                 server.kill()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            server.wait()  # SIGKILLed: a second kill after a timeout would change nothing
         finally:
             if pinned:
                 os.close(pinned[0])

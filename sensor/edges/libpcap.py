@@ -51,13 +51,7 @@ def device_exists(device: str) -> bool:
     """Whether the kernel knows this interface now (libpcap's own message
     for a missing one, "not-yet-activated pcap_t passed to pcap_compile",
     says nothing useful)."""
-    if device == "any":
-        return True
-    try:
-        socket.if_nametoindex(device)
-    except OSError:
-        return False
-    return True
+    return device == "any" or _index_of(device) is not None
 
 
 def _index_of(device: str) -> int | None:
